@@ -1,0 +1,91 @@
+//! The regression gate: compares a fresh report with a committed baseline.
+//!
+//! Correctness: every record of the fresh report must pass, and every record the baseline has
+//! for a backend that the fresh run covered must still be there (a silently dropped case is a
+//! regression). Speed (optional): a time metric may not exceed the baseline by more than a
+//! given fraction, compared only where kernel, case, shape, dtype and device match.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{Record, Report};
+
+/// Outcome of a gate check.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct GateOutcome {
+    /// Reasons the gate fails, one line each.
+    pub regressions: Vec<String>,
+    /// Record keys present now but not in the baseline (informational).
+    pub new: Vec<String>,
+    /// Comparisons that were skipped, with why (informational).
+    pub not_comparable: Vec<String>,
+}
+
+impl GateOutcome {
+    /// True when nothing regressed.
+    pub fn passed(&self) -> bool {
+        self.regressions.is_empty()
+    }
+}
+
+/// Units treated as times for the speed gate.
+const TIME_UNITS: [&str; 3] = ["s", "ms", "us"];
+
+/// Checks `current` against `baseline`. `max_slowdown` (e.g. 0.10) turns on the speed gate.
+///
+/// ```
+/// use muse_verify::{gate::check, Record, Report, Target};
+/// let mut base = Report::new("cpu");
+/// base.records.push(Record::new("k", "cpu", "c", &[1], "f64", "err", 0.0, "", Some(Target::AtMost(1.0))));
+/// let mut now = base.clone();
+/// assert!(check(&base, &now, None).passed());
+/// now.records[0] = Record::new("k", "cpu", "c", &[1], "f64", "err", 2.0, "", Some(Target::AtMost(1.0)));
+/// assert!(!check(&base, &now, None).passed());
+/// ```
+pub fn check(baseline: &Report, current: &Report, max_slowdown: Option<f64>) -> GateOutcome {
+    let mut out = GateOutcome::default();
+    let base: BTreeMap<String, &Record> = baseline.records.iter().map(|r| (r.key(), r)).collect();
+    let now: BTreeMap<String, &Record> = current.records.iter().map(|r| (r.key(), r)).collect();
+    let backends: BTreeSet<&str> = current.records.iter().map(|r| r.backend.as_str()).collect();
+
+    for r in current.failures() {
+        out.regressions.push(format!(
+            "{} = {} {} fails its target {}",
+            r.key(),
+            r.value,
+            r.unit,
+            r.target.map_or_else(String::new, |t| t.to_string())
+        ));
+    }
+    for (key, b) in &base {
+        match now.get(key) {
+            None if backends.contains(b.backend.as_str()) => {
+                out.regressions.push(format!("{key}: in the baseline but missing now"));
+            }
+            None => out
+                .not_comparable
+                .push(format!("{key}: backend `{}` did not run", b.backend)),
+            Some(n) => {
+                if let Some(limit) = max_slowdown.filter(|_| TIME_UNITS.contains(&b.unit.as_str())) {
+                    if baseline.device != current.device {
+                        out.not_comparable.push(format!(
+                            "{key}: device `{}` vs baseline `{}`",
+                            current.device, baseline.device
+                        ));
+                    } else if n.unit == b.unit && n.value > b.value * (1.0 + limit) {
+                        out.regressions.push(format!(
+                            "{key}: {} {} is {:.1}% slower than the baseline {} {} (limit {:.0}%)",
+                            n.value,
+                            n.unit,
+                            (n.value / b.value - 1.0) * 100.0,
+                            b.value,
+                            b.unit,
+                            limit * 100.0
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out.new = now.keys().filter(|k| !base.contains_key(*k)).cloned().collect();
+    out
+}

@@ -1,0 +1,304 @@
+//! Reports: one JSON document per run (`{commit, device, created, records}`), rendered to
+//! Markdown. Reports are generated, never hand-written.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{Error, Result};
+
+/// One measured quantity of one kernel on one backend for one case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Kernel family and op, e.g. `bk_core_forward`.
+    pub kernel: String,
+    /// `cpu` or `cuda`.
+    pub backend: String,
+    /// Case name (fixture name, shape id or property name).
+    pub case: String,
+    /// Shape of the main input, e.g. `[16, 4096]` for (B, N).
+    pub shape: Vec<usize>,
+    /// Precision the kernel ran in: `f32` or `f64`.
+    pub dtype: String,
+    /// What was measured, e.g. `max_rel_err`, `mse`, `time_median`.
+    pub metric: String,
+    /// The measured value (`null` in JSON when not finite).
+    #[serde(serialize_with = "ser_value", deserialize_with = "de_value")]
+    pub value: f64,
+    /// Unit of `value`: `""` for ratios and errors, `ms`, `us`, `bytes`, …
+    pub unit: String,
+    /// The bound `value` must meet, if any.
+    pub target: Option<Target>,
+    /// Whether `value` meets `target` (true when there is no target).
+    pub pass: bool,
+}
+
+impl Record {
+    /// A record whose `pass` is computed from `target`.
+    pub fn new(
+        kernel: &str,
+        backend: &str,
+        case: &str,
+        shape: &[usize],
+        dtype: &str,
+        metric: &str,
+        value: f64,
+        unit: &str,
+        target: Option<Target>,
+    ) -> Self {
+        let pass = target.is_none_or(|t| t.holds(value));
+        Self {
+            kernel: kernel.into(),
+            backend: backend.into(),
+            case: case.into(),
+            shape: shape.to_vec(),
+            dtype: dtype.into(),
+            metric: metric.into(),
+            value,
+            unit: unit.into(),
+            target,
+            pass,
+        }
+    }
+
+    /// The identity of a record across runs: kernel, backend, case, shape, dtype, metric.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}/{}/{:?}/{}/{}",
+            self.kernel, self.backend, self.case, self.shape, self.dtype, self.metric
+        )
+    }
+}
+
+fn ser_value<S: Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    if v.is_finite() {
+        s.serialize_f64(*v)
+    } else {
+        s.serialize_none()
+    }
+}
+
+fn de_value<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// A bound on a value: `<= x`, `< x` or `>= x`. Serialised as that string.
+///
+/// ```
+/// use muse_verify::Target;
+/// let t: Target = "<= 5".parse().unwrap();
+/// assert!(t.holds(5.0) && !t.holds(5.1) && !t.holds(f64::NAN));
+/// assert_eq!(t.to_string(), "<= 5");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Target {
+    /// value ≤ x.
+    AtMost(f64),
+    /// value < x.
+    Below(f64),
+    /// value ≥ x.
+    AtLeast(f64),
+}
+
+impl Target {
+    /// Whether `value` meets the bound (never for NaN).
+    pub fn holds(&self, value: f64) -> bool {
+        match *self {
+            Target::AtMost(x) => value <= x,
+            Target::Below(x) => value < x,
+            Target::AtLeast(x) => value >= x,
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::AtMost(x) => write!(f, "<= {x}"),
+            Target::Below(x) => write!(f, "< {x}"),
+            Target::AtLeast(x) => write!(f, ">= {x}"),
+        }
+    }
+}
+
+impl From<Target> for String {
+    fn from(t: Target) -> String {
+        t.to_string()
+    }
+}
+
+impl TryFrom<String> for Target {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (op, x) = s
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| format!("target `{s}`: expected `<op> <number>`"))?;
+        let x: f64 = x.trim().parse().map_err(|e| format!("target `{s}`: {e}"))?;
+        match op {
+            "<=" => Ok(Target::AtMost(x)),
+            "<" => Ok(Target::Below(x)),
+            ">=" => Ok(Target::AtLeast(x)),
+            _ => Err(format!("target `{s}`: operator must be <=, < or >=")),
+        }
+    }
+}
+
+/// A report: provenance plus records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Git commit the code was built from (`<sha>` or `<sha>-dirty`).
+    pub commit: String,
+    /// Device description (CPU model, or GPU name and driver).
+    pub device: String,
+    /// Creation time, RFC 3339 UTC.
+    pub created: String,
+    /// Extra provenance (driver, nvcc, kernel source hash, skipped backends, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, serde_json::Value>,
+    /// The measurements.
+    pub records: Vec<Record>,
+}
+
+impl Report {
+    /// An empty report stamped with the current commit and time.
+    pub fn new(device: impl Into<String>) -> Self {
+        Self {
+            commit: git_commit(),
+            device: device.into(),
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            meta: BTreeMap::new(),
+            records: Vec::new(),
+        }
+    }
+
+    /// Records that fail their target.
+    pub fn failures(&self) -> impl Iterator<Item = &Record> {
+        self.records.iter().filter(|r| !r.pass)
+    }
+
+    /// Reads a report from JSON.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| Error::Json {
+            path: path.into(),
+            source,
+        })
+    }
+
+    /// Writes `<dir>/<stem>.json` and `<dir>/<stem>.md`; returns both paths.
+    pub fn write(&self, dir: &Path, stem: &str, title: &str) -> Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.into(),
+            source,
+        })?;
+        let json = dir.join(format!("{stem}.json"));
+        let md = dir.join(format!("{stem}.md"));
+        let text = serde_json::to_string_pretty(self).expect("invariant: reports serialise");
+        write_file(&json, &(text + "\n"))?;
+        write_file(&md, &self.to_markdown(title))?;
+        Ok((json, md))
+    }
+
+    /// Renders the report as Markdown: provenance, a summary, one table per kernel.
+    pub fn to_markdown(&self, title: &str) -> String {
+        let mut s = format!("# {title}\n\n");
+        let _ = writeln!(s, "- commit: `{}`", self.commit);
+        let _ = writeln!(s, "- device: {}", self.device);
+        let _ = writeln!(s, "- created: {}", self.created);
+        for (k, v) in &self.meta {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            let _ = writeln!(s, "- {k}: {v}");
+        }
+        let failed = self.failures().count();
+        let _ = writeln!(
+            s,
+            "\n**{} records, {} passed, {} failed.**\n",
+            self.records.len(),
+            self.records.len() - failed,
+            failed
+        );
+        let mut kernels: Vec<&str> = self.records.iter().map(|r| r.kernel.as_str()).collect();
+        kernels.dedup();
+        kernels.sort_unstable();
+        kernels.dedup();
+        for kernel in kernels {
+            let _ = writeln!(s, "## {kernel}\n");
+            s.push_str("| backend | case | shape | dtype | metric | value | unit | target | pass |\n");
+            s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+            for r in self.records.iter().filter(|r| r.kernel == kernel) {
+                let shape: Vec<String> = r.shape.iter().map(usize::to_string).collect();
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    r.backend,
+                    r.case,
+                    shape.join("×"),
+                    r.dtype,
+                    r.metric,
+                    fmt_value(r.value),
+                    r.unit,
+                    r.target.map_or_else(|| "—".into(), |t| t.to_string()),
+                    if r.pass { "PASS" } else { "**FAIL**" }
+                );
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// Formats a value compactly: plain for moderate magnitudes, scientific otherwise.
+pub fn fmt_value(v: f64) -> String {
+    let a = v.abs();
+    if v == 0.0 || (1e-3..1e5).contains(&a) {
+        format!("{:.4}", v).trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
+/// Writes a text file, naming it in the error.
+pub fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })
+}
+
+/// The commit of the working tree: `$MUSE_GIT_COMMIT` if set (the GPU machine has no `.git`),
+/// else `git rev-parse --short=12 HEAD` with `-dirty` when tracked files changed, else `unknown`.
+pub fn git_commit() -> String {
+    if let Ok(c) = std::env::var("MUSE_GIT_COMMIT") {
+        return c;
+    }
+    let run = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match run(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(sha) => match run(&["status", "--porcelain", "--untracked-files=no"]) {
+            Some(s) if !s.is_empty() => format!("{sha}-dirty"),
+            _ => sha,
+        },
+        None => "unknown".into(),
+    }
+}

@@ -1,0 +1,72 @@
+use std::fmt::{Debug, Display};
+
+use num_traits::{Float, FromPrimitive};
+
+/// A floating-point element type the kernels compute in (`f32` or `f64`).
+pub trait Elem: Float + FromPrimitive + Debug + Display + Send + Sync + 'static {
+    /// The matching [`Precision`].
+    const PRECISION: Precision;
+    /// Converts from `f64`, rounding to nearest.
+    fn of(x: f64) -> Self;
+    /// Widens (or copies) to `f64`, exactly.
+    fn to_f64_exact(self) -> f64;
+}
+
+impl Elem for f32 {
+    const PRECISION: Precision = Precision::F32;
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    fn to_f64_exact(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Elem for f64 {
+    const PRECISION: Precision = Precision::F64;
+    fn of(x: f64) -> Self {
+        x
+    }
+    fn to_f64_exact(self) -> f64 {
+        self
+    }
+}
+
+/// The arithmetic precision a kernel runs in. Inputs and outputs cross the op traits as `f64`
+/// (exact for `f32` data); the computation itself runs in this precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Precision {
+    /// IEEE single precision.
+    F32,
+    /// IEEE double precision.
+    F64,
+}
+
+impl Precision {
+    /// `"f32"` or `"f64"`, as written in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F64 => "f64",
+        }
+    }
+    /// Both precisions, f64 first.
+    pub const ALL: [Precision; 2] = [Precision::F64, Precision::F32];
+}
+
+impl Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f64" => Ok(Precision::F64),
+            other => Err(format!("unknown precision `{other}`: expected `f32` or `f64`")),
+        }
+    }
+}

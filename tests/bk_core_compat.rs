@@ -1,0 +1,1 @@
+//! The original's compat modes and hybrid gradient.

@@ -1,0 +1,15 @@
+//! The one integration-test binary: every test body runs on every backend (`::cpu`, `::cuda`).
+//! Without the `cuda` feature the CUDA halves are listed as ignored, with the reason.
+
+mod common;
+
+// Forward pass against the dense oracle, closed forms and precision.
+mod bk_core;
+// Agreement with the Python oracle's golden fixtures.
+mod bk_core_fixtures;
+// Exact gradient against the dense formula and finite differences.
+mod bk_core_grad;
+// Bad input: typed errors naming the argument.
+mod bk_core_errors;
+// The original's compat modes and hybrid gradient.
+mod bk_core_compat;

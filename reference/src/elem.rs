@@ -66,7 +66,9 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "f64" => Ok(Precision::F64),
-            other => Err(format!("unknown precision `{other}`: expected `f32` or `f64`")),
+            other => Err(format!(
+                "unknown precision `{other}`: expected `f32` or `f64`"
+            )),
         }
     }
 }

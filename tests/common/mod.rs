@@ -50,20 +50,7 @@ pub fn cases<B: muse::Backend>(cpu: u32) -> u32 {
 
 /// Dense complex128 diagonal of (T − zI)⁻¹ per row.
 pub fn dense_diag(args: &BkCoreArgs<'_>) -> Array2<Complex64> {
-    let mut out = Array2::zeros((args.batch(), args.n()));
-    for r in 0..args.batch() {
-        let inv = dense_inverse(args, r);
-        for i in 0..args.n() {
-            out[[r, i]] = inv[[i, i]];
-        }
-    }
-    out
-}
-
-/// Dense complex128 inverse of row `r`'s T − zI.
-pub fn dense_inverse(args: &BkCoreArgs<'_>, r: usize) -> Array2<Complex64> {
-    let m = muse::reference::dense::shifted_matrix(args.a().row(r), args.b().row(r), args.c().row(r), args.z());
-    muse::reference::dense::inverse(&m).expect("test inputs are non-singular")
+    muse::reference::dense::diagonal(args).expect("test inputs are non-singular")
 }
 
 /// Flattens a 2-D array in row-major order.
@@ -72,8 +59,18 @@ pub fn flat<T: Clone>(x: &ArrayView2<'_, T>) -> Vec<T> {
 }
 
 /// Asserts element-wise closeness of complex arrays, printing the worst element and headroom.
-pub fn assert_close(what: &str, got: &Array2<Complex64>, want: &Array2<Complex64>, tol: Tolerance) -> anyhow::Result<ErrorStats> {
-    anyhow::ensure!(got.dim() == want.dim(), "{what}: shape {:?} vs {:?}", got.dim(), want.dim());
+pub fn assert_close(
+    what: &str,
+    got: &Array2<Complex64>,
+    want: &Array2<Complex64>,
+    tol: Tolerance,
+) -> anyhow::Result<ErrorStats> {
+    anyhow::ensure!(
+        got.dim() == want.dim(),
+        "{what}: shape {:?} vs {:?}",
+        got.dim(),
+        want.dim()
+    );
     let (g, w) = (flat(&got.view()), flat(&want.view()));
     let v = Verdict::complex(&g, &w, tol);
     let stats = ErrorStats::complex(&g, &w);
@@ -87,14 +84,30 @@ pub fn assert_close(what: &str, got: &Array2<Complex64>, want: &Array2<Complex64
 }
 
 /// Asserts `max|got − want| ≤ rel · max|want|` for real arrays (gradient rule of design §12).
-pub fn assert_close_scaled(what: &str, got: &Array2<f64>, want: &Array2<f64>, rel: f64) -> anyhow::Result<()> {
-    anyhow::ensure!(got.dim() == want.dim(), "{what}: shape {:?} vs {:?}", got.dim(), want.dim());
-    let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(f64::MIN_POSITIVE);
+pub fn assert_close_scaled(
+    what: &str,
+    got: &Array2<f64>,
+    want: &Array2<f64>,
+    rel: f64,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        got.dim() == want.dim(),
+        "{what}: shape {:?} vs {:?}",
+        got.dim(),
+        want.dim()
+    );
+    let scale = want
+        .iter()
+        .fold(0.0f64, |m, x| m.max(x.abs()))
+        .max(f64::MIN_POSITIVE);
     let s = ErrorStats::real(&flat(&got.view()), &flat(&want.view()));
     anyhow::ensure!(
         s.nonfinite_mismatch == 0 && s.max_abs <= rel * scale,
         "{what}: max |Δ| = {:.3e} at flat {} exceeds {rel:e} · max|want| = {:.3e} ({:.2}x allowed)",
-        s.max_abs, s.argmax, rel * scale, s.max_abs / (rel * scale)
+        s.max_abs,
+        s.argmax,
+        rel * scale,
+        s.max_abs / (rel * scale)
     );
     Ok(())
 }

@@ -1,1 +1,61 @@
-fn main() {}
+//! `muse`: verifies every kernel on every available backend, runs the KPI benchmarks and writes
+//! the reports. Exit codes: 0 all passed, 1 a check or gate failed, 2 usage or setup error.
+#![forbid(unsafe_code)]
+
+mod backends;
+mod cmd;
+mod npy;
+mod timing;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Verified O(N) BK-Core kernels: CUDA beside a CPU reference.
+#[derive(Parser)]
+#[command(name = "muse", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every registered case on every available backend; write verification reports.
+    Verify(cmd::verify::Args),
+    /// Run the KPI benchmarks; write KPI reports with an SVG plot of time against N.
+    Bench(cmd::bench::Args),
+    /// Compute BK-Core on .npy inputs and write G as .npy.
+    BkCore(cmd::bk_core::Args),
+    /// Compare a fresh report with a committed baseline (the CI regression gate).
+    Gate(cmd::gate::Args),
+}
+
+/// What a command concluded, mapped onto the exit code.
+pub enum Outcome {
+    /// Everything passed.
+    Passed,
+    /// A check or gate failed (exit 1).
+    Failed,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Verify(args) => cmd::verify::run(args),
+        Cmd::Bench(args) => cmd::bench::run(args),
+        Cmd::BkCore(args) => cmd::bk_core::run(args),
+        Cmd::Gate(args) => cmd::gate::run(args),
+    };
+    match result {
+        Ok(Outcome::Passed) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if let Some(hint) = cmd::hint(&e) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}

@@ -13,8 +13,9 @@ pub const BK_CORE_SHAPES: [(usize, usize); 4] = [(16, 4096), (1, 4096), (16, 512
 pub const BK_CORE_SWEEP_N: [usize; 9] = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
 
 /// N sweep for the GPU scaling plot (B = 1), up to one million.
-pub const BK_CORE_SWEEP_N_GPU: [usize; 8] =
-    [4096, 16384, 65536, 131072, 262144, 524288, 1_000_000, 2_097_152];
+pub const BK_CORE_SWEEP_N_GPU: [usize; 8] = [
+    4096, 16384, 65536, 131072, 262144, 524288, 1_000_000, 2_097_152,
+];
 
 /// Input regimes the kernels see (design §4, §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -131,8 +131,10 @@ impl Manifest {
                 entry.sha256
             )));
         }
-        let arr = Array::<f64, D>::read_npy(bytes.as_slice())
-            .map_err(|source| Error::Npy { path: path.clone(), source })?;
+        let arr = Array::<f64, D>::read_npy(bytes.as_slice()).map_err(|source| Error::Npy {
+            path: path.clone(),
+            source,
+        })?;
         if arr.shape() != entry.shape.as_slice() {
             return Err(fail(format!(
                 "{}: shape {:?} differs from the manifest's {:?}",

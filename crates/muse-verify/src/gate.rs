@@ -59,13 +59,15 @@ pub fn check(baseline: &Report, current: &Report, max_slowdown: Option<f64>) -> 
     for (key, b) in &base {
         match now.get(key) {
             None if backends.contains(b.backend.as_str()) => {
-                out.regressions.push(format!("{key}: in the baseline but missing now"));
+                out.regressions
+                    .push(format!("{key}: in the baseline but missing now"));
             }
             None => out
                 .not_comparable
                 .push(format!("{key}: backend `{}` did not run", b.backend)),
             Some(n) => {
-                if let Some(limit) = max_slowdown.filter(|_| TIME_UNITS.contains(&b.unit.as_str())) {
+                if let Some(limit) = max_slowdown.filter(|_| TIME_UNITS.contains(&b.unit.as_str()))
+                {
                     if baseline.device != current.device {
                         out.not_comparable.push(format!(
                             "{key}: device `{}` vs baseline `{}`",
@@ -86,6 +88,10 @@ pub fn check(baseline: &Report, current: &Report, max_slowdown: Option<f64>) -> 
             }
         }
     }
-    out.new = now.keys().filter(|k| !base.contains_key(*k)).cloned().collect();
+    out.new = now
+        .keys()
+        .filter(|k| !base.contains_key(*k))
+        .cloned()
+        .collect();
     out
 }

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod plot;
 pub mod report;
 pub mod stats;
+pub mod suite;
 pub mod tolerance;
 
 pub use error::{Error, Result};

@@ -31,7 +31,10 @@ pub fn time_vs_n(path: &Path, title: &str, unit: &str, series: &[Series]) -> Res
         path: path.into(),
         message: e.to_string(),
     };
-    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).collect();
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .collect();
     if all.is_empty() {
         return Err(fail(&"no points to plot"));
     }
@@ -58,7 +61,12 @@ pub fn time_vs_n(path: &Path, title: &str, unit: &str, series: &[Series]) -> Res
     if let Some(&(x0, y0)) = series.first().and_then(|s| s.points.first()) {
         let guide = [(xmin, y0 * xmin / x0), (xmax, y0 * xmax / x0)];
         chart
-            .draw_series(DashedLineSeries::new(guide, 6, 4, BLACK.mix(0.5).stroke_width(1)))
+            .draw_series(DashedLineSeries::new(
+                guide,
+                6,
+                4,
+                BLACK.mix(0.5).stroke_width(1),
+            ))
             .map_err(|e| fail(&e))?
             .label("O(N) guide")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.5)));
@@ -66,7 +74,10 @@ pub fn time_vs_n(path: &Path, title: &str, unit: &str, series: &[Series]) -> Res
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(|e| fail(&e))?
             .label(&s.label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
@@ -85,5 +96,7 @@ pub fn time_vs_n(path: &Path, title: &str, unit: &str, series: &[Series]) -> Res
 }
 
 fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
-    v.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)))
+    v.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+        (lo.min(x), hi.max(x))
+    })
 }

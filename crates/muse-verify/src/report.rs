@@ -224,6 +224,9 @@ impl Report {
             let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
             let _ = writeln!(s, "- {k}: {v}");
         }
+        if let Some(plot) = self.meta.get("plot").and_then(|p| p.as_str()) {
+            let _ = writeln!(s, "\n![time against N]({plot})");
+        }
         let failed = self.failures().count();
         let _ = writeln!(
             s,
@@ -238,7 +241,9 @@ impl Report {
         kernels.dedup();
         for kernel in kernels {
             let _ = writeln!(s, "## {kernel}\n");
-            s.push_str("| backend | case | shape | dtype | metric | value | unit | target | pass |\n");
+            s.push_str(
+                "| backend | case | shape | dtype | metric | value | unit | target | pass |\n",
+            );
             s.push_str("|---|---|---|---|---|---|---|---|---|\n");
             for r in self.records.iter().filter(|r| r.kernel == kernel) {
                 let shape: Vec<String> = r.shape.iter().map(usize::to_string).collect();
@@ -266,7 +271,10 @@ impl Report {
 pub fn fmt_value(v: f64) -> String {
     let a = v.abs();
     if v == 0.0 || (1e-3..1e5).contains(&a) {
-        format!("{:.4}", v).trim_end_matches('0').trim_end_matches('.').to_string()
+        format!("{:.4}", v)
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     } else {
         format!("{v:.3e}")
     }

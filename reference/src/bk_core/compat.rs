@@ -70,11 +70,17 @@ pub struct VmapOptions {
 impl VmapOptions {
     /// HEAD (`cff86b6`): mass and soft clamps on.
     pub fn head() -> Self {
-        Self { mass: true, soft_clamp: true }
+        Self {
+            mass: true,
+            soft_clamp: true,
+        }
     }
     /// BENCH era (`1c8b31b`): normalised sweeps without mass or soft clamps.
     pub fn bench() -> Self {
-        Self { mass: false, soft_clamp: false }
+        Self {
+            mass: false,
+            soft_clamp: false,
+        }
     }
 }
 
@@ -167,7 +173,11 @@ fn vmap_row(
         .map(|i| {
             let lam = soft(l[i] + lp[i] - l[n], opts.soft_clamp);
             let g = t[i] * tp[i] / (t[n] + 1e-18) * lam.exp();
-            let g = if g.re.is_finite() && g.im.is_finite() { g } else { Complex64::new(0.0, 0.0) };
+            let g = if g.re.is_finite() && g.im.is_finite() {
+                g
+            } else {
+                Complex64::new(0.0, 0.0)
+            };
             clip50(g)
         })
         .collect()
@@ -186,7 +196,11 @@ fn theta_head(alpha: &[Complex64], k: &[f64]) -> Vec<Complex64> {
     let (zero, one) = (Complex64::new(0.0, 0.0), Complex64::new(1.0, 0.0));
     let mut p: Vec<Mat2> = (0..n)
         .map(|i| {
-            let ki = if i + 1 < n { Complex64::from(-k[i]) } else { zero };
+            let ki = if i + 1 < n {
+                Complex64::from(-k[i])
+            } else {
+                zero
+            };
             [[alpha[i], ki], [one, zero]]
         })
         .collect();

@@ -40,7 +40,11 @@ impl<F: Elem> RowSweeps<F> {
         let n = a.len();
         let z = Complex::new(F::of(z.re), F::of(z.im));
         let alpha: Vec<Complex<F>> = a.iter().map(|&x| Complex::from(F::of(x)) - z).collect();
-        let k: Vec<F> = b.iter().zip(c).map(|(&b, &c)| F::of(b) * F::of(c)).collect();
+        let k: Vec<F> = b
+            .iter()
+            .zip(c)
+            .map(|(&b, &c)| F::of(b) * F::of(c))
+            .collect();
         let mut r = alpha.clone();
         for i in 1..n {
             r[i] = alpha[i] - r[i - 1].inv() * k[i - 1];
@@ -66,7 +70,9 @@ impl<F: Elem> RowSweeps<F> {
 
     /// The first position whose `G` is not finite, if any.
     pub fn first_non_finite(&self) -> Option<usize> {
-        self.g.iter().position(|v| !(v.re.is_finite() && v.im.is_finite()))
+        self.g
+            .iter()
+            .position(|v| !(v.re.is_finite() && v.im.is_finite()))
     }
 }
 
@@ -151,12 +157,19 @@ pub fn backward<F: Elem>(
         }
         grad.z += Complex64::new(q_sum.re.to_f64_exact(), -q_sum.im.to_f64_exact());
     }
-    for (arg, g) in [("grad.a", &grad.a), ("grad.b", &grad.b), ("grad.c", &grad.c)] {
+    for (arg, g) in [
+        ("grad.a", &grad.a),
+        ("grad.b", &grad.b),
+        ("grad.c", &grad.c),
+    ] {
         if let Some(((row, index), _)) = g.indexed_iter().find(|(_, v)| !v.is_finite()) {
             return Err(Error::Domain {
                 op: OP,
                 arg,
-                rule: format!("overflowed at [{row}, {index}] in {}; use f64", F::PRECISION),
+                rule: format!(
+                    "overflowed at [{row}, {index}] in {}; use f64",
+                    F::PRECISION
+                ),
             });
         }
     }

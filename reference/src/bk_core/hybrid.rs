@@ -53,7 +53,10 @@ pub fn hybrid_grad_a(
         x => x,
     };
     Ok(Array2::from_shape_fn((batch, n), |(r, i)| {
-        let mut g = Complex32::new(clean(grad_features[[r, i, 0]]), clean(grad_features[[r, i, 1]]));
+        let mut g = Complex32::new(
+            clean(grad_features[[r, i, 0]]),
+            clean(grad_features[[r, i, 1]]),
+        );
         if let Some(gg) = &grad_g {
             g += gg[[r, i]];
         }
@@ -62,7 +65,7 @@ pub fn hybrid_grad_a(
         let m = g2.norm();
         let denom = if m < 1e-4 { g2 / (m + 1e-9) * 1e-4 } else { g2 };
         let theoretical = -(g.conj() * g2).re;
-        let hypothesis = -(g.conj() / (denom + 1e-6)).re;
+        let hypothesis = -smith_div(g.conj(), denom + 1e-6).re;
         let grad = (1.0 - blend) * theoretical + blend * hypothesis;
         let grad = match grad {
             x if x.is_nan() => 0.0,
@@ -70,4 +73,37 @@ pub fn hybrid_grad_a(
         };
         grad.clamp(-100.0, 100.0)
     }))
+}
+
+/// Magnitude of the two blended terms before they cancel, `(1−β)·|g|·|G|² + β·|g|/|D|`: the
+/// f32 rounding error of [`hybrid_grad_a`] is a few ulps of this, not of the (possibly much
+/// smaller) result. Same arguments as [`hybrid_grad_a`] (`grad_g` taken as 0).
+pub fn term_scale(
+    g_saved: ArrayView2<'_, Complex32>,
+    grad_features: ArrayView3<'_, f32>,
+    blend: f32,
+) -> Array2<f32> {
+    Array2::from_shape_fn(g_saved.dim(), |(r, i)| {
+        let g = Complex32::new(grad_features[[r, i, 0]], grad_features[[r, i, 1]]).norm();
+        let g2 = g_saved[[r, i]].norm_sqr();
+        (1.0 - blend) * g * g2 + blend * g / g2.max(1e-4)
+    })
+}
+
+/// Complex division by Smith's algorithm, as numpy and PyTorch's scalar `c10::complex` divide.
+/// It differs from the textbook `x·conj(y)/|y|²` in rounding and, near overflow, in whether the
+/// result is finite, which the original's clamps then turn into ±100 or 0.
+fn smith_div(x: Complex32, y: Complex32) -> Complex32 {
+    if y.re.abs() >= y.im.abs() {
+        if y.re == 0.0 && y.im == 0.0 {
+            return Complex32::new(x.re / y.re.abs(), x.im / y.im.abs());
+        }
+        let rat = y.im / y.re;
+        let scl = 1.0 / (y.re + y.im * rat);
+        Complex32::new((x.re + x.im * rat) * scl, (x.im - x.re * rat) * scl)
+    } else {
+        let rat = y.re / y.im;
+        let scl = 1.0 / (y.im + y.re * rat);
+        Complex32::new((x.re * rat + x.im) * scl, (x.im * rat - x.re) * scl)
+    }
 }

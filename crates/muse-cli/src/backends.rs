@@ -1,0 +1,23 @@
+//! Which backends this build and machine can run, and why one is missing.
+
+use muse_cuda::Cuda;
+
+/// A backend named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// The CPU reference.
+    Cpu,
+    /// The CUDA kernels (needs `--features cuda` and a GPU).
+    Cuda,
+}
+
+/// Opens the CUDA backend, or returns the reason it is unavailable.
+pub fn open_cuda() -> Result<Cuda, String> {
+    Cuda::new().map_err(|e| e.to_string())
+}
+
+/// `muse bench --backend cuda`.
+pub fn bench_cuda(_out: &std::path::Path, _budget_ms: u64) -> anyhow::Result<crate::Outcome> {
+    let _gpu = open_cuda().map_err(anyhow::Error::msg)?;
+    anyhow::bail!("the CUDA benchmarks are not implemented yet")
+}

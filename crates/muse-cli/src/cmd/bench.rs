@@ -1,0 +1,228 @@
+//! `muse bench`: KPI benchmarks of BK-Core. Times the original's shapes and an N sweep, writes
+//! `<out>/kpi.json`, `<out>/kpi.md` and `<out>/kpi.svg` (time against N, log–log).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use muse_reference::bk_core::{BkCore, BkCoreArgs};
+use muse_reference::{Backend, Cpu, Precision};
+use muse_verify::cases::{bk_core_inputs, Regime, BK_CORE_SHAPES, BK_CORE_SWEEP_N};
+use muse_verify::plot::{time_vs_n, Series};
+use muse_verify::{Record, Report, Target};
+use ndarray::Array2;
+use num_complex::Complex64;
+
+use crate::backends::BackendArg;
+use crate::timing::{time, Timing};
+use crate::Outcome;
+
+/// The CPU KPI: f64 forward at B16 N4096 within 5 ms on a 2-core machine (the original's
+/// PyTorch reference takes 2.7 s for this on an H100).
+const CPU_KPI_MS: f64 = 5.0;
+/// O(N): the fitted exponent of time against N over the sweep must stay below this.
+const MAX_SCALING_EXPONENT: f64 = 1.15;
+
+/// Arguments of `muse bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Backend to benchmark.
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendArg,
+    /// Directory for the KPI reports.
+    #[arg(long, default_value = "reports")]
+    out: PathBuf,
+    /// Time budget per measurement, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    budget_ms: u64,
+}
+
+/// One timed quantity.
+struct Job {
+    kernel: &'static str,
+    shape: (usize, usize),
+    precision: Precision,
+}
+
+/// Runs `muse bench`.
+pub fn run(args: Args) -> anyhow::Result<Outcome> {
+    match args.backend {
+        BackendArg::Cpu => bench_cpu(&args),
+        BackendArg::Cuda => crate::backends::bench_cuda(&args.out, args.budget_ms),
+    }
+}
+
+fn bench_cpu(args: &Args) -> anyhow::Result<Outcome> {
+    if args.budget_ms == 0 {
+        anyhow::bail!("`--budget-ms 0`: the budget must be at least 1 ms");
+    }
+    let budget = Duration::from_millis(args.budget_ms);
+    let mut jobs = Vec::new();
+    for &shape in &BK_CORE_SHAPES {
+        for precision in Precision::ALL {
+            jobs.push(Job {
+                kernel: "bk_core_forward",
+                shape,
+                precision,
+            });
+        }
+        jobs.push(Job {
+            kernel: "bk_core_forward_backward",
+            shape,
+            precision: Precision::F64,
+        });
+    }
+    for &n in &BK_CORE_SWEEP_N {
+        jobs.push(Job {
+            kernel: "bk_core_forward_sweep",
+            shape: (1, n),
+            precision: Precision::F64,
+        });
+    }
+    let bar = ProgressBar::new(jobs.len() as u64).with_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg}")
+            .expect("invariant: valid template"),
+    );
+    bar.set_prefix("bench");
+    let mut report = Report::new(Cpu.device());
+    let mut sweep = Vec::new();
+    for job in &jobs {
+        let (batch, n) = job.shape;
+        bar.set_message(format!("{} B{batch} N{n} {}", job.kernel, job.precision));
+        let (a, b, c, z) = bk_core_inputs(Regime::Benchmark, batch, n, 42);
+        let bk = BkCoreArgs::new(a.view(), b.view(), c.view(), z)?;
+        let t = if job.kernel == "bk_core_forward_backward" {
+            let w = Array2::from_elem((batch, n), Complex64::new(1.0, 0.5));
+            time(budget, || {
+                Cpu.bk_core_grad(&bk, w.view(), job.precision).map(|_| ())
+            })
+        } else {
+            time(budget, || Cpu.bk_core(&bk, job.precision).map(|_| ()))
+        };
+        Cpu.bk_core(&bk, job.precision)?; // surface errors instead of timing them
+        let kpi = (job.kernel == "bk_core_forward"
+            && job.shape == (16, 4096)
+            && job.precision == Precision::F64)
+            .then_some(Target::AtMost(CPU_KPI_MS));
+        push_timing(&mut report, job, &t, kpi);
+        if job.kernel == "bk_core_forward_sweep" {
+            sweep.push((n as f64, t.median_ms));
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let exponent = scaling_exponent(&sweep);
+    report.records.push(Record::new(
+        "bk_core_forward_sweep",
+        Cpu::NAME,
+        "sweep_n256_n65536",
+        &[
+            1,
+            *BK_CORE_SWEEP_N.last().expect("invariant: non-empty sweep"),
+        ],
+        "f64",
+        "scaling_exponent",
+        exponent,
+        "",
+        Some(Target::AtMost(MAX_SCALING_EXPONENT)),
+    ));
+    report.meta.insert("threads".into(), 1.into());
+    report.meta.insert(
+        "inputs".into(),
+        "a, b, c ~ N(0,1) seed 42, z = 0.1+0.1i (the original's benchmark inputs)".into(),
+    );
+    report.meta.insert(
+        "anchor".into(),
+        "original PyTorch mode A (vmap) at B16 N4096 on an H100: 2694 ms; mode B (wrong results): 25.2 ms".into(),
+    );
+    report.meta.insert("plot".into(), "kpi.svg".into());
+    std::fs::create_dir_all(&args.out)?;
+    let svg = args.out.join("kpi.svg");
+    let series = [Series {
+        label: "cpu f64 forward, B=1".into(),
+        points: sweep,
+    }];
+    time_vs_n(
+        &svg,
+        "BK-Core forward on the CPU reference: time against N",
+        "ms",
+        &series,
+    )?;
+    let (json, md) = report.write(&args.out, "kpi", "muse KPI report (CPU)")?;
+    for r in &report.records {
+        if r.metric == "time_median" || r.metric == "scaling_exponent" {
+            println!(
+                "{:<26} {:>12} {:<4} {:>10.4} {:<3} {}",
+                r.kernel,
+                format!("{:?}", r.shape),
+                r.dtype,
+                r.value,
+                r.unit,
+                r.target.map_or(String::new(), |t| format!(
+                    "target {t}: {}",
+                    if r.pass { "PASS" } else { "FAIL" }
+                ))
+            );
+        }
+    }
+    println!(
+        "wrote {}, {} and {}",
+        json.display(),
+        md.display(),
+        svg.display()
+    );
+    Ok(if report.failures().next().is_some() {
+        Outcome::Failed
+    } else {
+        Outcome::Passed
+    })
+}
+
+fn push_timing(report: &mut Report, job: &Job, t: &Timing, kpi: Option<Target>) {
+    let (batch, n) = job.shape;
+    let case = format!("B{batch}xN{n}");
+    let shape = [batch, n];
+    let rec = |metric: &str, value: f64, unit: &str, target| {
+        Record::new(
+            job.kernel,
+            Cpu::NAME,
+            &case,
+            &shape,
+            job.precision.name(),
+            metric,
+            value,
+            unit,
+            target,
+        )
+    };
+    report
+        .records
+        .push(rec("time_median", t.median_ms, "ms", kpi));
+    report.records.push(rec("time_p20", t.p20_ms, "ms", None));
+    report.records.push(rec("time_p80", t.p80_ms, "ms", None));
+    report.records.push(rec("runs", t.runs as f64, "", None));
+    report.records.push(rec(
+        "throughput",
+        (batch * n) as f64 / t.median_ms / 1e3,
+        "Melem/s",
+        None,
+    ));
+}
+
+/// Least-squares slope of log(time) against log(N) over points with N ≥ 1024 (smaller N is
+/// dominated by fixed costs).
+pub fn scaling_exponent(points: &[(f64, f64)]) -> f64 {
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| p.0 >= 1024.0)
+        .map(|&(n, t)| (n.ln(), t.ln()))
+        .collect();
+    let k = pts.len() as f64;
+    let (mx, my) = (
+        pts.iter().map(|p| p.0).sum::<f64>() / k,
+        pts.iter().map(|p| p.1).sum::<f64>() / k,
+    );
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    sxy / sxx
+}

@@ -1,0 +1,55 @@
+//! `muse gate`: the CI regression gate. Fails (exit 1) on any failing record in the current
+//! report, any baseline record missing for a backend that ran, or (with `--max-slowdown`) a time
+//! metric slower than the baseline by more than the given fraction.
+
+use std::path::PathBuf;
+
+use muse_verify::{gate, Report};
+
+use crate::Outcome;
+
+/// Arguments of `muse gate`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The committed baseline report (JSON).
+    #[arg(long)]
+    baseline: PathBuf,
+    /// The fresh report (JSON).
+    #[arg(long)]
+    current: PathBuf,
+    /// Also fail when a time metric is slower than the baseline by more than this fraction
+    /// (e.g. 0.1 for 10 %).
+    #[arg(long)]
+    max_slowdown: Option<f64>,
+}
+
+/// Runs `muse gate`.
+pub fn run(args: Args) -> anyhow::Result<Outcome> {
+    if let Some(x) = args.max_slowdown.filter(|x| !(x.is_finite() && *x >= 0.0)) {
+        anyhow::bail!("`--max-slowdown {x}` must be a non-negative fraction, e.g. 0.1");
+    }
+    let baseline = Report::load(&args.baseline)?;
+    let current = Report::load(&args.current)?;
+    let out = gate::check(&baseline, &current, args.max_slowdown);
+    for line in &out.not_comparable {
+        println!("not comparable: {line}");
+    }
+    if !out.new.is_empty() {
+        println!("{} new record(s) not in the baseline", out.new.len());
+    }
+    for line in &out.regressions {
+        println!("REGRESSION: {line}");
+    }
+    println!(
+        "gate: {} ({} records now, {} in the baseline {})",
+        if out.passed() { "passed" } else { "FAILED" },
+        current.records.len(),
+        baseline.records.len(),
+        args.baseline.display()
+    );
+    Ok(if out.passed() {
+        Outcome::Passed
+    } else {
+        Outcome::Failed
+    })
+}

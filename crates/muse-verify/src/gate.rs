@@ -33,12 +33,13 @@ const TIME_UNITS: [&str; 3] = ["s", "ms", "us"];
 /// Checks `current` against `baseline`. `max_slowdown` (e.g. 0.10) turns on the speed gate.
 ///
 /// ```
-/// use muse_verify::{gate::check, Record, Report, Target};
+/// use muse_verify::{gate::check, report::Site, Report, Target};
+/// let site = Site { kernel: "k", backend: "cpu", case: "c", shape: &[1], dtype: "f64" };
 /// let mut base = Report::new("cpu");
-/// base.records.push(Record::new("k", "cpu", "c", &[1], "f64", "err", 0.0, "", Some(Target::AtMost(1.0))));
+/// base.records.push(site.record("err", 0.0, "", Some(Target::AtMost(1.0))));
 /// let mut now = base.clone();
 /// assert!(check(&base, &now, None).passed());
-/// now.records[0] = Record::new("k", "cpu", "c", &[1], "f64", "err", 2.0, "", Some(Target::AtMost(1.0)));
+/// now.records[0] = site.record("err", 2.0, "", Some(Target::AtMost(1.0)));
 /// assert!(!check(&base, &now, None).passed());
 /// ```
 pub fn check(baseline: &Report, current: &Report, max_slowdown: Option<f64>) -> GateOutcome {
@@ -94,4 +95,83 @@ pub fn check(baseline: &Report, current: &Report, max_slowdown: Option<f64>) -> 
         .cloned()
         .collect();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Target;
+
+    fn rec(backend: &str, case: &str, value: f64, unit: &str, target: Option<Target>) -> Record {
+        crate::report::Site {
+            kernel: "k",
+            backend,
+            case,
+            shape: &[1, 8],
+            dtype: "f32",
+        }
+        .record("m", value, unit, target)
+    }
+
+    fn report(device: &str, records: Vec<Record>) -> Report {
+        Report {
+            records,
+            device: device.into(),
+            ..Report::new(device)
+        }
+    }
+
+    #[test]
+    fn dropped_case_of_a_backend_that_ran_is_a_regression() {
+        let base = report(
+            "d",
+            vec![
+                rec("cpu", "a", 0.0, "", None),
+                rec("cpu", "b", 0.0, "", None),
+            ],
+        );
+        let now = report("d", vec![rec("cpu", "a", 0.0, "", None)]);
+        let out = check(&base, &now, None);
+        assert_eq!(out.regressions.len(), 1, "{out:?}");
+        assert!(out.regressions[0].contains("missing now"));
+    }
+
+    #[test]
+    fn backend_that_did_not_run_is_not_comparable() {
+        let base = report(
+            "d",
+            vec![
+                rec("cpu", "a", 0.0, "", None),
+                rec("cuda", "a", 0.0, "", None),
+            ],
+        );
+        let now = report("d", vec![rec("cpu", "a", 0.0, "", None)]);
+        let out = check(&base, &now, None);
+        assert!(out.passed(), "{out:?}");
+        assert_eq!(out.not_comparable.len(), 1);
+    }
+
+    #[test]
+    fn slowdown_beyond_the_limit_fails_only_on_the_same_device() {
+        let base = report("h100", vec![rec("cuda", "a", 10.0, "us", None)]);
+        let slower = report("h100", vec![rec("cuda", "a", 11.5, "us", None)]);
+        let within = report("h100", vec![rec("cuda", "a", 10.9, "us", None)]);
+        assert!(!check(&base, &slower, Some(0.1)).passed());
+        assert!(check(&base, &within, Some(0.1)).passed());
+        assert!(check(&base, &slower, None).passed(), "speed gate off");
+        let other = report("h200", vec![rec("cuda", "a", 20.0, "us", None)]);
+        assert!(check(&base, &other, Some(0.1)).passed());
+    }
+
+    #[test]
+    fn failing_record_fails_the_gate_and_new_records_are_listed() {
+        let base = report("d", vec![]);
+        let now = report(
+            "d",
+            vec![rec("cpu", "a", 2.0, "", Some(Target::AtMost(1.0)))],
+        );
+        let out = check(&base, &now, None);
+        assert!(!out.passed());
+        assert_eq!(out.new.len(), 1);
+    }
 }

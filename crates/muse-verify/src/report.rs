@@ -36,34 +36,48 @@ pub struct Record {
     pub pass: bool,
 }
 
-impl Record {
-    /// A record whose `pass` is computed from `target`.
-    pub fn new(
-        kernel: &str,
-        backend: &str,
-        case: &str,
-        shape: &[usize],
-        dtype: &str,
-        metric: &str,
-        value: f64,
-        unit: &str,
-        target: Option<Target>,
-    ) -> Self {
-        let pass = target.is_none_or(|t| t.holds(value));
-        Self {
-            kernel: kernel.into(),
-            backend: backend.into(),
-            case: case.into(),
-            shape: shape.to_vec(),
-            dtype: dtype.into(),
+/// Where a measurement was taken: kernel, backend, case, shape and dtype. Records are made
+/// from a site, so the five identifying fields are written once per comparison.
+///
+/// ```
+/// use muse_verify::{report::Site, Target};
+/// let site = Site { kernel: "bk_core_forward", backend: "cpu", case: "hopping", shape: &[2, 256], dtype: "f32" };
+/// let r = site.record("mse", 1e-9, "", Some(Target::Below(1e-6)));
+/// assert!(r.pass && r.case == "hopping");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Site<'a> {
+    /// Kernel family and op.
+    pub kernel: &'a str,
+    /// Backend name.
+    pub backend: &'a str,
+    /// Case id.
+    pub case: &'a str,
+    /// Shape of the main input.
+    pub shape: &'a [usize],
+    /// Precision the kernel ran in.
+    pub dtype: &'a str,
+}
+
+impl Site<'_> {
+    /// A record of `metric` at this site; `pass` is computed from `target`.
+    pub fn record(&self, metric: &str, value: f64, unit: &str, target: Option<Target>) -> Record {
+        Record {
+            kernel: self.kernel.into(),
+            backend: self.backend.into(),
+            case: self.case.into(),
+            shape: self.shape.to_vec(),
+            dtype: self.dtype.into(),
             metric: metric.into(),
             value,
             unit: unit.into(),
             target,
-            pass,
+            pass: target.is_none_or(|t| t.holds(value)),
         }
     }
+}
 
+impl Record {
     /// The identity of a record across runs: kernel, backend, case, shape, dtype, metric.
     pub fn key(&self) -> String {
         format!(
@@ -308,5 +322,63 @@ pub fn git_commit() -> String {
             _ => sha,
         },
         None => "unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SITE: Site<'static> = Site {
+        kernel: "k",
+        backend: "cpu",
+        case: "c",
+        shape: &[2, 3],
+        dtype: "f64",
+    };
+
+    #[test]
+    fn json_round_trips_non_finite_values_and_targets() {
+        let mut r = Report::new("cpu");
+        r.records
+            .push(SITE.record("err", f64::NAN, "", Some(Target::Below(1e-6))));
+        r.records.push(SITE.record("time", 1.5, "ms", None));
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            text.contains("\"value\":null") && text.contains("\"target\":\"< 0.000001\""),
+            "{text}"
+        );
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert!(back.records[0].value.is_nan() && !back.records[0].pass);
+        assert_eq!(back.records[1], r.records[1]);
+    }
+
+    #[test]
+    fn markdown_lists_every_record_and_marks_failures() {
+        let mut r = Report::new("cpu");
+        r.records.push(
+            Site {
+                kernel: "k1",
+                ..SITE
+            }
+            .record("mse", 2.0, "", Some(Target::Below(1.0))),
+        );
+        r.records.push(
+            Site {
+                kernel: "k2",
+                ..SITE
+            }
+            .record("mse", 0.5, "", Some(Target::Below(1.0))),
+        );
+        let md = r.to_markdown("t");
+        assert!(md.contains("## k1") && md.contains("## k2") && md.contains("**FAIL**"));
+        assert!(md.contains("2 records, 1 passed, 1 failed"));
+    }
+
+    #[test]
+    fn malformed_targets_are_rejected() {
+        for bad in ["5", "== 5", "<= x"] {
+            assert!(bad.parse::<Target>().is_err(), "{bad}");
+        }
     }
 }

@@ -18,8 +18,9 @@ pub const DEFAULT_BLEND: f32 = 0.5;
 /// use num_complex::Complex32;
 /// let g = ndarray::arr2(&[[Complex32::new(0.0, 1.0)]]);
 /// let gf = ndarray::Array3::from_shape_vec((1, 1, 2), vec![1.0f32, 0.0]).unwrap();
-/// // G² = −1: both terms are +1, so the blend is 1.
-/// assert_eq!(hybrid_grad_a(g.view(), gf.view(), None, 0.5)?[[0, 0]], 1.0);
+/// // G² = −1: the terms are 1 and 1/(1 − 1e-6) (the original's ε), so the blend is ≈ 1.
+/// let grad = hybrid_grad_a(g.view(), gf.view(), None, 0.5)?;
+/// assert!((grad[[0, 0]] - 1.0000005).abs() < 1e-7);
 /// # Ok::<(), muse_reference::Error>(())
 /// ```
 pub fn hybrid_grad_a(

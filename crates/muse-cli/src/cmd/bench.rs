@@ -9,7 +9,8 @@ use muse_reference::bk_core::{BkCore, BkCoreArgs};
 use muse_reference::{Backend, Cpu, Precision};
 use muse_verify::cases::{bk_core_inputs, Regime, BK_CORE_SHAPES, BK_CORE_SWEEP_N};
 use muse_verify::plot::{time_vs_n, Series};
-use muse_verify::{Record, Report, Target};
+use muse_verify::report::Site;
+use muse_verify::{Report, Target};
 use ndarray::Array2;
 use num_complex::Complex64;
 
@@ -112,15 +113,18 @@ fn bench_cpu(args: &Args) -> anyhow::Result<Outcome> {
     }
     bar.finish_and_clear();
     let exponent = scaling_exponent(&sweep);
-    report.records.push(Record::new(
-        "bk_core_forward_sweep",
-        Cpu::NAME,
-        "sweep_n256_n65536",
-        &[
-            1,
-            *BK_CORE_SWEEP_N.last().expect("invariant: non-empty sweep"),
-        ],
-        "f64",
+    let shape = [
+        1,
+        *BK_CORE_SWEEP_N.last().expect("invariant: non-empty sweep"),
+    ];
+    let site = Site {
+        kernel: "bk_core_forward_sweep",
+        backend: Cpu::NAME,
+        case: "sweep_n256_n65536",
+        shape: &shape,
+        dtype: "f64",
+    };
+    report.records.push(site.record(
         "scaling_exponent",
         exponent,
         "",
@@ -182,19 +186,15 @@ fn push_timing(report: &mut Report, job: &Job, t: &Timing, kpi: Option<Target>) 
     let (batch, n) = job.shape;
     let case = format!("B{batch}xN{n}");
     let shape = [batch, n];
-    let rec = |metric: &str, value: f64, unit: &str, target| {
-        Record::new(
-            job.kernel,
-            Cpu::NAME,
-            &case,
-            &shape,
-            job.precision.name(),
-            metric,
-            value,
-            unit,
-            target,
-        )
+    let site = Site {
+        kernel: job.kernel,
+        backend: Cpu::NAME,
+        case: &case,
+        shape: &shape,
+        dtype: job.precision.name(),
     };
+    let rec =
+        |metric: &str, value: f64, unit: &str, target| site.record(metric, value, unit, target);
     report
         .records
         .push(rec("time_median", t.median_ms, "ms", kpi));

@@ -51,8 +51,8 @@ impl Be {
     }
     fn run(&self, case: &Case, m: &Manifest) -> anyhow::Result<Vec<Record>> {
         match self {
-            Be::Cpu(b) => suite::run(b, case, m),
-            Be::Cuda(b) => suite::run(b, case, m),
+            Be::Cpu(b) => Ok(suite::run(b, case, m)?),
+            Be::Cuda(b) => Ok(suite::run(b, case, m)?),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Comparisons turned into records, with the targets of design §12 and the issue.
 
+use crate::report::Site;
 use crate::stats::Verdict;
 use crate::tolerance::tol;
 use crate::{ErrorStats, Record, Target, Tolerance};
@@ -40,19 +41,16 @@ pub struct Row<'a> {
 }
 
 impl Row<'_> {
-    /// A record of this row.
+    /// A unitless record of this row.
     pub fn record(&self, metric: &str, value: f64, target: Option<Target>) -> Record {
-        Record::new(
-            self.kernel,
-            self.backend,
-            self.case,
-            self.shape,
-            self.precision.name(),
-            metric,
-            value,
-            "",
-            target,
-        )
+        let site = Site {
+            kernel: self.kernel,
+            backend: self.backend,
+            case: self.case,
+            shape: self.shape,
+            dtype: self.precision.name(),
+        };
+        site.record(metric, value, "", target)
     }
 }
 
@@ -160,10 +158,10 @@ pub fn gradient(
     };
     let t = bound.map(Target::AtMost);
     let mut out = Vec::new();
-    if want.a.len() > 0 {
+    if !want.a.is_empty() {
         out.push(row.record("grad_a_err_rel_max", rel(&got.a, &want.a), t));
     }
-    if want.b.len() > 0 {
+    if !want.b.is_empty() {
         out.push(row.record("grad_b_err_rel_max", rel(&got.b, &want.b), t));
         out.push(row.record("grad_c_err_rel_max", rel(&got.c, &want.c), t));
     }

@@ -77,15 +77,12 @@ pub fn run<B: Backend>(be: &B, case: &Case, manifest: &Manifest) -> crate::Resul
 
 /// The record written when a case errors out instead of producing results.
 pub fn error_record(backend: &str, case: &Case, shape: &[usize]) -> Record {
-    Record::new(
-        "bk_core",
+    let site = crate::report::Site {
+        kernel: "bk_core",
         backend,
-        &case.name,
+        case: &case.name,
         shape,
-        "-",
-        "completed",
-        0.0,
-        "",
-        Some(crate::Target::AtLeast(1.0)),
-    )
+        dtype: "-",
+    };
+    site.record("completed", 0.0, "", Some(crate::Target::AtLeast(1.0)))
 }

@@ -15,9 +15,3 @@ pub enum BackendArg {
 pub fn open_cuda() -> Result<Cuda, String> {
     Cuda::new().map_err(|e| e.to_string())
 }
-
-/// `muse bench --backend cuda`.
-pub fn bench_cuda(_out: &std::path::Path, _budget_ms: u64) -> anyhow::Result<crate::Outcome> {
-    let _gpu = open_cuda().map_err(anyhow::Error::msg)?;
-    anyhow::bail!("the CUDA benchmarks are not implemented yet")
-}

@@ -1,52 +1,53 @@
-//! CUDA backend of muse. Placeholder until the CUDA issue lands: without the `cuda` feature the
-//! [`Cuda`] type exists (so code and tests compile unchanged) but cannot be created.
+//! CUDA backend of muse: kernels in `kernels/*.cu`, compiled to sm_90 cubins by `build.rs` and
+//! launched through `cust`, one typed launcher per kernel next to its `.cu` file.
+//!
+//! Without the `cuda` feature the same types exist (so code and tests compile unchanged), but
+//! [`Cuda::new`] fails with the reason; the default build never links libcuda.
+//!
+//! ```no_run
+//! use muse_cuda::Cuda;
+//! use muse_reference::{bk_core::{BkCore, BkCoreArgs}, Precision};
+//! let gpu = Cuda::new()?;
+//! let (a, off) = (ndarray::Array2::from_elem((2, 8), 2.0), ndarray::Array2::<f64>::ones((2, 7)));
+//! let args = BkCoreArgs::new(a.view(), off.view(), off.view(), num_complex::Complex64::new(0.0, 0.1))?;
+//! let g = gpu.bk_core(&args, Precision::F32)?;
+//! # Ok::<(), muse_reference::Error>(())
+//! ```
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
-use muse_reference::bk_core::{BkCore, BkCoreArgs, BkCoreGrad};
-use muse_reference::{Backend, Error, Precision, Result};
-use ndarray::{Array2, ArrayView2};
-use num_complex::Complex64;
+mod source_hash;
+pub use source_hash::kernel_sources_sha256;
+
+#[cfg(feature = "cuda")]
+pub mod bk_core;
+#[cfg(feature = "cuda")]
+pub mod bk_core_bwd;
+#[cfg(feature = "cuda")]
+mod device;
+#[cfg(feature = "cuda")]
+pub mod timing;
+
+#[cfg(feature = "cuda")]
+pub use device::{Cuda, DeviceInfo, Gpu, GpuFloat};
+
+#[cfg(not(feature = "cuda"))]
+mod dummy;
+#[cfg(not(feature = "cuda"))]
+pub use dummy::Cuda;
 
 /// Why the CUDA backend is missing from this build.
 pub const NOT_COMPILED: &str = "CUDA backend unavailable: muse was built without the `cuda` feature (rebuild with `--features cuda`, see ci/cuda-setup.sh)";
 
-/// The CUDA backend.
-#[derive(Debug)]
-pub struct Cuda {
-    _private: (),
-}
+/// nvcc release the kernels were compiled with.
+#[cfg(feature = "cuda")]
+pub const NVCC_VERSION: &str = env!("MUSE_NVCC_VERSION");
+/// GPU architecture the cubins target, e.g. `sm_90`.
+#[cfg(feature = "cuda")]
+pub const CUDA_ARCH: &str = env!("MUSE_CUDA_ARCH");
+/// [`kernel_sources_sha256`] of the kernels compiled into this binary.
+#[cfg(feature = "cuda")]
+pub const KERNEL_SOURCES_SHA256: &str = env!("MUSE_KERNEL_SOURCES_SHA256");
 
-fn unavailable() -> Error {
-    Error::Backend {
-        backend: "cuda",
-        message: NOT_COMPILED.into(),
-    }
-}
-
-impl Cuda {
-    /// Opens the first GPU. Fails with the reason when CUDA is not compiled in or not available.
-    pub fn new() -> Result<Self> {
-        Err(unavailable())
-    }
-}
-
-impl BkCore for Cuda {
-    fn bk_core(&self, _: &BkCoreArgs<'_>, _: Precision) -> Result<Array2<Complex64>> {
-        Err(unavailable())
-    }
-    fn bk_core_grad(
-        &self,
-        _: &BkCoreArgs<'_>,
-        _: ArrayView2<'_, Complex64>,
-        _: Precision,
-    ) -> Result<BkCoreGrad> {
-        Err(unavailable())
-    }
-}
-
-impl Backend for Cuda {
-    const NAME: &'static str = "cuda";
-    fn device(&self) -> String {
-        "none".into()
-    }
-}
+/// Path of the kernel sources relative to the repository root, hashed into every GPU report.
+pub const KERNELS_DIR: &str = "crates/muse-cuda/kernels";

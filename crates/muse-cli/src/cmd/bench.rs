@@ -29,13 +29,22 @@ const MAX_SCALING_EXPONENT: f64 = 1.15;
 pub struct Args {
     /// Backend to benchmark.
     #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendArg,
-    /// Directory for the KPI reports.
+    pub(crate) backend: BackendArg,
+    /// Directory for the KPI reports (kpi.* for the CPU, kpi-cuda.* for CUDA).
     #[arg(long, default_value = "reports")]
-    out: PathBuf,
-    /// Time budget per measurement, in milliseconds.
+    pub(crate) out: PathBuf,
+    /// Time budget per CPU measurement, in milliseconds.
     #[arg(long, default_value_t = 300)]
-    budget_ms: u64,
+    pub(crate) budget_ms: u64,
+    /// Timed repeats per GPU measurement (after warm-up), at least 100.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) runs: usize,
+    /// JSON written by ci/baselines/torch_bk_core.py on the same GPU, for side-by-side ratios.
+    #[arg(long)]
+    pub(crate) torch_baseline: Option<PathBuf>,
+    /// Directory with compute-sanitizer logs (memcheck.log, racecheck.log) to record.
+    #[arg(long)]
+    pub(crate) sanitizer_dir: Option<PathBuf>,
 }
 
 /// One timed quantity.
@@ -49,7 +58,7 @@ struct Job {
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     match args.backend {
         BackendArg::Cpu => bench_cpu(&args),
-        BackendArg::Cuda => crate::backends::bench_cuda(&args.out, args.budget_ms),
+        BackendArg::Cuda => super::bench_cuda::run(&args),
     }
 }
 
@@ -211,7 +220,7 @@ fn push_timing(report: &mut Report, job: &Job, t: &Timing, kpi: Option<Target>) 
 
 /// Least-squares slope of log(time) against log(N) over points with N ≥ 1024 (smaller N is
 /// dominated by fixed costs).
-pub fn scaling_exponent(points: &[(f64, f64)]) -> f64 {
+pub(crate) fn scaling_exponent(points: &[(f64, f64)]) -> f64 {
     let pts: Vec<(f64, f64)> = points
         .iter()
         .filter(|p| p.0 >= 1024.0)

@@ -26,7 +26,7 @@ pub struct Args {
     /// Fail (exit 2) when CUDA is unavailable instead of skipping it.
     #[arg(long)]
     require_cuda: bool,
-    /// Only run cases whose name contains this text.
+    /// Only run cases whose name contains one of these comma-separated texts.
     #[arg(long)]
     filter: Option<String>,
 }
@@ -126,7 +126,12 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         meta.insert("errors".into(), errors.into());
     }
     report.meta = meta;
-    let (json, md) = report.write(&args.out, "verification", "muse verification report")?;
+    // A CUDA-only run gets its own report, so it never overwrites the CPU one.
+    let stem = match backends.as_slice() {
+        [Be::Cuda(_)] => "verification-cuda",
+        _ => "verification",
+    };
+    let (json, md) = report.write(&args.out, stem, "muse verification report")?;
     print_summary(&report);
     println!("wrote {} and {}", json.display(), md.display());
     Ok(if report.failures().next().is_some() {

@@ -4,7 +4,7 @@
 //! the report come from the same code.
 
 pub mod bk_core;
-mod checks;
+pub mod checks;
 pub mod compat;
 
 use crate::{fixtures::Manifest, Record};

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds everything the GPU machine runs (it has no cargo) into gpu-bundle/ (git-ignored):
+# the CUDA test binary, the `muse` binary with the cuda feature, and a manifest with the commit.
+# Then: carry gpu-bundle and run `bash ci/gpu-run.sh` there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ci/cuda-setup.sh
+# shellcheck disable=SC1091
+source .cache/cuda/env.sh
+rm -rf gpu-bundle
+mkdir -p gpu-bundle/bin
+tests=$(cargo test -p muse --release --features cuda --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"] and m["target"]["name"] == "main":
+        print(m["executable"])')
+[ -n "$tests" ] || { echo "gpu-bundle: no test binary" >&2; exit 1; }
+cp "$tests" gpu-bundle/bin/muse-tests
+cargo build --release -p muse-cli --features cuda
+cp target/release/muse gpu-bundle/bin/muse
+strip --strip-debug gpu-bundle/bin/*
+sha=$(git rev-parse --short=12 HEAD)
+[ -z "$(git status --porcelain --untracked-files=no)" ] || sha="$sha-dirty"
+cat > gpu-bundle/manifest.json <<JSON
+{"commit": "$sha", "nvcc": "$(grep -o 'release [0-9.]*' <("$NVCC" --version))", "arch": "${MUSE_CUDA_ARCH:-sm_90}",
+ "glibc": "$(ldd --version | head -1 | awk '{print $NF}')", "built": "$(date -u +%FT%TZ)"}
+JSON
+size=$(du -sm gpu-bundle | cut -f1)
+[ "$size" -le 60 ] || { echo "gpu-bundle: ${size} MiB exceeds 60 MiB" >&2; exit 1; }
+echo "gpu-bundle: ${size} MiB, commit $sha"

@@ -1,0 +1,49 @@
+//! The CUDA backend of a build without the `cuda` feature: same API, every call fails.
+
+use muse_reference::bk_core::{BkCore, BkCoreArgs, BkCoreGrad};
+use muse_reference::{Backend, Error, Precision, Result};
+use ndarray::{Array2, ArrayView2};
+use num_complex::Complex64;
+
+use crate::NOT_COMPILED;
+
+/// The CUDA backend (not compiled in).
+#[derive(Debug)]
+pub struct Cuda {
+    _private: (),
+}
+
+fn unavailable() -> Error {
+    Error::Backend {
+        backend: "cuda",
+        message: NOT_COMPILED.into(),
+    }
+}
+
+impl Cuda {
+    /// Always fails: this build has no CUDA support.
+    pub fn new() -> Result<Self> {
+        Err(unavailable())
+    }
+}
+
+impl BkCore for Cuda {
+    fn bk_core(&self, _: &BkCoreArgs<'_>, _: Precision) -> Result<Array2<Complex64>> {
+        Err(unavailable())
+    }
+    fn bk_core_grad(
+        &self,
+        _: &BkCoreArgs<'_>,
+        _: ArrayView2<'_, Complex64>,
+        _: Precision,
+    ) -> Result<BkCoreGrad> {
+        Err(unavailable())
+    }
+}
+
+impl Backend for Cuda {
+    const NAME: &'static str = "cuda";
+    fn device(&self) -> String {
+        "none".into()
+    }
+}

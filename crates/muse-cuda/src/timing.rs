@@ -1,0 +1,71 @@
+//! GPU timing with CUDA events (design toolchain §5): warm-up, an L2 flush before every repeat,
+//! one event pair per repeat around the queued work only, one synchronisation at the end.
+
+use cust::event::{Event, EventFlags};
+use muse_reference::Result;
+
+use crate::device::{err, Buf, Gpu};
+
+/// Median and spread of repeated event timings, in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct EventTiming {
+    /// Median.
+    pub median_us: f64,
+    /// 20th percentile.
+    pub p20_us: f64,
+    /// 80th percentile.
+    pub p80_us: f64,
+    /// Fastest repeat.
+    pub min_us: f64,
+    /// Repeats.
+    pub runs: usize,
+}
+
+/// Times `work` (which only queues launches on `gpu.stream`) `runs` times after `warmup` calls,
+/// flushing L2 (a memset of twice its size) before each repeat, outside the event pair.
+pub fn time_events(
+    gpu: &'static Gpu,
+    warmup: usize,
+    runs: usize,
+    mut work: impl FnMut() -> Result<()>,
+) -> Result<EventTiming> {
+    let mut flush: Buf<u8> = gpu.alloc(2 * gpu.info().l2_bytes.max(1 << 20))?;
+    for _ in 0..warmup {
+        work()?;
+    }
+    gpu.sync("warm-up")?;
+    let new_event = || Event::new(EventFlags::DEFAULT).map_err(|e| err("creating an event", e));
+    let mut pairs = Vec::with_capacity(runs);
+    for i in 0..runs {
+        flush.fill_async((i % 251) as u8)?;
+        let (start, stop) = (new_event()?, new_event()?);
+        start
+            .record(&gpu.stream)
+            .map_err(|e| err("recording an event", e))?;
+        work()?;
+        stop.record(&gpu.stream)
+            .map_err(|e| err("recording an event", e))?;
+        pairs.push((start, stop));
+    }
+    gpu.sync("timed runs")?;
+    let mut us = Vec::with_capacity(runs);
+    for (start, stop) in &pairs {
+        stop.synchronize()
+            .map_err(|e| err("waiting for an event", e))?;
+        us.push(
+            f64::from(
+                stop.elapsed_time_f32(start)
+                    .map_err(|e| err("reading an event", e))?,
+            ) * 1e3,
+        );
+    }
+    us.sort_by(f64::total_cmp);
+    let at = |q: f64| us[((us.len() - 1) as f64 * q).round() as usize];
+    Ok(EventTiming {
+        median_us: at(0.5),
+        p20_us: at(0.2),
+        p80_us: at(0.8),
+        min_us: us[0],
+        runs,
+    })
+}

@@ -18,15 +18,15 @@
 // seed_* may be null (single-chunk rows). agg_*: 8 T per (row, chunk); seed_*: 4 T per (row, chunk).
 #include "include/bk_core_common.cuh"
 
-#define BK_CORE_ELEMS_F32 8
-#define BK_CORE_ELEMS_F64 4
-#define BK_CORE_MAX_THREADS 512
+#define BK_CORE_ELEMS_F32 16
+#define BK_CORE_ELEMS_F64 8
+#define BK_CORE_MAX_THREADS 256
 #define BK_CORE_SEED_THREADS 256
 
 template <typename T, int E>
 __device__ void forward(const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ c, long long n,
                         int chunk_len, T z_re, T z_im, const T* seed_f, const T* seed_b, T* __restrict__ g) {
-    __shared__ Mat2<T> smem[MAX_WARPS + 1];
+    __shared__ Mat2<T> smem[2 * (MAX_WARPS + 1)];
     const cpx<T> z = mk(z_re, z_im);
     Slice<T, E> s = load_slice<T, E>(a, b, c, n, chunk_len);
     Vec2<T> st_f, st_b;
@@ -61,12 +61,11 @@ __device__ void forward(const T* __restrict__ a, const T* __restrict__ b, const 
 template <typename T, int E>
 __device__ void chunk_agg(const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ c, long long n,
                           int chunk_len, T z_re, T z_im, T* agg_f, T* agg_b) {
-    __shared__ Mat2<T> smem[MAX_WARPS + 1];
+    __shared__ Mat2<T> smem[2 * (MAX_WARPS + 1)];
     Slice<T, E> s = load_slice<T, E>(a, b, c, n, chunk_len);
-    Mat2<T> fwd, bwd, tot_f, tot_b;
+    Mat2<T> fwd, bwd, ex_f, ex_b, tot_f, tot_b;
     local_aggregates(s, mk(z_re, z_im), fwd, bwd);
-    block_scan_exclusive<MatOp<T>>(fwd, false, smem, tot_f);
-    block_scan_exclusive<MatOp<T>>(bwd, true, smem, tot_b);
+    block_scan_pair<MatOp<T>>(fwd, bwd, smem, ex_f, ex_b, tot_f, tot_b);
     if (threadIdx.x == 0) {
         const long long slot = (long long)blockIdx.y * gridDim.x + blockIdx.x;
         reinterpret_cast<Mat2<T>*>(agg_f)[slot] = tot_f;
@@ -76,7 +75,7 @@ __device__ void chunk_agg(const T* __restrict__ a, const T* __restrict__ b, cons
 
 template <typename T>
 __device__ void mobius_seeds(const T* agg_f, const T* agg_b, int chunks, T* seed_f, T* seed_b) {
-    __shared__ Mat2<T> smem[MAX_WARPS + 1];
+    __shared__ Mat2<T> smem[2 * (MAX_WARPS + 1)];
     const Vec2<T> unit = {mk<T>(1, 0), mk<T>(0, 0)};
     chunk_seeds<MatOp<T>>(reinterpret_cast<const Mat2<T>*>(agg_f), reinterpret_cast<const Mat2<T>*>(agg_b),
                           chunks, unit, reinterpret_cast<Vec2<T>*>(seed_f), reinterpret_cast<Vec2<T>*>(seed_b),

@@ -23,9 +23,9 @@
 // be null for single-chunk rows.
 #include "include/bk_core_common.cuh"
 
-#define BK_CORE_BWD_ELEMS_F32 8
-#define BK_CORE_BWD_ELEMS_F64 4
-#define BK_CORE_BWD_MAX_THREADS 512
+#define BK_CORE_BWD_ELEMS_F32 16
+#define BK_CORE_BWD_ELEMS_F64 8
+#define BK_CORE_BWD_MAX_THREADS 256
 #define BK_CORE_BWD_SEED_THREADS 256
 
 template <typename T>
@@ -36,8 +36,8 @@ __device__ void backward(const T* __restrict__ a, const T* __restrict__ b, const
                          const T* __restrict__ g_up, long long n, int chunk_len, T z_re, T z_im, const T* seed_f,
                          const T* seed_b, const T* seed_d, const T* seed_e, T* agg_d, T* agg_e, T* grad_a,
                          T* grad_b, T* grad_c, T* dz_part) {
-    __shared__ Mat2<T> smem_m[MAX_WARPS + 1];
-    __shared__ Affine<T> smem_a[MAX_WARPS + 1];
+    __shared__ Mat2<T> smem_m[2 * (MAX_WARPS + 1)];
+    __shared__ Affine<T> smem_a[2 * (MAX_WARPS + 1)];
     const cpx<T> z = mk(z_re, z_im);
     const cpx<T> zero = mk<T>(0, 0);
     Slice<T, E> s = load_slice<T, E>(a, b, c, n, chunk_len);
@@ -81,9 +81,8 @@ __device__ void backward(const T* __restrict__ a, const T* __restrict__ b, const
             }
         }
     }
-    Affine<T> tot_d, tot_e;
-    const Affine<T> ex_d = block_scan_exclusive<AffineOp<T>>(fd, false, smem_a, tot_d);
-    const Affine<T> ex_e = block_scan_exclusive<AffineOp<T>>(fe, true, smem_a, tot_e);
+    Affine<T> ex_d, ex_e, tot_d, tot_e;
+    block_scan_pair<AffineOp<T>>(fd, fe, smem_a, ex_d, ex_e, tot_d, tot_e);
     const long long slot = (long long)blockIdx.y * gridDim.x + blockIdx.x;
     if (AGG) {
         if (threadIdx.x == 0) {
@@ -138,7 +137,7 @@ __device__ void backward(const T* __restrict__ a, const T* __restrict__ b, const
 
 template <typename T>
 __device__ void affine_seeds(const T* agg_d, const T* agg_e, int chunks, T* seed_d, T* seed_e) {
-    __shared__ Affine<T> smem[MAX_WARPS + 1];
+    __shared__ Affine<T> smem[2 * (MAX_WARPS + 1)];
     chunk_seeds<AffineOp<T>>(reinterpret_cast<const Affine<T>*>(agg_d), reinterpret_cast<const Affine<T>*>(agg_e),
                              chunks, mk<T>(0, 0), reinterpret_cast<cpx<T>*>(seed_d), reinterpret_cast<cpx<T>*>(seed_e),
                              smem);

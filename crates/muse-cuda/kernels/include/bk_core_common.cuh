@@ -29,21 +29,33 @@ template <typename T>
 __device__ __forceinline__ cpx<T> operator*(T s, cpx<T> x) { return {s * x.re, s * x.im}; }
 template <typename T>
 __device__ __forceinline__ cpx<T> conj(cpx<T> x) { return {x.re, -x.im}; }
-// x / y as x * conj(y) / |y|^2, the same formula as the CPU reference (num-complex), so both
-// overflow and underflow alike.
+// Correctly rounded reciprocal (one MUFU.RCP plus refinement instead of a full division).
+__device__ __forceinline__ float rcp(float x) { return __frcp_rn(x); }
+__device__ __forceinline__ double rcp(double x) { return __drcp_rn(x); }
+
+// x / y as x * conj(y) * (1/|y|^2): the formula of the CPU reference (num-complex), so both
+// overflow and underflow alike, with one reciprocal instead of two divisions.
 template <typename T>
 __device__ __forceinline__ cpx<T> cdiv(cpx<T> x, cpx<T> y) {
-    T d = y.re * y.re + y.im * y.im;
-    return {(x.re * y.re + x.im * y.im) / d, (x.im * y.re - x.re * y.im) / d};
+    T inv = rcp(y.re * y.re + y.im * y.im);
+    return {(x.re * y.re + x.im * y.im) * inv, (x.im * y.re - x.re * y.im) * inv};
 }
 template <typename T>
 __device__ __forceinline__ cpx<T> cdiv(T x, cpx<T> y) {
-    T d = y.re * y.re + y.im * y.im;
-    return {x * y.re / d, -x * y.im / d};
+    T inv = x * rcp(y.re * y.re + y.im * y.im);
+    return {y.re * inv, -y.im * inv};
 }
 
-__device__ __forceinline__ float scale_by_pow2(float m) { return (m > 0.0f && isfinite(m)) ? scalbnf(1.0f, -ilogbf(m)) : 1.0f; }
-__device__ __forceinline__ double scale_by_pow2(double m) { return (m > 0.0 && isfinite(m)) ? scalbn(1.0, -ilogb(m)) : 1.0; }
+// 2^-e for m = 1.x * 2^e (m >= 0), from the exponent bits: scaling by it is exact and brings m
+// into [1, 2). Zero and subnormal m get 2^127 (2^1023), inf/NaN a tiny scale; both harmless.
+__device__ __forceinline__ float scale_by_pow2(float m) {
+    int e = min((__float_as_int(m) >> 23) & 0xff, 253);
+    return __int_as_float((254 - e) << 23);
+}
+__device__ __forceinline__ double scale_by_pow2(double m) {
+    long long e = min((__double_as_longlong(m) >> 52) & 0x7ffLL, 2045LL);
+    return __longlong_as_double((2046LL - e) << 52);
+}
 
 // A 2x2 complex matrix [[m00, m01], [m10, m11]]; only ratios matter (projective), so products are
 // rescaled by a power of two (exact) to keep the largest component in [1, 2).
@@ -132,49 +144,61 @@ __device__ __forceinline__ Affine<T> shfl(Affine<T> v, int d, bool up) {
 
 constexpr int MAX_WARPS = 32;
 
-// Inclusive scan within a warp; `spos` is the lane's position in scan order and `up` says that
-// earlier positions sit at lower lanes.
+// Two block-wide exclusive scans at once under Op (op(acc, x): acc first, then x): `xf` in thread
+// order and `xb` from the last thread to the first. Interleaving the two independent chains
+// halves the latency of running them one after the other. blockDim.x must be a multiple of 32;
+// `smem` holds 2 * (MAX_WARPS + 1) values. Sets the exclusive prefixes (in each scan's order) and
+// both block totals. Every thread must call it.
 template <typename Op>
-__device__ __forceinline__ typename Op::V warp_inclusive(typename Op::V inc, int spos, bool up) {
-#pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-        typename Op::V y = shfl(inc, d, up);
-        if (spos >= d) inc = Op::op(y, inc);
-    }
-    return inc;
-}
-
-// Block-wide exclusive scan of one value per thread under Op (op(acc, x): acc first, then x), in
-// thread order or, with `reverse`, from the last thread to the first. blockDim.x must be a
-// multiple of 32; `smem` holds MAX_WARPS + 1 values. Returns the exclusive prefix in scan order
-// and sets `total` to the whole block's composition. Every thread must call it.
-template <typename Op>
-__device__ typename Op::V block_scan_exclusive(typename Op::V x, bool reverse, typename Op::V* smem,
-                                               typename Op::V& total) {
+__device__ void block_scan_pair(typename Op::V xf, typename Op::V xb, typename Op::V* smem, typename Op::V& exf,
+                                typename Op::V& exb, typename Op::V& totf, typename Op::V& totb) {
     using V = typename Op::V;
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
     const int nwarps = blockDim.x >> 5;
-    const int spos = reverse ? 31 - lane : lane;
-    const int swarp = reverse ? nwarps - 1 - warp : warp;
-    V inc = warp_inclusive<Op>(x, spos, !reverse);
-    if (spos == 31) smem[swarp] = inc;
+    V* sf = smem;
+    V* sb = smem + MAX_WARPS + 1;
+    V incf = xf, incb = xb;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+        const V yf = shfl(incf, d, true);   // d lanes earlier in thread order
+        const V yb = shfl(incb, d, false);  // d lanes later, i.e. earlier in reverse order
+        if (lane >= d) incf = Op::op(yf, incf);
+        if (31 - lane >= d) incb = Op::op(yb, incb);
+    }
+    if (lane == 31) sf[warp] = incf;
+    if (lane == 0) sb[nwarps - 1 - warp] = incb;  // indexed in reverse (scan) order
     __syncthreads();
     if (warp == 0) {
-        V w = lane < nwarps ? smem[lane] : Op::identity();
-        V winc = warp_inclusive<Op>(w, lane, true);
-        V wprev = shfl(winc, 1, true);
+        V wf = lane < nwarps ? sf[lane] : Op::identity();
+        V wb = lane < nwarps ? sb[lane] : Op::identity();
+        for (int d = 1; d < nwarps; d <<= 1) {
+            const V yf = shfl(wf, d, true);
+            const V yb = shfl(wb, d, true);
+            if (lane >= d) {
+                wf = Op::op(yf, wf);
+                wb = Op::op(yb, wb);
+            }
+        }
+        const V pf = shfl(wf, 1, true), pb = shfl(wb, 1, true);
         __syncwarp();
-        if (lane < nwarps) smem[lane] = lane == 0 ? Op::identity() : wprev;
-        if (lane == nwarps - 1) smem[MAX_WARPS] = winc;
+        if (lane < nwarps) {
+            sf[lane] = lane == 0 ? Op::identity() : pf;
+            sb[lane] = lane == 0 ? Op::identity() : pb;
+        }
+        if (lane == nwarps - 1) {
+            sf[MAX_WARPS] = wf;
+            sb[MAX_WARPS] = wb;
+        }
     }
     __syncthreads();
-    V wprefix = smem[swarp];
-    total = smem[MAX_WARPS];
-    V prev = shfl(inc, 1, !reverse);
-    V excl = spos == 0 ? Op::identity() : prev;
+    const V wpf = sf[warp], wpb = sb[nwarps - 1 - warp];
+    totf = sf[MAX_WARPS];
+    totb = sb[MAX_WARPS];
+    const V pf = shfl(incf, 1, true), pb = shfl(incb, 1, false);
+    exf = Op::op(wpf, lane == 0 ? Op::identity() : pf);
+    exb = Op::op(wpb, lane == 31 ? Op::identity() : pb);
     __syncthreads();  // the caller may reuse smem for its next scan
-    return Op::op(wprefix, excl);
 }
 
 // Seed states carried between chunks of a long row: a projective vector for the Möbius scans,
@@ -248,10 +272,9 @@ template <typename T, int E>
 __device__ __forceinline__ void mobius_states(const Slice<T, E>& s, cpx<T> z, const Vec2<T>* seed_f,
                                               const Vec2<T>* seed_b, Mat2<T>* smem, Vec2<T>& st_f,
                                               Vec2<T>& st_b, Mat2<T>& tot_f, Mat2<T>& tot_b) {
-    Mat2<T> fwd, bwd;
+    Mat2<T> fwd, bwd, ex_f, ex_b;
     local_aggregates(s, z, fwd, bwd);
-    Mat2<T> ex_f = block_scan_exclusive<MatOp<T>>(fwd, false, smem, tot_f);
-    Mat2<T> ex_b = block_scan_exclusive<MatOp<T>>(bwd, true, smem, tot_b);
+    block_scan_pair<MatOp<T>>(fwd, bwd, smem, ex_f, ex_b, tot_f, tot_b);
     const long long slot = (long long)blockIdx.y * gridDim.x + blockIdx.x;
     const Vec2<T> unit = {mk<T>(1, 0), mk<T>(0, 0)};
     st_f = mat_apply(ex_f, seed_f ? seed_f[slot] : unit);
@@ -278,11 +301,10 @@ __device__ void chunk_seeds(const typename Op::V* agg_f, const typename Op::V* a
     seed_b += base;
     const int per = (chunks + blockDim.x - 1) / blockDim.x;
     const int c0 = min(chunks, (int)threadIdx.x * per), c1 = min(chunks, c0 + per);
-    V f = Op::identity(), bk = Op::identity(), tot;
+    V f = Op::identity(), bk = Op::identity(), ex_f, ex_b, tot_f, tot_b;
     for (int ch = c0; ch < c1; ++ch) f = Op::op(f, agg_f[ch]);
     for (int ch = c1 - 1; ch >= c0; --ch) bk = Op::op(bk, agg_b[ch]);
-    V ex_f = block_scan_exclusive<Op>(f, false, smem, tot);
-    V ex_b = block_scan_exclusive<Op>(bk, true, smem, tot);
+    block_scan_pair<Op>(f, bk, smem, ex_f, ex_b, tot_f, tot_b);
     State v = seed_apply(ex_f, init);
     for (int ch = c0; ch < c1; ++ch) {
         seed_f[ch] = v;

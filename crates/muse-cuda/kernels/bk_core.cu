@@ -18,9 +18,10 @@
 // seed_* may be null (single-chunk rows). agg_*: 8 T per (row, chunk); seed_*: 4 T per (row, chunk).
 #include "include/bk_core_common.cuh"
 
-#define BK_CORE_ELEMS_F32 16
-#define BK_CORE_ELEMS_F64 8
-#define BK_CORE_MAX_THREADS 256
+#define BK_CORE_ELEMS_F32 8
+#define BK_CORE_ELEMS_F64 4
+#define BK_CORE_MAX_THREADS_F32 512
+#define BK_CORE_MAX_THREADS_F64 256
 #define BK_CORE_SEED_THREADS 256
 
 template <typename T, int E>
@@ -83,22 +84,22 @@ __device__ void mobius_seeds(const T* agg_f, const T* agg_b, int chunks, T* seed
 }
 
 // Exported wrappers, one per dtype (templates cannot be extern "C").
-extern "C" __global__ void __launch_bounds__(BK_CORE_MAX_THREADS) bk_core_forward_f32(
+extern "C" __global__ void __launch_bounds__(BK_CORE_MAX_THREADS_F32) bk_core_forward_f32(
     const float* a, const float* b, const float* c, long long n, int chunk_len, float z_re, float z_im,
     const float* seed_f, const float* seed_b, float* g) {
     forward<float, BK_CORE_ELEMS_F32>(a, b, c, n, chunk_len, z_re, z_im, seed_f, seed_b, g);
 }
-extern "C" __global__ void __launch_bounds__(BK_CORE_MAX_THREADS) bk_core_forward_f64(
+extern "C" __global__ void __launch_bounds__(BK_CORE_MAX_THREADS_F64) bk_core_forward_f64(
     const double* a, const double* b, const double* c, long long n, int chunk_len, double z_re, double z_im,
     const double* seed_f, const double* seed_b, double* g) {
     forward<double, BK_CORE_ELEMS_F64>(a, b, c, n, chunk_len, z_re, z_im, seed_f, seed_b, g);
 }
-extern "C" __global__ void __launch_bounds__(BK_CORE_MAX_THREADS) bk_core_chunk_agg_f32(
+extern "C" __global__ void __launch_bounds__(BK_CORE_MAX_THREADS_F32) bk_core_chunk_agg_f32(
     const float* a, const float* b, const float* c, long long n, int chunk_len, float z_re, float z_im,
     float* agg_f, float* agg_b) {
     chunk_agg<float, BK_CORE_ELEMS_F32>(a, b, c, n, chunk_len, z_re, z_im, agg_f, agg_b);
 }
-extern "C" __global__ void __launch_bounds__(BK_CORE_MAX_THREADS) bk_core_chunk_agg_f64(
+extern "C" __global__ void __launch_bounds__(BK_CORE_MAX_THREADS_F64) bk_core_chunk_agg_f64(
     const double* a, const double* b, const double* c, long long n, int chunk_len, double z_re, double z_im,
     double* agg_f, double* agg_b) {
     chunk_agg<double, BK_CORE_ELEMS_F64>(a, b, c, n, chunk_len, z_re, z_im, agg_f, agg_b);

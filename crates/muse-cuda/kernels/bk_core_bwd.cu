@@ -23,9 +23,10 @@
 // be null for single-chunk rows.
 #include "include/bk_core_common.cuh"
 
-#define BK_CORE_BWD_ELEMS_F32 16
-#define BK_CORE_BWD_ELEMS_F64 8
-#define BK_CORE_BWD_MAX_THREADS 256
+#define BK_CORE_BWD_ELEMS_F32 8
+#define BK_CORE_BWD_ELEMS_F64 4
+#define BK_CORE_BWD_MAX_THREADS_F32 512
+#define BK_CORE_BWD_MAX_THREADS_F64 256
 #define BK_CORE_BWD_SEED_THREADS 256
 
 template <typename T>
@@ -50,36 +51,31 @@ __device__ void backward(const T* __restrict__ a, const T* __restrict__ b, const
     Mat2<T> tot_f, tot_b;
     mobius_states(s, z, reinterpret_cast<const Vec2<T>*>(seed_f), reinterpret_cast<const Vec2<T>*>(seed_b), smem_m,
                   st_f, st_b, tot_f, tot_b);
-    // r[j] = r_{i0+j-1}.
-    cpx<T> r[E + 1];
-    r[0] = cdiv(st_f.v0, st_f.v1);
+    // Reciprocal ratios, one complex reciprocal per element and direction:
+    // ir[j] = 1/r_{i0+j-1} (j = 0..E), is[j] = 1/s_{i0+j} (j = 0..E).
+    cpx<T> ir[E + 1], is[E + 1];
+    ir[0] = cdiv(st_f.v1, st_f.v0);
 #pragma unroll
     for (int j = 0; j < E; ++j) {
-        r[j + 1] = r[j];
-        if (j < s.cnt) r[j + 1] = mk(s.a[j] - z.re, -z.im) - (s.i0 + j == 0 ? zero : cdiv(s.kk[j], r[j]));
+        ir[j + 1] = ir[j];
+        if (j < s.cnt) ir[j + 1] = crcp(mk(s.a[j] - z.re, -z.im) - (s.i0 + j == 0 ? zero : s.kk[j] * ir[j]));
     }
     const cpx<T> s_top = cdiv(st_b.v0, st_b.v1);  // s_{i0+E}
-
-    // The thread's affine maps, composed in scan order.
+    is[E] = cdiv(st_b.v1, st_b.v0);
+#pragma unroll
+    for (int j = E - 1; j >= 0; --j) {
+        is[j] = is[j + 1];
+        if (j < s.cnt) is[j] = crcp(mk(s.a[j] - z.re, -z.im) - (s.i0 + j == n - 1 ? zero : s.kk[j + 1] * is[j + 1]));
+    }
+    // The affine maps D_i = w_i D_{i-1} + x_i and E_i = n_i E_{i+1} + x_i, composed in scan order.
     Affine<T> fd = affine_identity<T>(), fe = affine_identity<T>();
 #pragma unroll
     for (int j = 0; j < E; ++j) {
-        if (j < s.cnt) {
-            const cpx<T> w = s.i0 + j == 0 ? zero : cdiv(s.kk[j], sq(r[j]));
-            fd = affine_then(fd, Affine<T>{w, x[j]});
-        }
+        if (j < s.cnt) fd = affine_then(fd, Affine<T>{s.i0 + j == 0 ? zero : s.kk[j] * sq(ir[j]), x[j]});
     }
-    {
-        cpx<T> sn = s_top;
 #pragma unroll
-        for (int j = E - 1; j >= 0; --j) {
-            if (j < s.cnt) {
-                const bool last = s.i0 + j == n - 1;
-                const cpx<T> nj = last ? zero : cdiv(s.kk[j + 1], sq(sn));
-                fe = affine_then(fe, Affine<T>{nj, x[j]});
-                sn = mk(s.a[j] - z.re, -z.im) - (last ? zero : cdiv(s.kk[j + 1], sn));
-            }
-        }
+    for (int j = E - 1; j >= 0; --j) {
+        if (j < s.cnt) fe = affine_then(fe, Affine<T>{s.i0 + j == n - 1 ? zero : s.kk[j + 1] * sq(is[j + 1]), x[j]});
     }
     Affine<T> ex_d, ex_e, tot_d, tot_e;
     block_scan_pair<AffineOp<T>>(fd, fe, smem_a, ex_d, ex_e, tot_d, tot_e);
@@ -98,35 +94,31 @@ __device__ void backward(const T* __restrict__ a, const T* __restrict__ b, const
 #pragma unroll
     for (int j = 0; j < E; ++j) {
         if (j < s.cnt) {
-            const cpx<T> w = s.i0 + j == 0 ? zero : cdiv(s.kk[j], sq(r[j]));
-            dv[j] = w * d_prev + x[j];
+            dv[j] = (s.i0 + j == 0 ? zero : s.kk[j] * sq(ir[j])) * d_prev + x[j];
             d_prev = dv[j];
         }
     }
     cpx<T> en = affine_apply(ex_e, e_seed);  // E_{i0+E}
-    cpx<T> sn = s_top;
     // G_{i0+E} = 1/(s_{i0+E} - k_{i0+E-1}/r_{i0+E-1}), needed when the row goes on past this thread.
-    cpx<T> gn = (s.cnt == E && s.i0 + E < n) ? cdiv(T(1), s_top - cdiv(s.kk[E], r[E])) : zero;
+    cpx<T> gn = (s.cnt == E && s.i0 + E < n) ? crcp(s_top - s.kk[E] * ir[E]) : zero;
     cpx<T> zsum = zero;
 #pragma unroll
     for (int j = E - 1; j >= 0; --j) {
         if (j < s.cnt) {
             const long long i = s.i0 + j;
             const bool last = i == n - 1;
-            const cpx<T> alpha = mk(s.a[j] - z.re, -z.im);
-            const cpx<T> right = last ? zero : cdiv(s.kk[j + 1], sn);
-            const cpx<T> left = i == 0 ? zero : cdiv(s.kk[j], r[j]);
-            const cpx<T> g = cdiv(T(1), alpha - left - right);
-            const cpx<T> ej = (last ? zero : cdiv(s.kk[j + 1], sq(sn))) * en + x[j];
+            const cpx<T> left = i == 0 ? zero : s.kk[j] * ir[j];
+            const cpx<T> right = last ? zero : s.kk[j + 1] * is[j + 1];
+            const cpx<T> g = crcp(mk(s.a[j] - z.re, -z.im) - left - right);
+            const cpx<T> ej = (last ? zero : right * is[j + 1]) * en + x[j];
             const cpx<T> q = sq(g) * (dv[j] + ej - x[j]);
             grad_a[s.row_a + i] = -q.re;
             zsum = zsum + q;
             if (!last) {
-                const cpx<T> gg = g * gn * (cdiv(dv[j], r[j + 1]) + cdiv(en, sn));
+                const cpx<T> gg = g * gn * (dv[j] * ir[j + 1] + en * is[j + 1]);
                 grad_b[s.row_b + i] = c[s.row_b + i] * gg.re;
                 grad_c[s.row_b + i] = b[s.row_b + i] * gg.re;
             }
-            sn = alpha - right;
             en = ej;
             gn = g;
         }
@@ -144,27 +136,27 @@ __device__ void affine_seeds(const T* agg_d, const T* agg_e, int chunks, T* seed
 }
 
 // Exported wrappers, one per dtype.
-extern "C" __global__ void __launch_bounds__(BK_CORE_BWD_MAX_THREADS) bk_core_bwd_backward_f32(
+extern "C" __global__ void __launch_bounds__(BK_CORE_BWD_MAX_THREADS_F32) bk_core_bwd_backward_f32(
     const float* a, const float* b, const float* c, const float* g_up, long long n, int chunk_len, float z_re,
     float z_im, const float* seed_f, const float* seed_b, const float* seed_d, const float* seed_e, float* grad_a,
     float* grad_b, float* grad_c, float* dz_part) {
     backward<float, BK_CORE_BWD_ELEMS_F32, false>(a, b, c, g_up, n, chunk_len, z_re, z_im, seed_f, seed_b, seed_d,
                                                   seed_e, nullptr, nullptr, grad_a, grad_b, grad_c, dz_part);
 }
-extern "C" __global__ void __launch_bounds__(BK_CORE_BWD_MAX_THREADS) bk_core_bwd_backward_f64(
+extern "C" __global__ void __launch_bounds__(BK_CORE_BWD_MAX_THREADS_F64) bk_core_bwd_backward_f64(
     const double* a, const double* b, const double* c, const double* g_up, long long n, int chunk_len, double z_re,
     double z_im, const double* seed_f, const double* seed_b, const double* seed_d, const double* seed_e,
     double* grad_a, double* grad_b, double* grad_c, double* dz_part) {
     backward<double, BK_CORE_BWD_ELEMS_F64, false>(a, b, c, g_up, n, chunk_len, z_re, z_im, seed_f, seed_b, seed_d,
                                                    seed_e, nullptr, nullptr, grad_a, grad_b, grad_c, dz_part);
 }
-extern "C" __global__ void __launch_bounds__(BK_CORE_BWD_MAX_THREADS) bk_core_bwd_agg_f32(
+extern "C" __global__ void __launch_bounds__(BK_CORE_BWD_MAX_THREADS_F32) bk_core_bwd_agg_f32(
     const float* a, const float* b, const float* c, const float* g_up, long long n, int chunk_len, float z_re,
     float z_im, const float* seed_f, const float* seed_b, float* agg_d, float* agg_e) {
     backward<float, BK_CORE_BWD_ELEMS_F32, true>(a, b, c, g_up, n, chunk_len, z_re, z_im, seed_f, seed_b, nullptr,
                                                  nullptr, agg_d, agg_e, nullptr, nullptr, nullptr, nullptr);
 }
-extern "C" __global__ void __launch_bounds__(BK_CORE_BWD_MAX_THREADS) bk_core_bwd_agg_f64(
+extern "C" __global__ void __launch_bounds__(BK_CORE_BWD_MAX_THREADS_F64) bk_core_bwd_agg_f64(
     const double* a, const double* b, const double* c, const double* g_up, long long n, int chunk_len, double z_re,
     double z_im, const double* seed_f, const double* seed_b, double* agg_d, double* agg_e) {
     backward<double, BK_CORE_BWD_ELEMS_F64, true>(a, b, c, g_up, n, chunk_len, z_re, z_im, seed_f, seed_b, nullptr,

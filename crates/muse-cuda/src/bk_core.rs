@@ -57,7 +57,7 @@ impl Plan {
 
     /// The forward plan of precision `T`.
     pub fn forward<T: GpuFloat>(rows: usize, n: usize) -> Result<Self> {
-        Self::new(rows, n, T::FWD_ELEMS, k::bk_core::MAX_THREADS)
+        Self::new(rows, n, T::FWD_ELEMS, T::FWD_THREADS)
     }
 
     pub(crate) fn grid(&self) -> GridSize {

@@ -42,7 +42,7 @@ struct AffineSeeds<T: GpuFloat> {
 impl<T: GpuFloat> BackwardWs<T> {
     /// Allocates the workspace for `p` and uploads the upstream gradient (B·N complex values).
     pub fn new(gpu: &'static Gpu, p: &Problem<T>, up: &[T]) -> Result<Self> {
-        let plan = Plan::new(p.batch, p.n, T::BWD_ELEMS, k::bk_core_bwd::MAX_THREADS)?;
+        let plan = Plan::new(p.batch, p.n, T::BWD_ELEMS, T::BWD_THREADS)?;
         let slots = plan.slots();
         let affine = if plan.chunks > 1 {
             Some(AffineSeeds {

@@ -267,18 +267,26 @@ pub trait GpuFloat: Elem + DeviceCopy + Pod + Default {
     const FWD_ELEMS: u32;
     /// Elements per thread of the backward kernels.
     const BWD_ELEMS: u32;
+    /// Most threads per CTA of the forward kernels (their `__launch_bounds__`).
+    const FWD_THREADS: u32;
+    /// Most threads per CTA of the backward kernels.
+    const BWD_THREADS: u32;
 }
 
 impl GpuFloat for f32 {
     const SUFFIX: &'static str = "f32";
     const FWD_ELEMS: u32 = k::bk_core::ELEMS_F32;
     const BWD_ELEMS: u32 = k::bk_core_bwd::ELEMS_F32;
+    const FWD_THREADS: u32 = k::bk_core::MAX_THREADS_F32;
+    const BWD_THREADS: u32 = k::bk_core_bwd::MAX_THREADS_F32;
 }
 
 impl GpuFloat for f64 {
     const SUFFIX: &'static str = "f64";
     const FWD_ELEMS: u32 = k::bk_core::ELEMS_F64;
     const BWD_ELEMS: u32 = k::bk_core_bwd::ELEMS_F64;
+    const FWD_THREADS: u32 = k::bk_core::MAX_THREADS_F64;
+    const BWD_THREADS: u32 = k::bk_core_bwd::MAX_THREADS_F64;
 }
 
 /// The CUDA backend: a handle on the process-wide [`Gpu`].

@@ -29,8 +29,13 @@ template <typename T>
 __device__ __forceinline__ cpx<T> operator*(T s, cpx<T> x) { return {s * x.re, s * x.im}; }
 template <typename T>
 __device__ __forceinline__ cpx<T> conj(cpx<T> x) { return {x.re, -x.im}; }
-// Correctly rounded reciprocal (one MUFU.RCP plus refinement instead of a full division).
-__device__ __forceinline__ float rcp(float x) { return __frcp_rn(x); }
+// Reciprocal. f32: the hardware approximation (MUFU.RCP, at most 1 ulp off, subnormals flushed)
+// with no slow path, so no branch in the recurrences' dependency chains; f64: correctly rounded.
+__device__ __forceinline__ float rcp(float x) {
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+}
 __device__ __forceinline__ double rcp(double x) { return __drcp_rn(x); }
 
 // x / y as x * conj(y) * (1/|y|^2): the formula of the CPU reference (num-complex), so both
@@ -45,15 +50,22 @@ __device__ __forceinline__ cpx<T> cdiv(T x, cpx<T> y) {
     T inv = x * rcp(y.re * y.re + y.im * y.im);
     return {y.re * inv, -y.im * inv};
 }
+template <typename T>
+__device__ __forceinline__ cpx<T> crcp(cpx<T> y) { return cdiv(T(1), y); }
 
-// 2^-e for m = 1.x * 2^e (m >= 0), from the exponent bits: scaling by it is exact and brings m
+// |x| as ordered integer bits: for non-negative floats, integer order is numeric order, so the
+// largest magnitude is an integer max and its exponent a shift, with no float compare.
+__device__ __forceinline__ int abits(float x) { return __float_as_int(x) & 0x7fffffff; }
+__device__ __forceinline__ long long abits(double x) { return __double_as_longlong(x) & 0x7fffffffffffffffLL; }
+
+// 2^-e for the magnitude whose bits are `m` (m = 1.x * 2^e): scaling by it is exact and brings m
 // into [1, 2). Zero and subnormal m get 2^127 (2^1023), inf/NaN a tiny scale; both harmless.
-__device__ __forceinline__ float scale_by_pow2(float m) {
-    int e = min((__float_as_int(m) >> 23) & 0xff, 253);
+__device__ __forceinline__ float pow2_scale(int m) {
+    int e = min(m >> 23, 253);
     return __int_as_float((254 - e) << 23);
 }
-__device__ __forceinline__ double scale_by_pow2(double m) {
-    long long e = min((__double_as_longlong(m) >> 52) & 0x7ffLL, 2045LL);
+__device__ __forceinline__ double pow2_scale(long long m) {
+    long long e = min(m >> 52, 2045LL);
     return __longlong_as_double((2046LL - e) << 52);
 }
 
@@ -70,11 +82,11 @@ __device__ __forceinline__ Mat2<T> mat_identity() {
 }
 
 template <typename T>
-__device__ __forceinline__ T amax(cpx<T> x) { return fmax(fabs(x.re), fabs(x.im)); }
+__device__ __forceinline__ auto amax(cpx<T> x) { return max(abits(x.re), abits(x.im)); }
 
 template <typename T>
 __device__ __forceinline__ Mat2<T> normalise(Mat2<T> m) {
-    T s = scale_by_pow2(fmax(fmax(amax(m.m00), amax(m.m01)), fmax(amax(m.m10), amax(m.m11))));
+    T s = pow2_scale(max(max(amax(m.m00), amax(m.m01)), max(amax(m.m10), amax(m.m11))));
     return {s * m.m00, s * m.m01, s * m.m10, s * m.m11};
 }
 
@@ -86,11 +98,12 @@ __device__ __forceinline__ Mat2<T> mat_mul(Mat2<T> y, Mat2<T> x) {
     return normalise(r);
 }
 
-// [[alpha, -k], [1, 0]] * x, normalised: the transfer step of both directions.
+// [[alpha, -k], [1, 0]] * x: the transfer step of both directions, not normalised (callers
+// normalise every second step; two steps grow entries by at most (|alpha| + |k|)^2, far inside
+// the range wherever the f32 ratio recursion itself stays finite).
 template <typename T>
 __device__ __forceinline__ Mat2<T> transfer(cpx<T> alpha, T k, Mat2<T> x) {
-    Mat2<T> r = {alpha * x.m00 - k * x.m10, alpha * x.m01 - k * x.m11, x.m00, x.m01};
-    return normalise(r);
+    return {alpha * x.m00 - k * x.m10, alpha * x.m01 - k * x.m11, x.m00, x.m01};
 }
 
 // The first column of m applied to v = [v0, v1]: m * v.
@@ -210,7 +223,7 @@ struct Vec2 {
 
 template <typename T>
 __device__ __forceinline__ Vec2<T> vec_normalise(Vec2<T> v) {
-    T s = scale_by_pow2(fmax(amax(v.v0), amax(v.v1)));
+    T s = pow2_scale(max(amax(v.v0), amax(v.v1)));
     return {s * v.v0, s * v.v1};
 }
 
@@ -259,11 +272,17 @@ __device__ __forceinline__ void local_aggregates(const Slice<T, E>& s, cpx<T> z,
     fwd = mat_identity<T>();
     bwd = mat_identity<T>();
 #pragma unroll
-    for (int j = 0; j < E; ++j)
+    for (int j = 0; j < E; ++j) {
         if (j < s.cnt) fwd = transfer(mk(s.a[j] - z.re, -z.im), s.kk[j], fwd);
+        if (j & 1) fwd = normalise(fwd);
+    }
 #pragma unroll
-    for (int j = E - 1; j >= 0; --j)
+    for (int j = E - 1; j >= 0; --j) {
         if (j < s.cnt) bwd = transfer(mk(s.a[j] - z.re, -z.im), s.kk[j + 1], bwd);
+        if ((E - 1 - j) & 1) bwd = normalise(bwd);
+    }
+    fwd = normalise(fwd);
+    bwd = normalise(bwd);
 }
 
 // Exclusive Möbius prefixes of the thread applied to the chunk seeds: the forward state at i0 and

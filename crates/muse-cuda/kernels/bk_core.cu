@@ -24,6 +24,34 @@
 #define BK_CORE_MAX_THREADS_F64 256
 #define BK_CORE_SEED_THREADS 256
 
+// The stable ratio recursions over the thread's elements from the exact states at its ends, and
+// G. FULL (cnt == E) drops the per-element guards.
+template <bool FULL, typename T, int E>
+__device__ __forceinline__ void replay(const Slice<T, E>& s, cpx<T> z, long long n, Vec2<T> st_f, Vec2<T> st_b, T* g) {
+    // Forward: left[j] = k_{i-1}/r_{i-1}, from r_{i0-1} = theta_{i0}/theta_{i0-1}.
+    cpx<T> left[E];
+    cpx<T> r = cdiv(st_f.v0, st_f.v1);
+#pragma unroll
+    for (int j = 0; j < E; ++j) {
+        if (FULL || j < s.cnt) {
+            left[j] = s.i0 + j == 0 ? mk<T>(0, 0) : cdiv(s.kk[j], r);
+            r = mk(s.a[j] - z.re, -z.im) - left[j];
+        }
+    }
+    // Backward from s_{i0+E} = sigma_{i0+E}/sigma_{i0+E+1}, writing G.
+    cpx<T> sn = cdiv(st_b.v0, st_b.v1);
+    cpx<T>* out = reinterpret_cast<cpx<T>*>(g) + s.row_a + s.i0;
+#pragma unroll
+    for (int j = E - 1; j >= 0; --j) {
+        if (FULL || j < s.cnt) {
+            const cpx<T> alpha = mk(s.a[j] - z.re, -z.im);
+            const cpx<T> right = s.i0 + j == n - 1 ? mk<T>(0, 0) : cdiv(s.kk[j + 1], sn);
+            store(out + j, crcp(alpha - left[j] - right));
+            sn = alpha - right;
+        }
+    }
+}
+
 template <typename T, int E>
 __device__ void forward(const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ c, long long n,
                         int chunk_len, T z_re, T z_im, const T* seed_f, const T* seed_b, T* __restrict__ g) {
@@ -34,29 +62,10 @@ __device__ void forward(const T* __restrict__ a, const T* __restrict__ b, const 
     Mat2<T> tot_f, tot_b;
     mobius_states(s, z, reinterpret_cast<const Vec2<T>*>(seed_f), reinterpret_cast<const Vec2<T>*>(seed_b), smem,
                   st_f, st_b, tot_f, tot_b);
-    // Forward replay: left[j] = k_{i-1}/r_{i-1}, with r_{i0-1} = theta_{i0}/theta_{i0-1}.
-    cpx<T> left[E];
-    cpx<T> r = cdiv(st_f.v0, st_f.v1);
-#pragma unroll
-    for (int j = 0; j < E; ++j) {
-        if (j < s.cnt) {
-            const cpx<T> alpha = mk(s.a[j] - z.re, -z.im);
-            left[j] = s.i0 + j == 0 ? mk<T>(0, 0) : cdiv(s.kk[j], r);
-            r = alpha - left[j];
-        }
-    }
-    // Backward replay from s_{i0+E} = sigma_{i0+E}/sigma_{i0+E+1}, writing G.
-    cpx<T> sn = cdiv(st_b.v0, st_b.v1);
-    cpx<T>* out = reinterpret_cast<cpx<T>*>(g) + s.row_a + s.i0;
-#pragma unroll
-    for (int j = E - 1; j >= 0; --j) {
-        if (j < s.cnt) {
-            const cpx<T> alpha = mk(s.a[j] - z.re, -z.im);
-            const cpx<T> right = s.i0 + j == n - 1 ? mk<T>(0, 0) : cdiv(s.kk[j + 1], sn);
-            out[j] = cdiv(T(1), alpha - left[j] - right);
-            sn = alpha - right;
-        }
-    }
+    if (s.cnt == E)
+        replay<true>(s, z, n, st_f, st_b, g);
+    else
+        replay<false>(s, z, n, st_f, st_b, g);
 }
 
 template <typename T, int E>

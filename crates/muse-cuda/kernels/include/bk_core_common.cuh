@@ -53,6 +53,19 @@ __device__ __forceinline__ cpx<T> cdiv(T x, cpx<T> y) {
 template <typename T>
 __device__ __forceinline__ cpx<T> crcp(cpx<T> y) { return cdiv(T(1), y); }
 
+// One 8-byte (16-byte) access per complex value instead of two: interleaved [re, im] arrays from
+// cudaMalloc are always aligned to it.
+__device__ __forceinline__ void store(cpx<float>* p, cpx<float> v) { *reinterpret_cast<float2*>(p) = make_float2(v.re, v.im); }
+__device__ __forceinline__ void store(cpx<double>* p, cpx<double> v) { *reinterpret_cast<double2*>(p) = make_double2(v.re, v.im); }
+__device__ __forceinline__ cpx<float> load(const cpx<float>* p) {
+    const float2 v = __ldg(reinterpret_cast<const float2*>(p));
+    return {v.x, v.y};
+}
+__device__ __forceinline__ cpx<double> load(const cpx<double>* p) {
+    const double2 v = __ldg(reinterpret_cast<const double2*>(p));
+    return {v.x, v.y};
+}
+
 // |x| as ordered integer bits: for non-negative floats, integer order is numeric order, so the
 // largest magnitude is an integer max and its exponent a shift, with no float compare.
 __device__ __forceinline__ int abits(float x) { return __float_as_int(x) & 0x7fffffff; }
@@ -246,6 +259,9 @@ struct Slice {
     T kk[E + 1];      // kk[j] = k_{i0 - 1 + j}; 0 outside 0..n-2
 };
 
+// Loads use clamped, always-valid indices and no branches, so all of them issue back to back
+// before the first use (bounds-checked loads were issued one latency at a time); elements outside
+// the row are zeroed afterwards.
 template <typename T, int E>
 __device__ __forceinline__ Slice<T, E> load_slice(const T* __restrict__ a, const T* __restrict__ b,
                                                   const T* __restrict__ c, long long n, int chunk_len) {
@@ -254,35 +270,54 @@ __device__ __forceinline__ Slice<T, E> load_slice(const T* __restrict__ a, const
     s.row_a = row * n;
     s.row_b = row * (n - 1);
     s.i0 = (long long)blockIdx.x * chunk_len + (long long)threadIdx.x * E;
-    long long left = n - s.i0;
+    const long long left = n - s.i0;
     s.cnt = left <= 0 ? 0 : (left >= E ? E : (int)left);
+    const long long last_b = n >= 2 ? n - 2 : 0;  // b, c hold at least one (dummy) element
+    T bv[E + 1], cv[E + 1];
 #pragma unroll
-    for (int j = 0; j < E; ++j) s.a[j] = j < s.cnt ? a[s.row_a + s.i0 + j] : T(0);
+    for (int j = 0; j < E; ++j) s.a[j] = a[s.row_a + min(s.i0 + j, n - 1)];
 #pragma unroll
     for (int j = 0; j <= E; ++j) {
-        long long idx = s.i0 - 1 + j;
-        s.kk[j] = (idx >= 0 && idx <= n - 2) ? b[s.row_b + idx] * c[s.row_b + idx] : T(0);
+        const long long idx = min(max(s.i0 - 1 + j, 0LL), last_b);
+        bv[j] = b[s.row_b + idx];
+        cv[j] = c[s.row_b + idx];
+    }
+#pragma unroll
+    for (int j = 0; j < E; ++j) s.a[j] = j < s.cnt ? s.a[j] : T(0);
+#pragma unroll
+    for (int j = 0; j <= E; ++j) {
+        const long long idx = s.i0 - 1 + j;
+        s.kk[j] = (idx >= 0 && idx <= n - 2) ? bv[j] * cv[j] : T(0);
     }
     return s;
 }
 
 // The thread's forward aggregate T_{i0+cnt-1} ... T_{i0} and backward aggregate S_{i0} ... S_{i0+cnt-1}.
-template <typename T, int E>
+// FULL (cnt == E, every thread but the row's last) drops the per-element guards.
+template <bool FULL, typename T, int E>
 __device__ __forceinline__ void local_aggregates(const Slice<T, E>& s, cpx<T> z, Mat2<T>& fwd, Mat2<T>& bwd) {
     fwd = mat_identity<T>();
     bwd = mat_identity<T>();
 #pragma unroll
     for (int j = 0; j < E; ++j) {
-        if (j < s.cnt) fwd = transfer(mk(s.a[j] - z.re, -z.im), s.kk[j], fwd);
+        if (FULL || j < s.cnt) fwd = transfer(mk(s.a[j] - z.re, -z.im), s.kk[j], fwd);
         if (j & 1) fwd = normalise(fwd);
     }
 #pragma unroll
     for (int j = E - 1; j >= 0; --j) {
-        if (j < s.cnt) bwd = transfer(mk(s.a[j] - z.re, -z.im), s.kk[j + 1], bwd);
+        if (FULL || j < s.cnt) bwd = transfer(mk(s.a[j] - z.re, -z.im), s.kk[j + 1], bwd);
         if ((E - 1 - j) & 1) bwd = normalise(bwd);
     }
     fwd = normalise(fwd);
     bwd = normalise(bwd);
+}
+
+template <typename T, int E>
+__device__ __forceinline__ void local_aggregates(const Slice<T, E>& s, cpx<T> z, Mat2<T>& fwd, Mat2<T>& bwd) {
+    if (s.cnt == E)
+        local_aggregates<true>(s, z, fwd, bwd);
+    else
+        local_aggregates<false>(s, z, fwd, bwd);
 }
 
 // Exclusive Möbius prefixes of the thread applied to the chunk seeds: the forward state at i0 and

@@ -2,8 +2,9 @@
 //!
 //! Correctness: every record of the fresh report must pass, and every record the baseline has
 //! for a backend that the fresh run covered must still be there (a silently dropped case is a
-//! regression). Speed (optional): a time metric may not exceed the baseline by more than a
-//! given fraction, compared only where kernel, case, shape, dtype and device match.
+//! regression). Speed (optional): a KPI (a time record that carries a target) may not exceed the
+//! baseline by more than a given fraction, compared only where the record key and device match.
+//! Provenance (optional): a GPU report must have measured the kernel sources now in the tree.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -67,8 +68,8 @@ pub fn check(baseline: &Report, current: &Report, max_slowdown: Option<f64>) -> 
                 .not_comparable
                 .push(format!("{key}: backend `{}` did not run", b.backend)),
             Some(n) => {
-                if let Some(limit) = max_slowdown.filter(|_| TIME_UNITS.contains(&b.unit.as_str()))
-                {
+                let kpi = b.target.is_some() && TIME_UNITS.contains(&b.unit.as_str());
+                if let Some(limit) = max_slowdown.filter(|_| kpi) {
                     if baseline.device != current.device {
                         out.not_comparable.push(format!(
                             "{key}: device `{}` vs baseline `{}`",
@@ -95,6 +96,18 @@ pub fn check(baseline: &Report, current: &Report, max_slowdown: Option<f64>) -> 
         .cloned()
         .collect();
     out
+}
+
+/// The report's `meta.kernel_sources_sha256` against the hash of the sources in the tree: a
+/// regression line when the report is missing the hash or measured other sources.
+pub fn check_sources(report: &Report, sources_now: &str) -> Option<String> {
+    match report.meta.get("kernel_sources_sha256").and_then(|v| v.as_str()) {
+        Some(h) if h == sources_now => None,
+        Some(h) => Some(format!(
+            "kernel sources changed after this GPU report was made (report measured {h}, the tree has {sources_now}): rerun bash ci/gpu-run.sh on the GPU machine and commit its reports"
+        )),
+        None => Some("the report records no kernel_sources_sha256, so what it measured is unknown".into()),
+    }
 }
 
 #[cfg(test)]
@@ -152,15 +165,31 @@ mod tests {
     }
 
     #[test]
-    fn slowdown_beyond_the_limit_fails_only_on_the_same_device() {
-        let base = report("h100", vec![rec("cuda", "a", 10.0, "us", None)]);
-        let slower = report("h100", vec![rec("cuda", "a", 11.5, "us", None)]);
-        let within = report("h100", vec![rec("cuda", "a", 10.9, "us", None)]);
+    fn kpi_slowdown_beyond_the_limit_fails_only_on_the_same_device() {
+        let kpi = Some(Target::AtMost(20.0));
+        let base = report("h100", vec![rec("cuda", "a", 10.0, "us", kpi)]);
+        let slower = report("h100", vec![rec("cuda", "a", 11.5, "us", kpi)]);
+        let within = report("h100", vec![rec("cuda", "a", 10.9, "us", kpi)]);
         assert!(!check(&base, &slower, Some(0.1)).passed());
         assert!(check(&base, &within, Some(0.1)).passed());
         assert!(check(&base, &slower, None).passed(), "speed gate off");
-        let other = report("h200", vec![rec("cuda", "a", 20.0, "us", None)]);
+        let other = report("h200", vec![rec("cuda", "a", 19.0, "us", kpi)]);
         assert!(check(&base, &other, Some(0.1)).passed());
+        // Timings without a target (p20, baselines of other libraries) are not KPIs.
+        let base = report("h100", vec![rec("torch", "a", 10.0, "us", None)]);
+        let slower = report("h100", vec![rec("torch", "a", 30.0, "us", None)]);
+        assert!(check(&base, &slower, Some(0.1)).passed());
+    }
+
+    #[test]
+    fn report_of_other_kernel_sources_is_refused() {
+        let mut r = report("h100", vec![]);
+        assert!(check_sources(&r, "abc").is_some(), "no hash recorded");
+        r.meta.insert("kernel_sources_sha256".into(), "abc".into());
+        assert!(check_sources(&r, "abc").is_none());
+        assert!(check_sources(&r, "abd")
+            .unwrap()
+            .contains("kernel sources changed"));
     }
 
     #[test]

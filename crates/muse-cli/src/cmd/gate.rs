@@ -1,6 +1,7 @@
 //! `muse gate`: the CI regression gate. Fails (exit 1) on any failing record in the current
-//! report, any baseline record missing for a backend that ran, or (with `--max-slowdown`) a time
-//! metric slower than the baseline by more than the given fraction.
+//! report, any baseline record missing for a backend that ran, (with `--max-slowdown`) a KPI slower
+//! than the baseline by more than the given fraction, or (with `--kernel-sources`) a GPU report
+//! that measured other kernel sources than those in the tree.
 
 use std::path::PathBuf;
 
@@ -17,10 +18,14 @@ pub struct Args {
     /// The fresh report (JSON).
     #[arg(long)]
     current: PathBuf,
-    /// Also fail when a time metric is slower than the baseline by more than this fraction
-    /// (e.g. 0.1 for 10 %).
+    /// Also fail when a KPI (a time record with a target) is slower than the baseline by more
+    /// than this fraction (e.g. 0.1 for 10 %).
     #[arg(long)]
     max_slowdown: Option<f64>,
+    /// Also fail unless the current report measured the kernel sources in this directory (GPU
+    /// reports record their hash).
+    #[arg(long)]
+    kernel_sources: Option<PathBuf>,
 }
 
 /// Runs `muse gate`.
@@ -30,7 +35,12 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let baseline = Report::load(&args.baseline)?;
     let current = Report::load(&args.current)?;
-    let out = gate::check(&baseline, &current, args.max_slowdown);
+    let mut out = gate::check(&baseline, &current, args.max_slowdown);
+    if let Some(dir) = &args.kernel_sources {
+        let now = muse_cuda::kernel_sources_sha256(dir)
+            .map_err(|e| anyhow::anyhow!("`--kernel-sources {}`: {e}", dir.display()))?;
+        out.regressions.extend(gate::check_sources(&current, &now));
+    }
     for line in &out.not_comparable {
         println!("not comparable: {line}");
     }

@@ -130,12 +130,7 @@ pub fn fixture<B: Backend>(be: &B, m: &Manifest, fx: &FixtureCase) -> crate::Res
             shape: &shape,
             precision,
         };
-        out.extend(checks::forward(
-            &row,
-            &be.bk_core(&args, precision)?,
-            &want,
-            class,
-        ));
+        out.extend(forward_rows(be, &args, &row, &want, class)?);
         if let Some((w, want)) = &grad {
             let row = Row {
                 kernel: "bk_core_grad",
@@ -149,6 +144,29 @@ pub fn fixture<B: Backend>(be: &B, m: &Manifest, fx: &FixtureCase) -> crate::Res
                 grad_bound(precision, class),
             ));
         }
+    }
+    Ok(out)
+}
+
+/// Forward records of one run: agreement with the oracle and, for a GPU f32 run, the control
+/// ratio against the CPU's own f32 result.
+fn forward_rows<B: Backend>(
+    be: &B,
+    args: &BkCoreArgs<'_>,
+    row: &Row<'_>,
+    want: &Array2<Complex64>,
+    class: Class,
+) -> crate::Result<Vec<Record>> {
+    let got = be.bk_core(args, row.precision)?;
+    let mut out = checks::forward(row, &got, want, class);
+    if B::NAME != Cpu::NAME && row.precision == Precision::F32 {
+        out.push(checks::control(
+            row,
+            &got,
+            want,
+            &Cpu.bk_core(args, Precision::F32)?,
+            class,
+        ));
     }
     Ok(out)
 }
@@ -200,12 +218,7 @@ pub fn synthetic<B: Backend>(be: &B, s: &Synthetic) -> crate::Result<Vec<Record>
             shape: &shape,
             precision,
         };
-        out.extend(checks::forward(
-            &row,
-            &be.bk_core(&args, precision)?,
-            &want,
-            s.class(),
-        ));
+        out.extend(forward_rows(be, &args, &row, &want, s.class())?);
         if let (true, Some(want)) = (s.grad, &want_grad) {
             let row = Row {
                 kernel: "bk_core_grad",

@@ -130,6 +130,28 @@ pub fn forward(
     out
 }
 
+/// The control rule of flash-attention's tests (design toolchain §4): a GPU f32 result may be at
+/// most 3× as far from the f64 truth as the CPU's own f32 result (3 because the scan reorders the
+/// arithmetic), with a floor of one f32 ulp of max|G|. Gated for the model regimes; reported for
+/// random couplings and near-spectrum shifts, where near-breakdown pivots amplify whichever
+/// rounding a path happens to make.
+pub fn control(
+    row: &Row<'_>,
+    got: &Array2<Complex64>,
+    want: &Array2<Complex64>,
+    cpu32: &Array2<Complex64>,
+    class: Class,
+) -> Record {
+    let (g, c) = (
+        ErrorStats::complex(&flat(got), &flat(want)),
+        ErrorStats::complex(&flat(cpu32), &flat(want)),
+    );
+    let floor = f64::from(f32::EPSILON) * g.max_ref;
+    let ratio = g.max_abs / c.max_abs.max(floor).max(f64::MIN_POSITIVE);
+    let target = (class == Class::Model).then_some(Target::AtMost(3.0));
+    row.record("err_ratio_vs_cpu_f32", ratio, target)
+}
+
 /// Tolerance used by [`gradient`] in each precision (relative to max|grad|, design §12).
 pub fn grad_bound(precision: Precision) -> f64 {
     match precision {

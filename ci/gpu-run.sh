@@ -22,6 +22,28 @@ cat logs/env.txt
 M=gpu-bundle/bin/muse
 step tests timeout 300 gpu-bundle/bin/muse-tests --test-threads=1
 step verify timeout 300 "$M" verify --backend cuda --out "$OUT"
+# `muse bk-core --backend cuda` round trip: same .npy inputs on both backends, outputs compared.
+bkcore() {
+    python3 - <<'PY' || return 1
+import numpy as np, os
+r = np.random.default_rng(7); os.makedirs("logs/bk", exist_ok=True)
+np.save("logs/bk/a.npy", r.standard_normal((4, 3000)).astype(np.float32))
+np.save("logs/bk/b.npy", r.standard_normal((4, 2999)))
+np.save("logs/bk/c.npy", r.standard_normal((4, 2999)))
+PY
+    for be in cpu cuda; do for p in f32 f64; do
+        "$M" bk-core --backend $be --precision $p --a logs/bk/a.npy --b logs/bk/b.npy --c logs/bk/c.npy \
+            --z-re 0.1 --z-im 0.2 --out logs/bk/$be-$p || return 1
+    done; done
+    python3 - <<'PY'
+import numpy as np
+for p, tol in [("f32", 1e-4), ("f64", 1e-12)]:
+    g = {be: np.load(f"logs/bk/{be}-{p}/g_re.npy") + 1j * np.load(f"logs/bk/{be}-{p}/g_im.npy") for be in ("cpu", "cuda")}
+    err = np.abs(g["cuda"] - g["cpu"]) / np.maximum(1, np.abs(g["cpu"]))
+    print(f"bk-core {p}: cuda vs cpu max rel err {err.max():.3e} (limit {tol})"); assert err.max() < tol
+PY
+}
+step bk-core bkcore
 step torch timeout 240 python3 ci/baselines/torch_bk_core.py --out "$OUT/torch.json"
 SAN=logs/sanitizer
 mkdir -p "$SAN"

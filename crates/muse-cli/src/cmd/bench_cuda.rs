@@ -444,6 +444,17 @@ fn sanitizer_records(report: &mut Report, dir: &std::path::Path) -> anyhow::Resu
             "",
             Some(Target::AtMost(0.0)),
         ));
+        // The run under the tool must have checked something: `muse verify` prints "N records, …".
+        let checked = text.lines().find_map(|l| {
+            let (n, rest) = l.trim().split_once(" records, ")?;
+            rest.ends_with(" failed").then(|| n.parse::<f64>().ok())?
+        });
+        report.records.push(site.record(
+            &format!("{tool}_records_checked"),
+            checked.unwrap_or(0.0),
+            "",
+            Some(Target::AtLeast(1.0)),
+        ));
         report.meta.insert(
             format!("sanitizer_{tool}"),
             text.lines()

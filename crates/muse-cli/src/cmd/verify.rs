@@ -81,9 +81,15 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         .filter(|c| {
             args.filter
                 .as_ref()
-                .is_none_or(|f| c.name.contains(f.as_str()))
+                .is_none_or(|f| f.split(',').any(|part| c.name.contains(part)))
         })
         .collect();
+    if cases.is_empty() {
+        bail!(
+            "`--filter {}` matches no registered case",
+            args.filter.as_deref().unwrap_or_default()
+        );
+    }
     let jobs: Vec<(&Be, &Case)> = backends
         .iter()
         .flat_map(|be| {

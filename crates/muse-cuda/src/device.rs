@@ -311,6 +311,23 @@ impl Cuda {
     pub fn gpu(&self) -> Result<&'static Gpu> {
         Gpu::get()
     }
+
+    /// What every GPU report records about the device and the build: GPU, compute capability,
+    /// driver, nvcc, arch and the hash of the kernel sources compiled in.
+    pub fn provenance(&self) -> Vec<(&'static str, String)> {
+        let i = &self.gpu.info;
+        vec![
+            ("gpu", i.name.clone()),
+            ("compute_capability", i.compute_capability.clone()),
+            ("driver_cuda", i.driver_cuda.clone()),
+            ("nvcc", crate::NVCC_VERSION.to_string()),
+            ("arch", crate::CUDA_ARCH.to_string()),
+            (
+                "kernel_sources_sha256",
+                crate::KERNEL_SOURCES_SHA256.to_string(),
+            ),
+        ]
+    }
 }
 
 impl muse_reference::Backend for Cuda {

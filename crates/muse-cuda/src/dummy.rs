@@ -25,6 +25,11 @@ impl Cuda {
     pub fn new() -> Result<Self> {
         Err(unavailable())
     }
+
+    /// Device and build provenance for reports (none: there is no device).
+    pub fn provenance(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }
 
 impl BkCore for Cuda {

@@ -51,18 +51,12 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
     let gpu = cuda.gpu()?;
     let mut report = Report::new(cuda.device());
     let info = gpu.info();
-    for (k, v) in [
-        ("gpu", info.name.clone()),
-        ("compute_capability", info.compute_capability.clone()),
-        ("driver_cuda", info.driver_cuda.clone()),
-        ("nvcc", muse_cuda::NVCC_VERSION.to_string()),
-        ("arch", muse_cuda::CUDA_ARCH.to_string()),
-        ("kernel_sources_sha256", muse_cuda::KERNEL_SOURCES_SHA256.to_string()),
+    for (k, v) in cuda.provenance().into_iter().chain([
         ("timing", format!("CUDA events; 10 warm-up calls; L2 ({} MB) flushed before each of {} repeats; median, p20, p80", info.l2_bytes >> 20, args.runs)),
         ("inputs", "a, b, c ~ N(0,1) seed 42, z = 0.1+0.1i (the original's benchmark inputs)".into()),
         ("anchor", "original on an H100 at B16 N4096: mode A (its correct path) 2694 ms, mode B (default, wrong results) 25.2 ms".into()),
         ("plot", "kpi-cuda.svg".into()),
-    ] {
+    ]) {
         report.meta.insert(k.into(), v.into());
     }
     let shapes = BK_CORE_SHAPES.len() * 2 + BK_CORE_SWEEP_N_GPU.len();

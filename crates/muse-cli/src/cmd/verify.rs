@@ -68,7 +68,12 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     if wanted(BackendArg::Cuda) {
         match open_cuda() {
-            Ok(gpu) => backends.push(Be::Cuda(gpu)),
+            Ok(gpu) => {
+                for (k, v) in gpu.provenance() {
+                    meta.insert(k.to_string(), v.into());
+                }
+                backends.push(Be::Cuda(gpu));
+            }
             Err(why) if args.require_cuda || !args.backend.is_empty() => bail!("{why}"),
             Err(why) => {
                 eprintln!("CUDA skipped: {why}");

@@ -29,6 +29,8 @@ enum Cmd {
     BkCore(cmd::bk_core::Args),
     /// Compare a fresh report with a committed baseline (the CI regression gate).
     Gate(cmd::gate::Args),
+    /// Render a report's Markdown from its JSON.
+    Report(cmd::report::Args),
 }
 
 /// What a command concluded, mapped onto the exit code.
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Cmd::Bench(args) => cmd::bench::run(args),
         Cmd::BkCore(args) => cmd::bk_core::run(args),
         Cmd::Gate(args) => cmd::gate::run(args),
+        Cmd::Report(args) => cmd::report::run(args),
     };
     match result {
         Ok(Outcome::Passed) => ExitCode::SUCCESS,

@@ -249,6 +249,31 @@ impl Report {
             self.records.len() - failed,
             failed
         );
+        let kpis: Vec<&Record> = self
+            .records
+            .iter()
+            .filter(|r| r.target.is_some() && ["s", "ms", "us"].contains(&r.unit.as_str()))
+            .collect();
+        if !kpis.is_empty() {
+            s.push_str("## KPIs\n\n| kernel | backend | case | dtype | metric | value | unit | target | pass |\n");
+            s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+            for r in kpis {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    r.kernel,
+                    r.backend,
+                    r.case,
+                    r.dtype,
+                    r.metric,
+                    fmt_value(r.value),
+                    r.unit,
+                    r.target.map_or_else(String::new, |t| t.to_string()),
+                    if r.pass { "PASS" } else { "**FAIL**" }
+                );
+            }
+            s.push('\n');
+        }
         let mut kernels: Vec<&str> = self.records.iter().map(|r| r.kernel.as_str()).collect();
         kernels.dedup();
         kernels.sort_unstable();

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_cuda;
 pub mod bk_core;
 pub mod gate;
+pub mod report;
 pub mod verify;
 
 /// A known fix for an error, printed after it as `hint: …`.

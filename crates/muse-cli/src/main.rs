@@ -41,6 +41,22 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// `Passed` when `pass`, else `Failed`.
+    pub fn from_pass(pass: bool) -> Self {
+        if pass {
+            Outcome::Passed
+        } else {
+            Outcome::Failed
+        }
+    }
+
+    /// `Failed` when the report holds a record that misses its target.
+    pub fn of(report: &muse_verify::Report) -> Self {
+        Self::from_pass(report.failures().next().is_none())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {

@@ -162,33 +162,14 @@ fn bench_cpu(args: &Args) -> anyhow::Result<Outcome> {
         &series,
     )?;
     let (json, md) = report.write(&args.out, "kpi", "muse KPI report (CPU)")?;
-    for r in &report.records {
-        if r.metric == "time_median" || r.metric == "scaling_exponent" {
-            println!(
-                "{:<26} {:>12} {:<4} {:>10.4} {:<3} {}",
-                r.kernel,
-                format!("{:?}", r.shape),
-                r.dtype,
-                r.value,
-                r.unit,
-                r.target.map_or(String::new(), |t| format!(
-                    "target {t}: {}",
-                    if r.pass { "PASS" } else { "FAIL" }
-                ))
-            );
-        }
-    }
+    print_targets(&report);
     println!(
         "wrote {}, {} and {}",
         json.display(),
         md.display(),
         svg.display()
     );
-    Ok(if report.failures().next().is_some() {
-        Outcome::Failed
-    } else {
-        Outcome::Passed
-    })
+    Ok(Outcome::of(&report))
 }
 
 fn push_timing(report: &mut Report, job: &Job, t: &Timing, kpi: Option<Target>) {
@@ -234,4 +215,28 @@ pub(crate) fn scaling_exponent(points: &[(f64, f64)]) -> f64 {
     let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
     sxy / sxx
+}
+
+/// Prints every record that carries a target or is a speedup, one line each, PASS/FAIL last.
+pub(crate) fn print_targets(report: &Report) {
+    let shown = report
+        .records
+        .iter()
+        .filter(|r| r.target.is_some() || r.metric.starts_with("speedup"));
+    for r in shown {
+        println!(
+            "{:<26} {:<10} {:<16} {:<4} {:<24} {:>12.4} {:<5} {}",
+            r.kernel,
+            r.backend,
+            r.case,
+            r.dtype,
+            r.metric,
+            r.value,
+            r.unit,
+            r.target.map_or(String::new(), |t| format!(
+                "{t}: {}",
+                if r.pass { "PASS" } else { "FAIL" }
+            ))
+        );
+    }
 }

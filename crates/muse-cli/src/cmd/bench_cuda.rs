@@ -134,37 +134,14 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         &series,
     )?;
     let (json, md) = report.write(&args.out, "kpi-cuda", "muse KPI report (CUDA)")?;
-    for r in report
-        .records
-        .iter()
-        .filter(|r| r.target.is_some() || r.metric.starts_with("speedup"))
-    {
-        println!(
-            "{:<26} {:<10} {:<14} {:<4} {:<22} {:>12.4} {:<5} {}",
-            r.kernel,
-            r.backend,
-            r.case,
-            r.dtype,
-            r.metric,
-            r.value,
-            r.unit,
-            r.target.map_or(String::new(), |t| format!(
-                "{t}: {}",
-                if r.pass { "PASS" } else { "FAIL" }
-            ))
-        );
-    }
+    super::bench::print_targets(&report);
     println!(
         "wrote {}, {} and {}",
         json.display(),
         md.display(),
         svg.display()
     );
-    Ok(if report.failures().next().is_some() {
-        Outcome::Failed
-    } else {
-        Outcome::Passed
-    })
+    Ok(Outcome::of(&report))
 }
 
 fn timing_records(site: &Site<'_>, t: &EventTiming, target: Option<Target>) -> Vec<Record> {

@@ -57,9 +57,5 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         baseline.records.len(),
         args.baseline.display()
     );
-    Ok(if out.passed() {
-        Outcome::Passed
-    } else {
-        Outcome::Failed
-    })
+    Ok(Outcome::from_pass(out.passed()))
 }

@@ -35,9 +35,5 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let md = args.json.with_extension("md");
     muse_verify::report::write_file(&md, &report.to_markdown(&title))?;
     println!("wrote {}", md.display());
-    Ok(if report.failures().next().is_some() {
-        Outcome::Failed
-    } else {
-        Outcome::Passed
-    })
+    Ok(Outcome::of(&report))
 }

@@ -145,11 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let (json, md) = report.write(&args.out, stem, "muse verification report")?;
     print_summary(&report);
     println!("wrote {} and {}", json.display(), md.display());
-    Ok(if report.failures().next().is_some() {
-        Outcome::Failed
-    } else {
-        Outcome::Passed
-    })
+    Ok(Outcome::of(&report))
 }
 
 fn print_summary(report: &Report) {

@@ -3,7 +3,7 @@
 use crate::cases::{bk_core_inputs, Regime};
 use crate::fixtures::{FixtureCase, Manifest};
 use crate::Record;
-use muse_reference::bk_core::{BkCore, BkCoreArgs};
+use muse_reference::bk_core::{BkCore, BkCoreArgs, BkCoreGrad};
 use muse_reference::{dense, Backend, Cpu, Precision};
 use ndarray::{Array2, Ix1, Ix2};
 use num_complex::Complex64;
@@ -110,7 +110,7 @@ pub fn fixture<B: Backend>(be: &B, m: &Manifest, fx: &FixtureCase) -> crate::Res
     let grad = if fx.has("grad_a") {
         let w = complex(&load("w_re")?, &load("w_im")?);
         let gz = m.array::<Ix1>(fx, "grad_z")?;
-        let want = muse_reference::bk_core::BkCoreGrad {
+        let want = BkCoreGrad {
             a: load("grad_a")?,
             b: load("grad_b")?,
             c: load("grad_c")?,
@@ -120,23 +120,38 @@ pub fn fixture<B: Backend>(be: &B, m: &Manifest, fx: &FixtureCase) -> crate::Res
     } else {
         None
     };
+    let grad = grad.as_ref().map(|(w, g)| (w, g));
+    check_case(be, &args, &fx.name, &want, grad, class, &Precision::ALL)
+}
+
+/// Forward (and, with an upstream gradient and its oracle, gradient) records of one case in
+/// each of `precisions`.
+fn check_case<B: Backend>(
+    be: &B,
+    args: &BkCoreArgs<'_>,
+    case: &str,
+    want: &Array2<Complex64>,
+    grad: Option<(&Array2<Complex64>, &BkCoreGrad)>,
+    class: Class,
+    precisions: &[Precision],
+) -> crate::Result<Vec<Record>> {
     let shape = [args.batch(), args.n()];
     let mut out = Vec::new();
-    for precision in Precision::ALL {
+    for &precision in precisions {
         let row = Row {
             kernel: "bk_core_forward",
             backend: B::NAME,
-            case: &fx.name,
+            case,
             shape: &shape,
             precision,
         };
-        out.extend(forward_rows(be, &args, &row, &want, class)?);
-        if let Some((w, want)) = &grad {
+        out.extend(forward_rows(be, args, &row, want, class)?);
+        if let Some((w, want)) = grad {
             let row = Row {
                 kernel: "bk_core_grad",
                 ..row
             };
-            let got = be.bk_core_grad(&args, w.view(), precision)?;
+            let got = be.bk_core_grad(args, w.view(), precision)?;
             out.extend(checks::gradient(
                 &row,
                 &got,
@@ -204,34 +219,11 @@ pub fn synthetic<B: Backend>(be: &B, s: &Synthetic) -> crate::Result<Vec<Record>
             .transpose()?;
         (Cpu.bk_core(&args, Precision::F64)?, gr)
     };
-    let shape = [s.batch, s.n];
-    let name = s.name();
-    let mut out = Vec::new();
-    for precision in Precision::ALL {
-        if !s.dense && B::NAME == Cpu::NAME && precision == Precision::F64 {
-            continue; // the oracle itself
-        }
-        let row = Row {
-            kernel: "bk_core_forward",
-            backend: B::NAME,
-            case: &name,
-            shape: &shape,
-            precision,
-        };
-        out.extend(forward_rows(be, &args, &row, &want, s.class())?);
-        if let (true, Some(want)) = (s.grad, &want_grad) {
-            let row = Row {
-                kernel: "bk_core_grad",
-                ..row
-            };
-            let got = be.bk_core_grad(&args, w.view(), precision)?;
-            out.extend(checks::gradient(
-                &row,
-                &got,
-                want,
-                grad_bound(precision, s.class()),
-            ));
-        }
-    }
-    Ok(out)
+    // The CPU's own f64 row would compare the oracle with itself.
+    let precisions: Vec<Precision> = Precision::ALL
+        .into_iter()
+        .filter(|&p| s.dense || B::NAME != Cpu::NAME || p != Precision::F64)
+        .collect();
+    let grad = want_grad.as_ref().filter(|_| s.grad).map(|g| (&w, g));
+    check_case(be, &args, &s.name(), &want, grad, s.class(), &precisions)
 }

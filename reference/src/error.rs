@@ -78,8 +78,8 @@ pub enum Error {
         /// What is missing.
         what: String,
     },
-    /// A backend-specific failure (device, driver, launch).
-    #[error("{backend} backend: {message}")]
+    /// A backend-specific failure (device, driver, launch); the message names the backend.
+    #[error("{message}")]
     Backend {
         /// Backend name.
         backend: &'static str,

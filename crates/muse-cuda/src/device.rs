@@ -62,7 +62,7 @@ fn load(cubin: &'static [u8], name: &str) -> Result<Module> {
     if cubin.is_empty() {
         return Err(Error::Backend {
             backend: "cuda",
-            message: format!("kernel module `{name}` is empty: this binary was built with `ci-check` (type-check only); rebuild without it"),
+            message: format!("cuda: kernel module `{name}` is empty: this binary was built with `ci-check` (type-check only); rebuild without it"),
         });
     }
     Module::from_cubin(cubin, &[]).map_err(|e| {
@@ -73,9 +73,8 @@ fn load(cubin: &'static [u8], name: &str) -> Result<Module> {
 impl Gpu {
     fn open() -> Result<Self> {
         cust::init(cust::CudaFlags::empty())
-            .map_err(|e| err("CUDA backend unavailable: cuInit (no driver or no GPU?)", e))?;
-        let device =
-            Device::get_device(0).map_err(|e| err("CUDA backend unavailable: no device 0", e))?;
+            .map_err(|e| err("cuInit (no driver or no GPU?)", e))?;
+        let device = Device::get_device(0).map_err(|e| err("no device 0", e))?;
         let ctx = Context::new(device).map_err(|e| err("creating the context", e))?;
         let attr = |a| {
             device
@@ -117,7 +116,7 @@ impl Gpu {
     /// The process-wide GPU, opened on first use, made current on the calling thread.
     pub fn get() -> Result<&'static Gpu> {
         let gpu = GPU
-            .get_or_init(|| Gpu::open().map_err(|e| e.to_string()))
+            .get_or_init(|| Gpu::open().map_err(|e| format!("CUDA backend unavailable: {e}")))
             .as_ref()
             .map_err(|m| Error::Backend {
                 backend: "cuda",

@@ -29,7 +29,7 @@ mod device;
 pub mod timing;
 
 #[cfg(feature = "cuda")]
-pub use device::{Cuda, DeviceInfo, Gpu, GpuFloat};
+pub use device::{Buf, Cuda, DeviceInfo, Gpu, GpuFloat};
 
 #[cfg(not(feature = "cuda"))]
 mod dummy;

@@ -1,7 +1,7 @@
 //! `muse bench`: KPI benchmarks of BK-Core. Times the original's shapes and an N sweep, writes
 //! `<out>/kpi.json`, `<out>/kpi.md` and `<out>/kpi.svg` (time against N, log–log).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -161,15 +161,27 @@ fn bench_cpu(args: &Args) -> anyhow::Result<Outcome> {
         "ms",
         &series,
     )?;
-    let (json, md) = report.write(&args.out, "kpi", "muse KPI report (CPU)")?;
-    print_targets(&report);
+    finish(&report, &args.out, "kpi", "muse KPI report (CPU)", &svg)
+}
+
+/// Writes `<out>/<stem>.{json,md}`, prints the targeted records and the written files, and maps
+/// the report onto the exit outcome.
+pub(crate) fn finish(
+    report: &Report,
+    out: &Path,
+    stem: &str,
+    title: &str,
+    svg: &Path,
+) -> anyhow::Result<Outcome> {
+    let (json, md) = report.write(out, stem, title)?;
+    print_targets(report);
     println!(
         "wrote {}, {} and {}",
         json.display(),
         md.display(),
         svg.display()
     );
-    Ok(Outcome::of(&report))
+    Ok(Outcome::of(report))
 }
 
 fn push_timing(report: &mut Report, job: &Job, t: &Timing, kpi: Option<Target>) {

@@ -133,15 +133,13 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         "us",
         &series,
     )?;
-    let (json, md) = report.write(&args.out, "kpi-cuda", "muse KPI report (CUDA)")?;
-    super::bench::print_targets(&report);
-    println!(
-        "wrote {}, {} and {}",
-        json.display(),
-        md.display(),
-        svg.display()
-    );
-    Ok(Outcome::of(&report))
+    super::bench::finish(
+        &report,
+        &args.out,
+        "kpi-cuda",
+        "muse KPI report (CUDA)",
+        &svg,
+    )
 }
 
 fn timing_records(site: &Site<'_>, t: &EventTiming, target: Option<Target>) -> Vec<Record> {
@@ -204,24 +202,17 @@ fn measure<T: GpuFloat>(
     let fb_io = fwd_io + size * (2.0 * bn + bn + 2.0 * off);
     let mut recs = Vec::new();
     if full {
-        let f = site("bk_core_forward");
-        recs.push(f.record("alloc_peak", fwd_peak, "bytes", None));
-        recs.push(f.record("inputs_outputs", fwd_io, "bytes", None));
-        recs.push(f.record(
-            "alloc_peak_over_io",
-            fwd_peak / fwd_io,
-            "",
-            Some(Target::AtMost(MEM_FACTOR)),
-        ));
+        for (kernel, peak, io) in [
+            ("bk_core_forward", fwd_peak, fwd_io),
+            ("bk_core_forward_backward", fb_peak, fb_io),
+        ] {
+            let at = site(kernel);
+            recs.push(at.record("alloc_peak", peak, "bytes", None));
+            recs.push(at.record("inputs_outputs", io, "bytes", None));
+            let ratio = Some(Target::AtMost(MEM_FACTOR));
+            recs.push(at.record("alloc_peak_over_io", peak / io, "", ratio));
+        }
         let fb = site("bk_core_forward_backward");
-        recs.push(fb.record("alloc_peak", fb_peak, "bytes", None));
-        recs.push(fb.record("inputs_outputs", fb_io, "bytes", None));
-        recs.push(fb.record(
-            "alloc_peak_over_io",
-            fb_peak / fb_io,
-            "",
-            Some(Target::AtMost(MEM_FACTOR)),
-        ));
         recs.push(fb.record(
             "driver_mem_delta",
             free0.saturating_sub(free1) as f64,

@@ -328,7 +328,8 @@ pub fn write_file(path: &Path, text: &str) -> Result<()> {
 }
 
 /// The commit of the working tree: `$MUSE_GIT_COMMIT` if set (the GPU machine has no `.git`),
-/// else `git rev-parse --short=12 HEAD` with `-dirty` when tracked files changed, else `unknown`.
+/// else `git rev-parse --short=12 HEAD` with `-dirty` when tracked files outside `reports/`
+/// changed, else `unknown`.
 pub fn git_commit() -> String {
     if let Ok(c) = std::env::var("MUSE_GIT_COMMIT") {
         return c;
@@ -342,7 +343,15 @@ pub fn git_commit() -> String {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     match run(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(sha) => match run(&["status", "--porcelain", "--untracked-files=no"]) {
+        // Generated reports are outputs, not code: rewriting them does not make the code dirty.
+        Some(sha) => match run(&[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":!reports",
+        ]) {
             Some(s) if !s.is_empty() => format!("{sha}-dirty"),
             _ => sha,
         },

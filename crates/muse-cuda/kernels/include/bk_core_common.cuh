@@ -119,12 +119,6 @@ __device__ __forceinline__ Mat2<T> transfer(cpx<T> alpha, T k, Mat2<T> x) {
     return {alpha * x.m00 - k * x.m10, alpha * x.m01 - k * x.m11, x.m00, x.m01};
 }
 
-// The first column of m applied to v = [v0, v1]: m * v.
-template <typename T>
-__device__ __forceinline__ void mat_apply(Mat2<T> m, cpx<T> v0, cpx<T> v1, cpx<T>& o0, cpx<T>& o1) {
-    o0 = m.m00 * v0 + m.m01 * v1;
-    o1 = m.m10 * v0 + m.m11 * v1;
-}
 
 // The affine map y -> m*y + c of the gradient sweeps (design §6.1, §7.3).
 template <typename T>

@@ -31,12 +31,18 @@ pub struct FixtureCase {
     /// What the case exercises.
     #[serde(default)]
     pub description: String,
-    /// Batch size B.
+    /// Batch size B (BK-Core cases; 0 where the family does not use it).
+    #[serde(default)]
     pub batch: usize,
-    /// Sequence length N.
+    /// Sequence length N (BK-Core cases; 0 where the family does not use it).
+    #[serde(default)]
     pub n: usize,
-    /// The shift z as `[re, im]`.
+    /// The shift z as `[re, im]` (BK-Core cases).
+    #[serde(default)]
     pub z: [f64; 2],
+    /// Family-specific scalar parameters (curvature, mask, compat form, …).
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
     /// Arrays by stem (`a`, `g_re`, `grad_a`, …).
     pub files: BTreeMap<String, FixtureFile>,
 }
@@ -151,6 +157,36 @@ impl FixtureCase {
     /// Whether the case has array `stem`.
     pub fn has(&self, stem: &str) -> bool {
         self.files.contains_key(stem)
+    }
+
+    /// Numeric parameter `key` of `params`.
+    pub fn param_f64(&self, key: &str) -> Result<f64> {
+        self.params
+            .get(key)
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| Error::Fixture {
+                case: self.name.clone(),
+                message: format!("has no numeric parameter `{key}`"),
+            })
+    }
+
+    /// String parameter `key` of `params`.
+    pub fn param_str(&self, key: &str) -> Result<&str> {
+        self.params
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| Error::Fixture {
+                case: self.name.clone(),
+                message: format!("has no string parameter `{key}`"),
+            })
+    }
+
+    /// Boolean parameter `key` of `params` (false when absent).
+    pub fn param_bool(&self, key: &str) -> bool {
+        self.params
+            .get(key)
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
     }
 }
 

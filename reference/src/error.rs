@@ -68,6 +68,20 @@ pub enum Error {
         /// Im z.
         z_im: f64,
     },
+    /// A ball point lies on or outside the Poincaré ball of the curvature.
+    #[error("{op}: `{arg}` row {row} is not inside the Poincaré ball: sqrt(c)*|x| = {radius} >= 1 (c = {c}); map tangent vectors with exp0, or clip points with projx")]
+    OutOfBall {
+        /// Operation name.
+        op: &'static str,
+        /// Argument name.
+        arg: &'static str,
+        /// Flat row index of the first offending point.
+        row: usize,
+        /// √c·‖x‖ of that point.
+        radius: f64,
+        /// The curvature.
+        c: f64,
+    },
     /// The backend cannot run this operation or precision.
     #[error("{op}: not supported on the {backend} backend: {what}")]
     Unsupported {

@@ -8,10 +8,11 @@
 
 pub mod bk_core;
 pub mod dense;
+pub mod poincare;
 mod elem;
 mod error;
 
-pub use elem::{Elem, Precision};
+pub use elem::{Dtype, Elem, Precision};
 pub use error::{Error, Result};
 
 /// The CPU backend: runs the reference implementation on the host.

@@ -13,3 +13,9 @@ mod bk_core_grad;
 mod bk_core_errors;
 // The original's compat modes and hybrid gradient.
 mod bk_core_compat;
+// Helpers of the hyperbolic families' tests.
+mod hyp_common;
+// Fused LayerNorm + hyperbolic projection.
+mod hyp_ln;
+// The hyperbolic families against the numpy/mpmath fixtures.
+mod hyp_fixtures;

@@ -1,7 +1,8 @@
 //! The CUDA backend of a build without the `cuda` feature: same API, every call fails.
 
 use muse_reference::bk_core::{BkCore, BkCoreArgs, BkCoreGrad};
-use muse_reference::{Backend, Error, Precision, Result};
+use muse_reference::hyp_ln::{HypLn, HypLnArgs, HypLnGrad, HypLnOut};
+use muse_reference::{Backend, Dtype, Error, Precision, Result};
 use ndarray::{Array2, ArrayView2};
 use num_complex::Complex64;
 
@@ -42,6 +43,20 @@ impl BkCore for Cuda {
         _: ArrayView2<'_, Complex64>,
         _: Precision,
     ) -> Result<BkCoreGrad> {
+        Err(unavailable())
+    }
+}
+
+impl HypLn for Cuda {
+    fn hyp_ln(&self, _: &HypLnArgs<'_>, _: Dtype) -> Result<HypLnOut> {
+        Err(unavailable())
+    }
+    fn hyp_ln_grad(
+        &self,
+        _: &HypLnArgs<'_>,
+        _: ArrayView2<'_, f64>,
+        _: Dtype,
+    ) -> Result<HypLnGrad> {
         Err(unavailable())
     }
 }

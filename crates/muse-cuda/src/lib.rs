@@ -26,6 +26,12 @@ pub mod bk_core_bwd;
 #[cfg(feature = "cuda")]
 mod device;
 #[cfg(feature = "cuda")]
+pub mod hyp_ln;
+#[cfg(feature = "cuda")]
+pub mod hyp_ln_bwd;
+#[cfg(feature = "cuda")]
+mod lazy;
+#[cfg(feature = "cuda")]
 pub mod timing;
 
 #[cfg(feature = "cuda")]

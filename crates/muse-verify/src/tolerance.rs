@@ -62,7 +62,7 @@ impl std::fmt::Display for Tolerance {
 
 /// Named tolerances.
 pub mod tol {
-    use super::Tolerance;
+    use super::{DistTolerance, Tolerance};
 
     /// f64 results of the same maths by different O(N) algorithms: a few hundred ulps.
     pub const F64: Tolerance = Tolerance::new(1e-12, 1e-300);
@@ -92,4 +92,86 @@ pub mod tol {
     pub const BK_CORE_HYBRID_ULPS: f64 = 8.0;
     /// The project's agreement rule: MSE below this against the f64 truth.
     pub const MSE_MAX: f64 = 1e-6;
+
+    /// Hyperbolic families (`hyp_ln`, `lin_attn`, `hyp_dist`), f64 CPU and f64 CUDA vs the
+    /// fixtures' numpy/mpmath oracle: `|Δ| ≤ 1e-9·max(1, |want|)` (the project's brief, design
+    /// hyperbolic.md §16: the f64 path must match the oracle before it serves as the truth).
+    pub const HYP_ORACLE_F64: Tolerance = Tolerance::new(1e-9, 1e-9);
+    /// Hyperbolic families, f64 backward vs central finite differences of the f64 forward
+    /// (h = 1e-6), relative to max(1, max|fd|) (design hyperbolic.md §16).
+    pub const HYP_GRAD_FD_F64: f64 = 1e-6;
+    /// Fused LN + projection, f32 (and bf16 inputs, computed in f32) vs f64 on the same rounded
+    /// inputs: `|Δ| ≤ 1e-5·max(1, |want|)` for y and out (design hyperbolic.md §16, "fused
+    /// LN + proj, f32: rel ≤ 1e-5"); MSE < [`MSE_MAX`] and √c‖out‖ < 1 are gated too.
+    pub const HYP_LN_F32: Tolerance = Tolerance::new(1e-5, 1e-5);
+    /// Fused LN + projection backward, f32 vs f64 on the same rounded inputs: max|Δ| ≤ 1e-4 ·
+    /// max|want| per gradient (dx, dγ, dβ_ln; dc relative to max(1, |dc|)). §16 states no f32
+    /// bound for this backward; this is the attention backward's (design §16, "attention bwd,
+    /// f32: rel ≤ 1e-4"), applied as BK-Core's scaled rule.
+    pub const HYP_LN_GRAD_F32: f64 = 1e-4;
+    /// Linear attention, the chunked f32 result vs the recurrent form:
+    /// `|Δ| ≤ 1e-5·max(1, |want|)` (design hyperbolic.md §16, "chunked vs recurrent rel ≤ 1e-5";
+    /// the floor 1 because o is an average of v rows, of magnitude max|v|).
+    pub const LIN_ATTN_CHUNKED_F32: Tolerance = Tolerance::new(1e-5, 1e-5);
+    /// Linear attention backward, f32 vs f64: max|Δ| ≤ 1e-4·max|want| per gradient (the
+    /// attention backward's f32 bound, design hyperbolic.md §16); MSE < [`MSE_MAX`] too.
+    pub const LIN_ATTN_GRAD_F32: f64 = 1e-4;
+    /// Pairwise distances, f32 vs f64 (design hyperbolic.md §16, "distance, law of cosines,
+    /// f32"): rel ≤ 1e-5 where √c·d > 1e-3, else abs ≤ 1e-5/√c. The ball form is held to the same
+    /// bound for points with √c‖x‖ ≤ 0.9 (a ≤ 1.5; §16 allows 1e-4 for a ≤ 3).
+    pub const HYP_DIST_F32: DistTolerance = DistTolerance {
+        rel: 1e-5,
+        abs_times_s: 1e-5,
+        small_sd: 1e-3,
+    };
+}
+
+/// The distance rule of design hyperbolic.md §16: relative where the distance is not small,
+/// absolute (in units of 1/√c) where it is.
+///
+/// ```
+/// use muse_verify::tolerance::tol;
+/// let s = 2.0; // √c
+/// assert!(tol::HYP_DIST_F32.ratio(1.000005, 1.0, s) <= 1.0);
+/// assert!(tol::HYP_DIST_F32.ratio(4e-6, 0.0, s) <= 1.0 && tol::HYP_DIST_F32.ratio(6e-6, 0.0, s) > 1.0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DistTolerance {
+    /// Relative bound where √c·d > `small_sd`.
+    pub rel: f64,
+    /// Absolute bound times √c where √c·d ≤ `small_sd`.
+    pub abs_times_s: f64,
+    /// The threshold on √c·d (of `want`).
+    pub small_sd: f64,
+}
+
+impl DistTolerance {
+    /// |got − want| as a multiple of what is allowed at curvature √c = `s` (≤ 1 passes;
+    /// infinity when either side is not finite).
+    pub fn ratio(&self, got: f64, want: f64, s: f64) -> f64 {
+        if !(got.is_finite() && want.is_finite()) {
+            return f64::INFINITY;
+        }
+        let d = (got - want).abs();
+        let allowed = if s * want.abs() > self.small_sd {
+            self.rel * want.abs()
+        } else {
+            self.abs_times_s / s
+        };
+        if d == 0.0 {
+            0.0
+        } else {
+            d / allowed
+        }
+    }
+}
+
+impl std::fmt::Display for DistTolerance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rel {:e} where sqrt(c)*d > {:e}, else abs {:e}/sqrt(c)",
+            self.rel, self.small_sd, self.abs_times_s
+        )
+    }
 }

@@ -2,13 +2,14 @@
 //! (`fixtures/hyperbolic/`, looked up by family and case name in `fixtures/manifest.json`): the
 //! f64 path on every backend within `tol::HYP_ORACLE_F64` (design hyperbolic.md §16).
 
+use muse::reference::hyp_dist::HypDistArgs;
 use muse::reference::hyp_ln::{HypLnArgs, HypLnConfig};
 use muse::reference::Dtype;
 use muse::verify::tolerance::tol;
 use muse::Backend;
-use ndarray::{Ix1, Ix2};
+use ndarray::{Ix1, Ix2, Ix4};
 
-use crate::hyp_common::{assert_tol, fixture, fixture_flat};
+use crate::hyp_common::{assert_dist, assert_tol, fixture, fixture_flat};
 
 /// `test_backends!` for fixture cases that have not landed in `fixtures/manifest.json` yet:
 /// the same `::cpu` and `::cuda` tests, listed as ignored with the reason until they do.
@@ -96,4 +97,37 @@ pending_fixture_backends! {
     #[case::exp0_r5_d1("exp0_r5_d1")]
     #[case::clip_r16_d256("clip_r16_d256")]
     fn hyp_ln_matches_fixture(name: &str);
+}
+
+/// A `hyp_dist` case: d in f64 within the oracle tolerance, f32 within the §16 distance rule.
+fn hyp_dist_matches_fixture<B: Backend>(be: &B, name: &str) -> anyhow::Result<()> {
+    let (m, case) = fixture("hyp_dist", name)?;
+    let (x, y) = (m.array::<Ix4>(&case, "x")?, m.array::<Ix4>(&case, "y")?);
+    let c = case.param_f64("c")?;
+    let args = HypDistArgs::new(x.view(), y.view(), c, case.param_str("input")?.parse()?)?;
+    let want = fixture_flat(&m, &case, "d")?;
+    let got = be.hyp_dist(&args, Dtype::F64)?;
+    assert_tol(
+        &format!("{name} d f64"),
+        &flat(&got),
+        &want,
+        tol::HYP_ORACLE_F64,
+    )?;
+    let got32 = be.hyp_dist(&args, Dtype::F32)?;
+    let want32 = muse::reference::hyp_dist::forward::<f64>(&args, Dtype::F32);
+    assert_dist(
+        &format!("{name} d f32"),
+        &flat(&got32),
+        &flat(&want32),
+        c.sqrt(),
+        tol::HYP_DIST_F32,
+    )
+}
+pending_fixture_backends! {
+    #[case::tangent_c2_d96("tangent_c2_d96")]
+    #[case::ball_c0693_d3("ball_c0.693_d3")]
+    #[case::tangent_c001_d256("tangent_c0.01_d256")]
+    #[case::ball_c0693_d200("ball_c0.693_d200")]
+    #[case::tangent_c0693_d1("tangent_c0.693_d1")]
+    fn hyp_dist_matches_fixture(name: &str);
 }

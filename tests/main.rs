@@ -17,5 +17,7 @@ mod bk_core_compat;
 mod hyp_common;
 // Fused LayerNorm + hyperbolic projection.
 mod hyp_ln;
+// Pairwise Poincaré distance matrix.
+mod hyp_dist;
 // The hyperbolic families against the numpy/mpmath fixtures.
 mod hyp_fixtures;

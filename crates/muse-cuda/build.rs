@@ -1,7 +1,10 @@
 //! Compiles `kernels/*.cu` to cubins with nvcc when the `cuda` feature is on, and generates
 //! `$OUT_DIR/kernels.rs`: per kernel file a module with `CUBIN`, one `&str` constant per exported
-//! `extern "C"` kernel and one `u32` per `#define BK_…` integer, so a misspelt kernel name does not
-//! compile. Without `cuda` it does nothing; with `ci-check` it writes empty blobs (type-check only).
+//! `extern "C"` kernel, one `u32` per `#define BK_…` integer (so a misspelt kernel name does not
+//! compile) and `PTXAS`, ptxas's `-v` report of the file (registers, spills, stack frame per
+//! kernel; parsed by `muse_cuda::ptxas`), plus `PTXAS_REPORTS` listing every file's report.
+//! Without `cuda` it does nothing; with `ci-check` it writes empty blobs and empty reports
+//! (type-check only).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,6 +49,8 @@ fn main() {
         for cu in &sources {
             std::fs::write(out.join(format!("{}.cubin", stem(cu))), b"")
                 .expect("OUT_DIR is writable");
+            std::fs::write(out.join(format!("{}.ptxas.txt", stem(cu))), b"")
+                .expect("OUT_DIR is writable");
         }
         "none (ci-check)".to_string()
     } else {
@@ -69,6 +74,12 @@ fn main() {
     for cu in &sources {
         gen.push_str(&module_for(cu));
     }
+    gen.push_str("/// `(file stem, ptxas -v report)` of every kernel file (empty reports under `ci-check`).\npub static PTXAS_REPORTS: &[(&str, &str)] = &[\n");
+    for cu in &sources {
+        let stem = stem(cu);
+        gen.push_str(&format!("    (\"{stem}\", {stem}::PTXAS),\n"));
+    }
+    gen.push_str("];\n");
     std::fs::write(out.join("kernels.rs"), gen).expect("OUT_DIR is writable");
 }
 
@@ -137,18 +148,40 @@ fn compile(nvcc: &Path, arch: &str, fatbin: bool, cu: &Path, out: &Path) {
     } else {
         cmd.args(["-cubin", &format!("-arch={arch}")]);
     }
-    cmd.args(["-O3", "-std=c++17", "-lineinfo", "-Ikernels/include", "-o"])
-        .arg(&dst)
-        .arg(cu);
+    cmd.args([
+        "-O3",
+        "-std=c++17",
+        "-lineinfo",
+        "-Ikernels/include",
+        "-Xptxas",
+        "-v",
+        "-o",
+    ])
+    .arg(&dst)
+    .arg(cu);
     let output = cmd
         .output()
         .unwrap_or_else(|e| panic!("muse-cuda: cannot run {cmd:?}: {e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "muse-cuda: nvcc failed on {}\n  command: {cmd:?}\n{}",
+        "muse-cuda: nvcc failed on {}\n  command: {cmd:?}\n{stderr}",
         cu.display(),
-        String::from_utf8_lossy(&output.stderr)
     );
+    // ptxas -v reports on stderr; keep it (without the varying compile times) for the module's
+    // PTXAS, and surface anything else nvcc said (warnings) in cargo's output.
+    let mut report = String::new();
+    for line in stderr.lines() {
+        let ptxas = line.starts_with("ptxas info") || line.starts_with("    ");
+        if ptxas && !line.contains("Compile time") {
+            report.push_str(line);
+            report.push('\n');
+        } else if !ptxas && !line.trim().is_empty() {
+            println!("cargo:warning=muse-cuda: nvcc on {}: {line}", cu.display());
+        }
+    }
+    std::fs::write(out.join(format!("{}.ptxas.txt", stem(cu))), report)
+        .expect("OUT_DIR is writable");
 }
 
 /// `pub mod <stem> { CUBIN, kernel names, #define constants }` for one kernel file.
@@ -158,6 +191,9 @@ fn module_for(cu: &Path) -> String {
     let mut m = format!(
         "/// Kernels of `kernels/{stem}.cu`.\npub mod {stem} {{\n    /// The compiled module.\n    pub static CUBIN: &[u8] = include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.cubin\"));\n"
     );
+    m.push_str(&format!(
+        "    /// ptxas's `-v` report of the file (parse with `muse_cuda::ptxas::parse`).\n    pub static PTXAS: &str = include_str!(concat!(env!(\"OUT_DIR\"), \"/{stem}.ptxas.txt\"));\n"
+    ));
     let prefix = format!("{stem}_");
     for line in text.lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("extern \"C\" __global__ void ") {

@@ -10,6 +10,7 @@ pub mod bk_core;
 pub mod dense;
 mod elem;
 mod error;
+pub mod hyp_dist;
 pub mod hyp_ln;
 pub mod poincare;
 
@@ -26,7 +27,7 @@ pub use error::{Error, Result};
 pub struct Cpu;
 
 /// A device that implements every kernel family.
-pub trait Backend: bk_core::BkCore + hyp_ln::HypLn + Sync {
+pub trait Backend: bk_core::BkCore + hyp_ln::HypLn + hyp_dist::HypDist + Sync {
     /// Short name used in test ids, bench ids and report rows: `"cpu"` or `"cuda"`.
     const NAME: &'static str;
     /// Human-readable device description for reports (CPU model, GPU name and driver).

@@ -1,9 +1,10 @@
 //! The CUDA backend of a build without the `cuda` feature: same API, every call fails.
 
 use muse_reference::bk_core::{BkCore, BkCoreArgs, BkCoreGrad};
+use muse_reference::hyp_dist::{HypDist, HypDistArgs};
 use muse_reference::hyp_ln::{HypLn, HypLnArgs, HypLnGrad, HypLnOut};
 use muse_reference::{Backend, Dtype, Error, Precision, Result};
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, Array4, ArrayView2};
 use num_complex::Complex64;
 
 use crate::NOT_COMPILED;
@@ -57,6 +58,12 @@ impl HypLn for Cuda {
         _: ArrayView2<'_, f64>,
         _: Dtype,
     ) -> Result<HypLnGrad> {
+        Err(unavailable())
+    }
+}
+
+impl HypDist for Cuda {
+    fn hyp_dist(&self, _: &HypDistArgs<'_>, _: Dtype) -> Result<Array4<f64>> {
         Err(unavailable())
     }
 }

@@ -16,8 +16,16 @@
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod ptxas;
 mod source_hash;
 pub use source_hash::kernel_sources_sha256;
+
+/// The generated kernel tables (`build.rs`): per kernel file `CUBIN`, the kernel names, the
+/// `#define` constants and `PTXAS` (the ptxas `-v` report; see [`ptxas`]), and `PTXAS_REPORTS`.
+#[cfg(feature = "cuda")]
+pub mod kernels {
+    pub use crate::device::k::*;
+}
 
 #[cfg(feature = "cuda")]
 pub mod bk_core;
@@ -25,6 +33,8 @@ pub mod bk_core;
 pub mod bk_core_bwd;
 #[cfg(feature = "cuda")]
 mod device;
+#[cfg(feature = "cuda")]
+pub mod hyp_dist;
 #[cfg(feature = "cuda")]
 pub mod hyp_ln;
 #[cfg(feature = "cuda")]

@@ -4,6 +4,7 @@
 
 use muse::reference::hyp_dist::HypDistArgs;
 use muse::reference::hyp_ln::{HypLnArgs, HypLnConfig};
+use muse::reference::lin_attn::{LinAttnArgs, LinAttnConfig};
 use muse::reference::Dtype;
 use muse::verify::tolerance::tol;
 use muse::Backend;
@@ -130,4 +131,51 @@ pending_fixture_backends! {
     #[case::ball_c0693_d200("ball_c0.693_d200")]
     #[case::tangent_c0693_d1("tangent_c0.693_d1")]
     fn hyp_dist_matches_fixture(name: &str);
+}
+
+/// A `lin_attn` case: o, dq, dk and dv in f64 within the oracle tolerance.
+fn lin_attn_matches_fixture<B: Backend>(be: &B, name: &str) -> anyhow::Result<()> {
+    let (m, case) = fixture("lin_attn", name)?;
+    let [q, k, v, d_o] = ["q", "k", "v", "d_o"].map(|s| m.array::<Ix4>(&case, s));
+    let (q, k, v, d_o) = (q?, k?, v?, d_o?);
+    let cfg = LinAttnConfig {
+        causal: case.param_bool("causal"),
+        eps: case.param_f64("eps")?,
+    };
+    let args = LinAttnArgs::new(q.view(), k.view(), v.view(), cfg)?;
+    let t = tol::HYP_ORACLE_F64;
+    let o = be.lin_attn(&args, Dtype::F64)?;
+    assert_tol(
+        &format!("{name} o"),
+        &flat(&o),
+        &fixture_flat(&m, &case, "o")?,
+        t,
+    )?;
+    let g = be.lin_attn_grad(&args, d_o.view(), Dtype::F64)?;
+    assert_tol(
+        &format!("{name} dq"),
+        &flat(&g.dq),
+        &fixture_flat(&m, &case, "dq")?,
+        t,
+    )?;
+    assert_tol(
+        &format!("{name} dk"),
+        &flat(&g.dk),
+        &fixture_flat(&m, &case, "dk")?,
+        t,
+    )?;
+    assert_tol(
+        &format!("{name} dv"),
+        &flat(&g.dv),
+        &fixture_flat(&m, &case, "dv")?,
+        t,
+    )?;
+    Ok(())
+}
+pending_fixture_backends! {
+    #[case::causal_b2h2_n37_d16_dv24("causal_b2h2_n37_d16_dv24")]
+    #[case::causal_n1_d1("causal_n1_d1")]
+    #[case::causal_b1h2_n130_d64("causal_b1h2_n130_d64")]
+    #[case::noncausal_b1h1_n20_d8("noncausal_b1h1_n20_d8")]
+    fn lin_attn_matches_fixture(name: &str);
 }

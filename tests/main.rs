@@ -19,5 +19,7 @@ mod hyp_common;
 mod hyp_ln;
 // Pairwise Poincaré distance matrix.
 mod hyp_dist;
+// Tangent-space linear attention.
+mod lin_attn;
 // The hyperbolic families against the numpy/mpmath fixtures.
 mod hyp_fixtures;

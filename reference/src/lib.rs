@@ -12,6 +12,7 @@ mod elem;
 mod error;
 pub mod hyp_dist;
 pub mod hyp_ln;
+pub mod lin_attn;
 pub mod poincare;
 
 pub use elem::{Dtype, Elem, Precision};
@@ -27,7 +28,9 @@ pub use error::{Error, Result};
 pub struct Cpu;
 
 /// A device that implements every kernel family.
-pub trait Backend: bk_core::BkCore + hyp_ln::HypLn + hyp_dist::HypDist + Sync {
+pub trait Backend:
+    bk_core::BkCore + hyp_ln::HypLn + hyp_dist::HypDist + lin_attn::LinAttn + Sync
+{
     /// Short name used in test ids, bench ids and report rows: `"cpu"` or `"cuda"`.
     const NAME: &'static str;
     /// Human-readable device description for reports (CPU model, GPU name and driver).

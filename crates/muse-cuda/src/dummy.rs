@@ -3,8 +3,9 @@
 use muse_reference::bk_core::{BkCore, BkCoreArgs, BkCoreGrad};
 use muse_reference::hyp_dist::{HypDist, HypDistArgs};
 use muse_reference::hyp_ln::{HypLn, HypLnArgs, HypLnGrad, HypLnOut};
+use muse_reference::lin_attn::{LinAttn, LinAttnArgs, LinAttnGrad};
 use muse_reference::{Backend, Dtype, Error, Precision, Result};
-use ndarray::{Array2, Array4, ArrayView2};
+use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
 use num_complex::Complex64;
 
 use crate::NOT_COMPILED;
@@ -64,6 +65,20 @@ impl HypLn for Cuda {
 
 impl HypDist for Cuda {
     fn hyp_dist(&self, _: &HypDistArgs<'_>, _: Dtype) -> Result<Array4<f64>> {
+        Err(unavailable())
+    }
+}
+
+impl LinAttn for Cuda {
+    fn lin_attn(&self, _: &LinAttnArgs<'_>, _: Dtype) -> Result<Array4<f64>> {
+        Err(unavailable())
+    }
+    fn lin_attn_grad(
+        &self,
+        _: &LinAttnArgs<'_>,
+        _: ArrayView4<'_, f64>,
+        _: Dtype,
+    ) -> Result<LinAttnGrad> {
         Err(unavailable())
     }
 }

@@ -42,6 +42,8 @@ pub mod hyp_ln_bwd;
 #[cfg(feature = "cuda")]
 mod lazy;
 #[cfg(feature = "cuda")]
+pub mod lin_attn;
+#[cfg(feature = "cuda")]
 pub mod timing;
 
 #[cfg(feature = "cuda")]

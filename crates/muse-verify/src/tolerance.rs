@@ -113,8 +113,9 @@ pub mod tol {
     /// `|Δ| ≤ 1e-5·max(1, |want|)` (design hyperbolic.md §16, "chunked vs recurrent rel ≤ 1e-5";
     /// the floor 1 because o is an average of v rows, of magnitude max|v|).
     pub const LIN_ATTN_CHUNKED_F32: Tolerance = Tolerance::new(1e-5, 1e-5);
-    /// Linear attention backward, f32 vs f64: max|Δ| ≤ 1e-4·max|want| per gradient (the
-    /// attention backward's f32 bound, design hyperbolic.md §16); MSE < [`MSE_MAX`] too.
+    /// Linear attention backward, f32 vs f64: max|Δ| ≤ 1e-4·(the largest |element| of dq, dk and
+    /// dv) per gradient (the attention backward's f32 bound, design hyperbolic.md §16; one joint
+    /// scale because dq vanishes identically at N = 1 or d = 1); MSE < [`MSE_MAX`] too.
     pub const LIN_ATTN_GRAD_F32: f64 = 1e-4;
     /// Pairwise distances, f32 vs f64 (design hyperbolic.md §16, "distance, law of cosines,
     /// f32"): rel ≤ 1e-5 where √c·d > 1e-3, else abs ≤ 1e-5/√c. The ball form is held to the same

@@ -8,9 +8,10 @@
 
 pub mod bk_core;
 pub mod dense;
-pub mod poincare;
 mod elem;
 mod error;
+pub mod hyp_attn;
+pub mod poincare;
 
 pub use elem::{Dtype, Elem, Precision};
 pub use error::{Error, Result};
@@ -25,7 +26,7 @@ pub use error::{Error, Result};
 pub struct Cpu;
 
 /// A device that implements every kernel family.
-pub trait Backend: bk_core::BkCore + Sync {
+pub trait Backend: bk_core::BkCore + poincare::Poincare + hyp_attn::HypAttn + Sync {
     /// Short name used in test ids, bench ids and report rows: `"cpu"` or `"cuda"`.
     const NAME: &'static str;
     /// Human-readable device description for reports (CPU model, GPU name and driver).

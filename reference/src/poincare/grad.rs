@@ -81,21 +81,36 @@ pub fn dist_tangent_vjp<F: Elem>(
     du: &mut [F],
     dw: &mut [F],
 ) -> F {
+    du.fill(F::zero());
+    dw.fill(F::zero());
     let (tu, tw) = (TangentRow::new(s, u), TangentRow::new(s, w));
-    let z = law_of_cosines_z(&tu, &tw);
+    pair_vjp(s, &tu, &tw, delta, du, dw)
+}
+
+/// The law-of-cosines VJP of one pair from precomputed rows: adds δ·∂d/∂u to `du` and δ·∂d/∂w to
+/// `dw`, and returns δ·∂d/∂s. Used by the attention backward for every (query, key) pair.
+pub fn pair_vjp<F: Elem>(
+    s: F,
+    tu: &TangentRow<F>,
+    tw: &TangentRow<F>,
+    delta: F,
+    du: &mut [F],
+    dw: &mut [F],
+) -> F {
+    let z = law_of_cosines_z(tu, tw);
     let d = acosh1p(z) / s;
     let k = delta * acosh1p_prime(z) / s;
-    let p = z_partials(&tu, &tw);
+    let p = z_partials(tu, tw);
     let cos = F::one() - p.one_minus_c;
     let ga = if tu.capped { F::zero() } else { k * p.da * s };
     let gb = if tw.capped { F::zero() } else { k * p.db * s };
     // (I − ûûᵀ)ŵ = ŵ − Cû, scaled by ∂z/∂C·(1/r) = −sinh 2b·(sinh 2a/r).
     let ang_u = -k * tw.sinh2a * tu.sinh2a_over_r;
     let ang_w = -k * tu.sinh2a * tw.sinh2a_over_r;
-    for i in 0..u.len() {
+    for i in 0..du.len() {
         let (ui, wi) = (tu.unit[i], tw.unit[i]);
-        du[i] = ga * ui + ang_u * (wi - cos * ui);
-        dw[i] = gb * wi + ang_w * (ui - cos * wi);
+        du[i] = du[i] + ga * ui + ang_u * (wi - cos * ui);
+        dw[i] = dw[i] + gb * wi + ang_w * (ui - cos * wi);
     }
     let ra = if tu.capped { F::zero() } else { tu.r };
     let rb = if tw.capped { F::zero() } else { tw.r };

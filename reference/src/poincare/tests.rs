@@ -21,9 +21,11 @@ fn vecs(d: usize) -> impl Strategy<Value = Vec<f64>> {
 }
 
 fn setup() -> impl Strategy<Value = (f64, Vec<f64>, Vec<f64>, f64, f64)> {
-    (1usize..=12, prop::sample::select(vec![0.01, 0.693, 1.0, 2.0, 10.0])).prop_flat_map(
-        |(d, c)| (Just(c), vecs(d), vecs(d), 0.0f64..6.0, 0.0f64..6.0),
+    (
+        1usize..=12,
+        prop::sample::select(vec![0.01, 0.693, 1.0, 2.0, 10.0]),
     )
+        .prop_flat_map(|(d, c)| (Just(c), vecs(d), vecs(d), 0.0f64..6.0, 0.0f64..6.0))
 }
 
 fn rel(a: f64, b: f64) -> f64 {

@@ -26,6 +26,14 @@ pub mod bk_core_bwd;
 #[cfg(feature = "cuda")]
 mod device;
 #[cfg(feature = "cuda")]
+pub mod hyp_attn;
+#[cfg(feature = "cuda")]
+pub mod hyp_attn_bwd;
+#[cfg(feature = "cuda")]
+pub mod hyp_attn_tc;
+#[cfg(feature = "cuda")]
+pub mod poincare;
+#[cfg(feature = "cuda")]
 pub mod timing;
 
 #[cfg(feature = "cuda")]

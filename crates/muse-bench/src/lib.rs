@@ -193,3 +193,36 @@ pub(crate) fn progress(len: usize) -> ProgressBar {
     bar.set_prefix("bench");
     bar
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_budget_is_refused_before_any_work() {
+        let err = run_cpu(&CpuOptions { budget_ms: 0 }).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "`--budget-ms 0`: the budget must be at least 1 ms"
+        );
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn run_cuda_without_the_feature_names_the_fix() {
+        let opts = CudaOptions {
+            runs: 200,
+            torch_baseline: None,
+            sanitizer_dir: None,
+        };
+        let err = run_cuda(&opts).expect_err("not compiled");
+        assert_eq!(err.to_string(), muse_cuda::NOT_COMPILED);
+    }
+
+    #[test]
+    fn bk_core_keeps_the_historical_plot_names() {
+        assert_eq!(bk_core::BkCore.plot_file("kpi"), "kpi.svg");
+        assert_eq!(bk_core::BkCore.plot_file("kpi-cuda"), "kpi-cuda.svg");
+        assert_eq!(FAMILIES[0].stem(), "bk_core");
+    }
+}

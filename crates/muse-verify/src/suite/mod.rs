@@ -138,3 +138,26 @@ pub fn error_record(backend: &str, case: &Case, shape: &[usize]) -> Record {
     };
     site.record("completed", 0.0, "", Some(crate::Target::AtLeast(1.0)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_names_are_unique_and_cases_know_their_family() -> crate::Result<()> {
+        let m = Manifest::discover()?;
+        let cases = registry(&m);
+        let mut names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), cases.len(), "duplicate case names");
+        for &family in Family::ALL {
+            assert!(family.cases(&m).iter().all(|c| c.spec.family() == family));
+        }
+        let bk = cases.iter().filter(|c| c.spec.family() == Family::BkCore);
+        assert!(bk.clone().any(Case::cpu_only) && !bk.clone().all(Case::cpu_only));
+        let error = error_record("cuda", &cases[0], &[]);
+        assert_eq!((error.kernel.as_str(), error.pass), ("bk_core", false));
+        Ok(())
+    }
+}

@@ -55,6 +55,11 @@ pub(crate) fn run(opts: &CudaOptions) -> Result<Output> {
     if let Some(v) = &torch.torch {
         report.meta.insert("torch".into(), v.clone());
     }
+    if !torch.errors.is_empty() {
+        report
+            .meta
+            .insert("torch_errors".into(), torch.errors.clone().into());
+    }
     let mut plots = Vec::new();
     for family in FAMILIES {
         let mut ctx = CudaCtx {

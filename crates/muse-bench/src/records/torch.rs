@@ -1,10 +1,14 @@
 //! PyTorch baselines measured on the same GPU in the same run (`ci/baselines/torch_*.py`), as
 //! records beside the kernels' own.
 //!
-//! The file is `{"torch": <version>, "records": [{"impl", "kernel"?, "B", "H"?, "N", "D"?,
-//! "dtype"?, "median_ms", "runs"?, "max_abs_err_vs_<oracle>"?, ...}]}`. A record without
-//! `kernel` belongs to the loader's default kernel (`ci/baselines/torch_bk_core.py` predates the
-//! field). The shape is the present dims of B, H, N, D in that order, the case `B16xN4096`.
+//! The file is `{"torch": <version or object>, "records": [{"impl", "kernel"?, "B", "H"?, "N",
+//! "M"?, "D"?, "Dv"?, "dtype"?, "median_ms", "p20_ms"?, "p80_ms"?, "runs"?,
+//! "max_abs_err_vs_<oracle>"?, "error"?, ...}]}` (the layouts of `torch_bk_core.py` and
+//! `torch_hyp.py`). A record without `kernel` belongs to the loader's default kernel
+//! (`torch_bk_core.py` predates the field). The shape is the non-null dims of B, H, N, M, D, Dv
+//! in that order, the case id the same dims joined, e.g. `B16xN4096`. A record with a non-null
+//! `error` (an OOM, a skipped case) is no measurement: it is kept as a message for the meta.
+//!
 //! Each family [`claim`](TorchBaseline::claim)s the rows of its kernels, records them and adds
 //! its speedups (looking GPU times up by shape); rows no family claims are recorded at the end.
 
@@ -17,7 +21,7 @@ use serde_json::Value;
 use crate::{Error, Result};
 
 /// Shape dims of a baseline record, in shape order; B and N are required.
-const DIMS: [&str; 4] = ["B", "H", "N", "D"];
+const DIMS: [&str; 6] = ["B", "H", "N", "M", "D", "Dv"];
 
 /// One baseline measurement: an implementation (`impl`) of a kernel at one shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +38,8 @@ pub struct BaselineRow {
     pub dtype: String,
     /// Median time in milliseconds.
     pub median_ms: f64,
+    /// 20th and 80th percentiles in milliseconds, where the file has them.
+    pub p20_p80_ms: Option<(f64, f64)>,
     /// Timed runs (NaN when absent).
     pub runs: f64,
     /// `max_abs_err_vs_<oracle>` fields, by name.
@@ -46,7 +52,8 @@ impl BaselineRow {
         format!("torch:{}", self.imp)
     }
 
-    /// `time_median` (µs), `runs` and each `max_abs_err_vs_<oracle>`, at backend `torch:<impl>`.
+    /// `time_median` (µs), `time_p20` and `time_p80` (µs, where present), `runs` and each
+    /// `max_abs_err_vs_<oracle>`, at backend `torch:<impl>`.
     pub fn records(&self) -> Vec<Record> {
         let backend = self.backend();
         let site = Site {
@@ -56,10 +63,12 @@ impl BaselineRow {
             shape: &self.shape,
             dtype: &self.dtype,
         };
-        let mut out = vec![
-            site.record("time_median", self.median_ms * 1e3, "us", None),
-            site.record("runs", self.runs, "", None),
-        ];
+        let mut out = vec![site.record("time_median", self.median_ms * 1e3, "us", None)];
+        if let Some((p20, p80)) = self.p20_p80_ms {
+            out.push(site.record("time_p20", p20 * 1e3, "us", None));
+            out.push(site.record("time_p80", p80 * 1e3, "us", None));
+        }
+        out.push(site.record("runs", self.runs, "", None));
         for (metric, value) in &self.errors {
             out.push(site.record(metric, *value, "", None));
         }
@@ -84,6 +93,8 @@ impl BaselineRow {
 pub struct TorchBaseline {
     /// The file's `torch` field (the PyTorch version), for the report's meta.
     pub torch: Option<Value>,
+    /// The records with an `error`, as `<impl> <kernel> <case>: <error>`, for the report's meta.
+    pub errors: Vec<String>,
     rows: Vec<(BaselineRow, bool)>,
 }
 
@@ -101,16 +112,27 @@ impl TorchBaseline {
     /// Parses the JSON text of a baseline file; the error names the malformed record.
     pub fn parse(text: &str, default_kernel: &str) -> std::result::Result<Self, String> {
         let json: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let rows = json["records"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| row(r, default_kernel).map(|row| (row, false)))
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(Self {
+        let mut out = Self {
             torch: json.get("torch").cloned(),
-            rows,
-        })
+            ..Self::default()
+        };
+        for r in json["records"].as_array().into_iter().flatten() {
+            if let Some(error) = r.get("error").filter(|e| !e.is_null()) {
+                let (_, case) = shape(r);
+                let error = error
+                    .as_str()
+                    .map_or_else(|| error.to_string(), str::to_string);
+                let name = |key: &str| r[key].as_str().unwrap_or("?").to_string();
+                out.errors.push(format!(
+                    "{} {} {case}: {error}",
+                    name("impl"),
+                    name("kernel")
+                ));
+                continue;
+            }
+            out.rows.push((row(r, default_kernel)?, false));
+        }
+        Ok(out)
     }
 
     /// Median time (ms) of `imp` computing `kernel` at `shape`, if the file has it.
@@ -140,24 +162,31 @@ impl TorchBaseline {
     }
 }
 
-/// One record of the file; an error (naming the record) when impl, B, N or median_ms is missing.
+/// The non-null dims of a record, in [`DIMS`] order, and its case id (`B16xN4096`); dims that
+/// are not non-negative integers count as absent.
+fn shape(r: &Value) -> (Vec<usize>, String) {
+    let dims: Vec<(&str, usize)> = DIMS
+        .iter()
+        .filter_map(|&dim| Some((dim, usize::try_from(r[dim].as_u64()?).ok()?)))
+        .collect();
+    let case = dims
+        .iter()
+        .map(|(d, v)| format!("{d}{v}"))
+        .collect::<Vec<_>>();
+    (dims.iter().map(|&(_, v)| v).collect(), case.join("x"))
+}
+
+/// One measurement of the file; an error (naming the record) when impl, B, N or median_ms is
+/// missing.
 fn row(r: &Value, default_kernel: &str) -> std::result::Result<BaselineRow, String> {
     let malformed = || format!("malformed record {r}");
     let imp = r["impl"].as_str().ok_or_else(malformed)?;
     let median_ms = r["median_ms"].as_f64().ok_or_else(malformed)?;
-    let mut shape = Vec::new();
-    let mut case = Vec::new();
-    for dim in DIMS {
-        match r[dim].as_u64() {
-            Some(v) => {
-                let v = usize::try_from(v).map_err(|_| malformed())?;
-                shape.push(v);
-                case.push(format!("{dim}{v}"));
-            }
-            None if dim == "B" || dim == "N" => return Err(malformed()),
-            None => {}
-        }
+    if r["B"].as_u64().is_none() || r["N"].as_u64().is_none() {
+        return Err(malformed());
     }
+    let (shape, case) = shape(r);
+    let p20_p80_ms = r["p20_ms"].as_f64().zip(r["p80_ms"].as_f64());
     let errors = r
         .as_object()
         .into_iter()
@@ -168,10 +197,11 @@ fn row(r: &Value, default_kernel: &str) -> std::result::Result<BaselineRow, Stri
     Ok(BaselineRow {
         imp: imp.into(),
         kernel: r["kernel"].as_str().unwrap_or(default_kernel).into(),
-        case: case.join("x"),
+        case,
         shape,
         dtype: r["dtype"].as_str().unwrap_or("?").into(),
         median_ms,
+        p20_p80_ms,
         runs: r["runs"].as_f64().unwrap_or(f64::NAN),
         errors,
     })
@@ -181,37 +211,48 @@ fn row(r: &Value, default_kernel: &str) -> std::result::Result<BaselineRow, Stri
 mod tests {
     use super::*;
 
-    const FILE: &str = r#"{"torch": "2.9.0", "device": "H100", "records": [
+    /// The layout of `ci/baselines/torch_bk_core.py`.
+    const BK_CORE: &str = r#"{"torch": "2.9.0", "device": "H100", "records": [
         {"impl": "mode_a_loop", "B": 16, "N": 4096, "dtype": "complex128", "median_ms": 2694.0,
-         "runs": 3, "min_ms": 2690.0, "max_abs_err_vs_dense": 1e-9},
-        {"impl": "sdpa", "kernel": "hyp_attn_forward", "B": 2, "H": 8, "N": 1024, "D": 64,
-         "median_ms": 0.5}
+         "runs": 3, "min_ms": 2690.0, "max_ms": 2699.0, "max_abs_err_vs_dense": 1e-9},
+        {"impl": "ratio_loop", "B": 64, "N": 4096, "dtype": "complex64", "median_ms": 80.0,
+         "runs": 3, "min_ms": 79.0, "max_ms": 81.0}
     ]}"#;
 
+    /// The layout of `ci/baselines/torch_hyp.py`: null dims, percentiles, error records.
+    const HYP: &str = r#"{"torch": {"version": "2.9.0", "cuda": "13.0"}, "run": {}, "records": [
+        {"impl": "sdpa_flash", "kernel": "attn_fwd", "B": 8, "H": 8, "N": 1024, "M": 1024,
+         "D": 64, "Dv": 64, "dtype": "bf16", "median_ms": 0.05, "p20_ms": 0.04, "p80_ms": 0.06,
+         "runs": 200, "peak_bytes": 0},
+        {"impl": "torch_copy", "kernel": "d2d_copy", "B": 1, "H": 1, "N": 268435456, "M": null,
+         "D": null, "Dv": null, "dtype": "f32", "median_ms": 0.4, "p20_ms": 0.4, "p80_ms": 0.41,
+         "runs": 200},
+        {"impl": "torch_dense_hyp", "kernel": "attn_fwd", "B": 8, "H": 8, "N": 16384, "M": 16384,
+         "D": 64, "Dv": 64, "dtype": "f32", "median_ms": null, "p20_ms": null, "p80_ms": null,
+         "runs": 0, "error": "OutOfMemoryError: CUDA out of memory"},
+        {"impl": "section:dist", "kernel": null, "B": null, "H": null, "N": null, "M": null,
+         "D": null, "Dv": null, "dtype": null, "median_ms": null, "runs": 0, "error": "boom"}
+    ]}"#;
+
+    fn keys(recs: &[Record]) -> Vec<(String, String, String, f64)> {
+        recs.iter()
+            .map(|r| (r.backend.clone(), r.case.clone(), r.metric.clone(), r.value))
+            .collect()
+    }
+
     #[test]
-    fn rows_keep_the_original_record_layout() {
-        let mut tb = TorchBaseline::parse(FILE, "bk_core_forward").expect("parses");
+    fn bk_core_rows_keep_their_record_layout() {
+        let mut tb = TorchBaseline::parse(BK_CORE, "bk_core_forward").expect("parses");
         assert_eq!(tb.torch, Some(Value::from("2.9.0")));
-        let bk = tb.claim("bk_core_forward");
-        assert_eq!(bk.len(), 1);
-        let recs = bk[0].records();
-        let got: Vec<(&str, &str, &str, f64)> = recs
-            .iter()
-            .map(|r| {
-                (
-                    r.backend.as_str(),
-                    r.case.as_str(),
-                    r.metric.as_str(),
-                    r.value,
-                )
-            })
-            .collect();
+        let rows = tb.claim("bk_core_forward");
+        assert_eq!(rows.len(), 2);
+        let s = |b: &str, c: &str, m: &str, v: f64| (b.into(), c.into(), m.into(), v);
         assert_eq!(
-            got,
+            keys(&rows[0].records()),
             [
-                ("torch:mode_a_loop", "B16xN4096", "time_median", 2_694_000.0),
-                ("torch:mode_a_loop", "B16xN4096", "runs", 3.0),
-                (
+                s("torch:mode_a_loop", "B16xN4096", "time_median", 2_694_000.0),
+                s("torch:mode_a_loop", "B16xN4096", "runs", 3.0),
+                s(
                     "torch:mode_a_loop",
                     "B16xN4096",
                     "max_abs_err_vs_dense",
@@ -219,30 +260,43 @@ mod tests {
                 ),
             ]
         );
+        let r = &rows[1].records()[0];
         assert_eq!(
-            (recs[0].shape.as_slice(), recs[0].dtype.as_str()),
-            (&[16, 4096][..], "complex128")
+            (r.kernel.as_str(), r.shape.as_slice()),
+            ("bk_core_forward", &[64, 4096][..])
         );
-        let rest: Vec<&BaselineRow> = tb.unclaimed().collect();
-        assert_eq!(rest.len(), 1);
         assert_eq!(
-            (rest[0].case.as_str(), rest[0].dtype.as_str()),
-            ("B2xH8xN1024xD64", "?")
+            (r.dtype.as_str(), rows[1].records().len()),
+            ("complex64", 2)
         );
-        assert!(rest[0].runs.is_nan());
-        assert_eq!(
-            tb.median_ms("sdpa", "hyp_attn_forward", &[2, 8, 1024, 64]),
-            Some(0.5)
-        );
+        assert_eq!(tb.unclaimed().count(), 0);
+        assert!(tb.errors.is_empty());
     }
 
     #[test]
-    fn a_record_without_n_is_refused_by_name() {
-        let err = TorchBaseline::parse(
-            r#"{"records": [{"impl": "x", "B": 1, "median_ms": 1}]}"#,
-            "k",
-        )
-        .expect_err("refused");
+    fn hyp_rows_skip_null_dims_and_keep_errors_apart() {
+        let mut tb = TorchBaseline::parse(HYP, "unused").expect("parses");
+        assert!(tb.torch.as_ref().is_some_and(Value::is_object));
+        assert_eq!(
+            tb.errors,
+            [
+                "torch_dense_hyp attn_fwd B8xH8xN16384xM16384xD64xDv64: OutOfMemoryError: CUDA out of memory",
+                "section:dist ? : boom",
+            ]
+        );
+        let shape = [8, 8, 1024, 1024, 64, 64];
+        assert_eq!(tb.median_ms("sdpa_flash", "attn_fwd", &shape), Some(0.05));
+        let attn = tb.claim("attn_fwd");
+        let metrics: Vec<String> = attn[0].records().iter().map(|r| r.metric.clone()).collect();
+        assert_eq!(metrics, ["time_median", "time_p20", "time_p80", "runs"]);
+        let rest: Vec<&BaselineRow> = tb.unclaimed().collect();
+        assert_eq!((rest.len(), rest[0].case.as_str()), (1, "B1xH1xN268435456"));
+    }
+
+    #[test]
+    fn a_measurement_without_n_is_refused_by_name() {
+        let text = r#"{"records": [{"impl": "x", "B": 1, "median_ms": 1}]}"#;
+        let err = TorchBaseline::parse(text, "k").expect_err("refused");
         assert!(err.starts_with("malformed record {"), "{err}");
     }
 }

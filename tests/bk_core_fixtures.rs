@@ -3,7 +3,7 @@
 //! and the generated cases of `muse verify`. Targets: `muse_verify::suite::checks` (design §12).
 
 use muse::verify::fixtures::Manifest;
-use muse::verify::suite::{self, Spec};
+use muse::verify::suite::{self, bk_core, Spec};
 use muse::Backend;
 
 use crate::common::test_backends;
@@ -67,7 +67,7 @@ fn every_registered_case_is_tested() -> anyhow::Result<()> {
     let m = Manifest::discover()?;
     for case in suite::registry(&m)
         .iter()
-        .filter(|c| !matches!(c.spec, Spec::Compat(_)))
+        .filter(|c| !matches!(c.spec, Spec::BkCore(bk_core::Spec::Compat(_))))
     {
         anyhow::ensure!(
             listed.contains(&format!("(\"{}\")", case.name)),

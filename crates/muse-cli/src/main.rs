@@ -5,7 +5,6 @@
 mod backends;
 mod cmd;
 mod npy;
-mod timing;
 
 use std::process::ExitCode;
 

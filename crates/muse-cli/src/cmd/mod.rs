@@ -1,8 +1,6 @@
 //! One module per subcommand; each exposes `Args` and `run(Args) -> anyhow::Result<Outcome>`.
 
 pub mod bench;
-#[cfg_attr(not(feature = "cuda"), path = "bench_cuda_stub.rs")]
-pub mod bench_cuda;
 pub mod bk_core;
 pub mod gate;
 pub mod report;

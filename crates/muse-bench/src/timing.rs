@@ -1,7 +1,12 @@
-//! Wall-clock timing of CPU kernels for `muse bench`: warm-up, then repeats within a time
-//! budget, summarised by median and percentiles.
+//! Timing for the KPIs. CPU: wall clock, warm-up, then repeats within a time budget, summarised
+//! by median and percentiles ([`time`]). GPU: CUDA events with the L2 flushed before every repeat,
+//! which stay at the launch boundary in `muse_cuda::timing` and are re-exported here with the
+//! `cuda` feature.
 
 use std::time::{Duration, Instant};
+
+#[cfg(feature = "cuda")]
+pub use muse_cuda::timing::{time_events, EventTiming};
 
 /// Summary of repeated timings, in milliseconds.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +22,11 @@ pub struct Timing {
 }
 
 /// Times `f`: 3 warm-up calls, then repeats for about `budget` (at least 10, at most 1000).
+///
+/// ```
+/// let t = muse_bench::timing::time(std::time::Duration::from_millis(1), || (0..100).sum::<u64>());
+/// assert!(t.runs >= 10 && t.p20_ms <= t.median_ms && t.median_ms <= t.p80_ms);
+/// ```
 pub fn time<T>(budget: Duration, mut f: impl FnMut() -> T) -> Timing {
     for _ in 0..3 {
         std::hint::black_box(f());
@@ -31,7 +41,11 @@ pub fn time<T>(budget: Duration, mut f: impl FnMut() -> T) -> Timing {
     summarise(samples)
 }
 
-/// Median and percentiles of samples in milliseconds.
+/// Median and percentiles of samples in milliseconds (nearest rank).
+///
+/// # Panics
+///
+/// On an empty `samples`.
 pub fn summarise(mut samples: Vec<f64>) -> Timing {
     samples.sort_by(f64::total_cmp);
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
@@ -40,5 +54,19 @@ pub fn summarise(mut samples: Vec<f64>) -> Timing {
         p20_ms: at(0.2),
         p80_ms: at(0.8),
         runs: samples.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summarise_takes_nearest_ranks() {
+        let t = summarise((1..=11).rev().map(f64::from).collect());
+        assert_eq!(
+            (t.p20_ms, t.median_ms, t.p80_ms, t.runs),
+            (3.0, 6.0, 9.0, 11)
+        );
     }
 }

@@ -23,6 +23,32 @@ template <typename T> struct Row {
     __device__ T n2(int dim) const { return dot(*this, dim); }
 };
 
+// across * (g - <u,g>u) + along * <u,g> u with u = v/|v| (all of g is across at v = 0).
+template <typename T>
+__device__ __forceinline__ void radial_split(T across, T along, T r, const Row<T>& v, const Row<T>& g, T* o, int dim) {
+    if (dim == 1 && r > T(0)) {  // every vector is radial in one dimension (grad.rs)
+        o[0] = along * g.p[0];
+        return;
+    }
+    const T par = r > T(0) ? v.dot(g, dim) / r : T(0);
+    const T ir = r > T(0) ? T(1) / r : T(0);
+    for (int k = 0; k < dim; ++k) {
+        const T u = v.p[k] * ir;
+        o[k] = across * (g.p[k] - par * u) + along * par * u;
+    }
+}
+
+// Pulls a point rounding left on or outside the boundary back to radius tanh_cap/s.
+template <typename T> __device__ __forceinline__ void keep_inside(T s, T* o, int dim) {
+    T n2 = 0;
+    for (int k = 0; k < dim; ++k) n2 = fma(o[k], o[k], n2);
+    const T t = s * Num<T>::sqrt_(n2);
+    if (t > tanh_cap<T>()) {
+        const T scale = tanh_cap<T>() / t;
+        for (int k = 0; k < dim; ++k) o[k] *= scale;
+    }
+}
+
 template <typename T>
 __device__ void apply(int op, const T* __restrict__ xs, const T* __restrict__ ys, const T* __restrict__ gs,
                       T* __restrict__ out, T* __restrict__ out2, T* __restrict__ dc_rows, int rows, int dim, T c, T eps) {
@@ -45,7 +71,7 @@ __device__ void apply(int op, const T* __restrict__ xs, const T* __restrict__ ys
         return;
     }
     case 2: {  // log0
-        const T scale = artanh_over(s * Num<T>::sqrt_(x2));
+        const T scale = artanh_over(fmin(s * Num<T>::sqrt_(x2), tanh_cap<T>()));
         for (int k = 0; k < dim; ++k) o[k] = scale * x.p[k];
         return;
     }
@@ -57,6 +83,7 @@ __device__ void apply(int op, const T* __restrict__ xs, const T* __restrict__ ys
         const T a = T(1) + T(2) * c * xy + c * st2, bb = T(1) - c * x2;
         const T den = fmax(T(1) + T(2) * c * xy + c * c * x2 * st2, T(1e-15));
         for (int k = 0; k < dim; ++k) o[k] = (a * x.p[k] + bb * scale * y.p[k]) / den;
+        keep_inside(s, o, dim);
         return;
     }
     case 4: {  // logx: w = (-x) (+) y, (2/lam) artanh_over(s|w|) w
@@ -68,7 +95,7 @@ __device__ void apply(int op, const T* __restrict__ xs, const T* __restrict__ ys
             const T w = (-a * x.p[k] + bb * y.p[k]) / den;
             w2 = fma(w, w, w2);
         }
-        const T scale = (T(1) - c * x2) * artanh_over(s * Num<T>::sqrt_(w2));
+        const T scale = (T(1) - c * x2) * artanh_over(fmin(s * Num<T>::sqrt_(w2), tanh_cap<T>()));
         for (int k = 0; k < dim; ++k) o[k] = scale * (-a * x.p[k] + bb * y.p[k]) / den;
         return;
     }
@@ -77,6 +104,7 @@ __device__ void apply(int op, const T* __restrict__ xs, const T* __restrict__ ys
         const T a = T(1) + T(2) * c * xy + c * y2, bb = T(1) - c * x2;
         const T den = fmax(T(1) + T(2) * c * xy + c * c * x2 * y2, T(1e-15));
         for (int k = 0; k < dim; ++k) o[k] = (a * x.p[k] + bb * y.p[k]) / den;
+        keep_inside(s, o, dim);
         return;
     }
     case 6: out[r] = T(2) / (T(1) - c * x2); return;  // lambda
@@ -126,30 +154,15 @@ __device__ void apply(int op, const T* __restrict__ xs, const T* __restrict__ ys
         dc_rows[r] = (-delta * d / s + kk * (da * ra + db * rb)) / (T(2) * s);
         return;
     }
-    case 10: {  // exp0_vjp
+    case 10: {  // exp0_vjp: phi (g - <u,g>u) + sech^2(t) <u,g> u, no cancellation (grad.rs)
         const T rr = Num<T>::sqrt_(x2), t = s * rr;
-        T phi, br;
-        if (t < T(1e-3)) {
-            phi = tanh_over(t);
-            br = s * s * (T(-2.0 / 3.0) + T(8.0 / 15.0) * t * t);
-        } else if (Num<T>::tanh_(t) > tanh_cap<T>()) {
-            phi = tanh_cap<T>() / t;
-            br = -tanh_cap<T>() / (s * rr * rr * rr);
-        } else {
-            const T th = Num<T>::tanh_(t), ch = Num<T>::cosh_(t);
-            phi = th / t;
-            br = T(1) / (ch * ch * rr * rr) - th / (s * rr * rr * rr);
-        }
-        const T vg = x.dot(y, dim);
-        for (int k = 0; k < dim; ++k) o[k] = phi * y.p[k] + br * vg * x.p[k];
+        const T ch = Num<T>::cosh_(t);
+        radial_split(capped_tanh_over(t), T(1) / (ch * ch), rr, x, y, o, dim);
         return;
     }
-    case 11: {  // log0_vjp
-        const T rr = Num<T>::sqrt_(x2), t = s * rr;
-        const T br = t < T(1e-3) ? s * s * (T(2.0 / 3.0) + T(4.0 / 5.0) * t * t)
-                                 : T(1) / ((T(1) - t * t) * rr * rr) - artanh_(t) / (s * rr * rr * rr);
-        const T psi = artanh_over(t), xg = x.dot(y, dim);
-        for (int k = 0; k < dim; ++k) o[k] = psi * y.p[k] + br * xg * x.p[k];
+    case 11: {  // log0_vjp: psi (g - <x,g>x) + <x,g>x / (1 - t^2)
+        const T rr = Num<T>::sqrt_(x2), t = fmin(s * rr, tanh_cap<T>());
+        radial_split(artanh_over(t), T(1) / (T(1) - t * t), rr, x, y, o, dim);
         return;
     }
     default: return;

@@ -33,9 +33,10 @@ pub fn capped_tanh_over<F: Elem>(t: F) -> F {
     }
 }
 
-/// log0(x) = artanh(s‖x‖)/(s‖x‖)·x. The caller guarantees s‖x‖ < 1.
+/// log0(x) = artanh(s‖x‖)/(s‖x‖)·x. The caller guarantees s‖x‖ < 1 (checked in f64); a point
+/// that rounding in `F` pushed onto the boundary is read at the largest radius below it.
 pub fn log0<F: Elem>(s: F, x: &[F], out: &mut [F]) {
-    let scale = artanh_over(s * norm(x));
+    let scale = artanh_over((s * norm(x)).min(tanh_cap()));
     for (o, &v) in out.iter_mut().zip(x) {
         *o = scale * v;
     }
@@ -50,6 +51,19 @@ pub fn mobius_add<F: Elem>(c: F, x: &[F], y: &[F], out: &mut [F]) {
     let den = (F::one() + two * c * xy + c * c * x2 * y2).max(F::of(MOBIUS_DEN_MIN));
     for ((o, &xi), &yi) in out.iter_mut().zip(x).zip(y) {
         *o = (a * xi + b * yi) / den;
+    }
+    keep_inside(c.sqrt(), out);
+}
+
+/// Pulls a point that rounding left on or outside the boundary back to radius [`tanh_cap`]/s
+/// (inert in f64 unless s‖x‖ > 1 − 4.4e-16): results near the boundary stay finite and inside.
+pub fn keep_inside<F: Elem>(s: F, x: &mut [F]) {
+    let t = s * norm(x);
+    if t > tanh_cap() {
+        let scale = tanh_cap::<F>() / t;
+        for e in x.iter_mut() {
+            *e = *e * scale;
+        }
     }
 }
 
@@ -74,7 +88,7 @@ pub fn logx<F: Elem>(c: F, x: &[F], y: &[F], out: &mut [F]) {
     let neg: Vec<F> = x.iter().map(|&e| -e).collect();
     let mut w = vec![F::zero(); x.len()];
     mobius_add(c, &neg, y, &mut w);
-    let scale = F::of(2.0) / lambda(c, x) * artanh_over(s * norm(&w));
+    let scale = F::of(2.0) / lambda(c, x) * artanh_over((s * norm(&w)).min(tanh_cap()));
     for (o, &e) in out.iter_mut().zip(&w) {
         *o = scale * e;
     }

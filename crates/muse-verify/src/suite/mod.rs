@@ -24,6 +24,9 @@
 pub mod bk_core;
 pub mod checks;
 pub mod compat;
+pub mod hyp_attn;
+pub mod hyp_checks;
+pub mod poincare;
 
 use crate::{fixtures::Manifest, Record};
 use muse_reference::Backend;
@@ -95,6 +98,10 @@ macro_rules! families {
 families! {
     /// BK-Core: golden fixtures, generated cases and the original's compat modes.
     BkCore => bk_core,
+    /// The Poincaré-ball core: every op and VJP on the golden fixtures.
+    Poincare => poincare,
+    /// Hyperbolic attention: fixtures, generated tensor-core shapes, mask claims.
+    HypAttn => hyp_attn,
 }
 
 /// One registered verification case.

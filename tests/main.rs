@@ -13,3 +13,7 @@ mod bk_core_grad;
 mod bk_core_errors;
 // The original's compat modes and hybrid gradient.
 mod bk_core_compat;
+// The Poincaré-ball core: fixtures, out-of-ball errors, d(x, x) = 0.
+mod poincare;
+// Hyperbolic attention: fixtures, generated shapes, masks, errors.
+mod hyp_attn;

@@ -186,7 +186,9 @@ fn one<B: Backend>(
                 BallOp::Exp0 | BallOp::ExpX | BallOp::MobiusAdd | BallOp::Projx
             ) {
                 let outside = (0..rows_n)
-                    .filter(|&r| radius(&got.out, r).partial_cmp(&1.0) != Some(std::cmp::Ordering::Less))
+                    .filter(|&r| {
+                        radius(&got.out, r).partial_cmp(&1.0) != Some(std::cmp::Ordering::Less)
+                    })
                     .count();
                 push(&mut out, "rows_outside_ball", outside as f64, 0.0);
             }

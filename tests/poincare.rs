@@ -1,7 +1,7 @@
 //! The Poincaré-ball core on every backend: every op and VJP on the golden fixtures of
 //! `fixtures/hyperbolic/gen.py` (mpmath, geoopt), and the typed error for out-of-ball input.
 
-use muse::reference::poincare::{BallOp, Curvature, Poincare, PoincareArgs};
+use muse::reference::poincare::{BallOp, Curvature, PoincareArgs};
 use muse::reference::{Error, Precision};
 use muse::Backend;
 use ndarray::Array2;

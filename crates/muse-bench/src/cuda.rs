@@ -7,7 +7,7 @@ use muse_reference::Backend;
 use muse_verify::Report;
 
 use crate::records::{sanitizer, torch::TorchBaseline};
-use crate::{bk_core, CudaOptions, Error, Output, Result, FAMILIES};
+use crate::{bk_core, CudaOptions, Error, Output, Result};
 
 /// Report stem of the GPU KPIs.
 const STEM: &str = "kpi-cuda";
@@ -39,10 +39,10 @@ pub(crate) fn run(opts: &CudaOptions) -> Result<Output> {
     }
     let cuda = Cuda::new()?;
     let gpu = cuda.gpu()?;
-    let mut torch = match &opts.torch_baseline {
-        Some(path) => TorchBaseline::load(path, bk_core::TORCH_KERNEL)?,
-        None => TorchBaseline::default(),
-    };
+    let mut torch = TorchBaseline::default();
+    for path in &opts.torch_baseline {
+        torch.merge(TorchBaseline::load(path, bk_core::TORCH_KERNEL)?);
+    }
     let mut report = Report::new(cuda.device());
     let timing = format!(
         "CUDA events; 10 warm-up calls; L2 ({} MB) flushed before each of {} repeats; median, p20, p80",
@@ -61,7 +61,7 @@ pub(crate) fn run(opts: &CudaOptions) -> Result<Output> {
             .insert("torch_errors".into(), torch.errors.clone().into());
     }
     let mut plots = Vec::new();
-    for family in FAMILIES {
+    for family in crate::select(&opts.families)? {
         let mut ctx = CudaCtx {
             gpu,
             report: &mut report,

@@ -22,7 +22,7 @@
 //! with its stem.
 //!
 //! ```no_run
-//! let out = muse_bench::run_cpu(&muse_bench::CpuOptions { budget_ms: 300 })?;
+//! let out = muse_bench::run_cpu(&muse_bench::CpuOptions { budget_ms: 300, families: vec![] })?;
 //! assert_eq!(out.stem, "kpi");
 //! # Ok::<(), muse_bench::Error>(())
 //! ```
@@ -33,6 +33,7 @@ pub mod bk_core;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod error;
+pub mod hyp_attn;
 pub mod records;
 pub mod timing;
 
@@ -49,7 +50,7 @@ pub use cuda::CudaCtx;
 pub use error::{Error, Result};
 
 /// Every family with KPI benchmarks, in report order. A new family adds one line here.
-pub const FAMILIES: &[&dyn Family] = &[&bk_core::BkCore];
+pub const FAMILIES: &[&dyn Family] = &[&bk_core::BkCore, &hyp_attn::HypAttnFamily];
 
 /// One kernel family's KPI benchmarks.
 pub trait Family: Sync {
@@ -82,6 +83,27 @@ pub struct CpuCtx<'a> {
 pub struct CpuOptions {
     /// Time budget per measurement, in milliseconds (`--budget-ms`, at least 1).
     pub budget_ms: u64,
+    /// Only these family stems (`--family`); every family when empty.
+    pub families: Vec<String>,
+}
+
+/// The families selected by `names` (all when empty); an unknown name is an error listing the
+/// known ones.
+pub fn select(names: &[String]) -> Result<Vec<&'static dyn Family>> {
+    if let Some(bad) = names
+        .iter()
+        .find(|n| FAMILIES.iter().all(|f| f.stem() != n.as_str()))
+    {
+        return Err(Error::Option {
+            flag: format!("--family {bad}"),
+            rule: "unknown family; known: bk_core, hyp_attn",
+        });
+    }
+    Ok(FAMILIES
+        .iter()
+        .copied()
+        .filter(|f| names.is_empty() || names.iter().any(|n| n == f.stem()))
+        .collect())
 }
 
 /// Options of [`run_cuda`] (the CUDA flags of `muse bench`).
@@ -89,12 +111,14 @@ pub struct CpuOptions {
 pub struct CudaOptions {
     /// Timed repeats per measurement after warm-up (`--runs`, at least 100).
     pub runs: usize,
-    /// JSON written by a PyTorch baseline script on the same GPU (`--torch-baseline`), see
-    /// [`records::torch`].
-    pub torch_baseline: Option<PathBuf>,
+    /// JSON files written by the PyTorch baseline scripts on the same GPU (`--torch-baseline`,
+    /// repeatable), see [`records::torch`].
+    pub torch_baseline: Vec<PathBuf>,
     /// Directory with compute-sanitizer logs `memcheck.log`, `racecheck.log`
     /// (`--sanitizer-dir`), see [`records::sanitizer`].
     pub sanitizer_dir: Option<PathBuf>,
+    /// Only these family stems (`--family`); every family when empty.
+    pub families: Vec<String>,
 }
 
 /// A time-against-N plot (log–log), drawn by `muse_verify::plot::time_vs_n`.
@@ -137,7 +161,7 @@ pub fn run_cpu(opts: &CpuOptions) -> Result<Output> {
     let mut report = Report::new(Cpu.device());
     report.meta.insert("threads".into(), 1.into());
     let mut plots = Vec::new();
-    for family in FAMILIES {
+    for family in select(&opts.families)? {
         let mut ctx = CpuCtx {
             report: &mut report,
             budget: Duration::from_millis(opts.budget_ms),
@@ -200,7 +224,11 @@ mod tests {
 
     #[test]
     fn a_zero_budget_is_refused_before_any_work() {
-        let err = run_cpu(&CpuOptions { budget_ms: 0 }).expect_err("refused");
+        let err = run_cpu(&CpuOptions {
+            budget_ms: 0,
+            families: vec![],
+        })
+        .expect_err("refused");
         assert_eq!(
             err.to_string(),
             "`--budget-ms 0`: the budget must be at least 1 ms"
@@ -212,7 +240,8 @@ mod tests {
     fn run_cuda_without_the_feature_names_the_fix() {
         let opts = CudaOptions {
             runs: 200,
-            torch_baseline: None,
+            torch_baseline: Vec::new(),
+            families: Vec::new(),
             sanitizer_dir: None,
         };
         let err = run_cuda(&opts).expect_err("not compiled");

@@ -44,6 +44,8 @@ pub struct DeviceInfo {
     pub l2_bytes: usize,
     /// Total device memory in bytes.
     pub memory_bytes: usize,
+    /// Peak SM clock in kHz (for rooflines).
+    pub clock_khz: u32,
 }
 
 /// The process-wide GPU state. Fields drop in declaration order, so the context goes last.
@@ -104,6 +106,7 @@ impl Gpu {
             memory_bytes: device
                 .total_memory()
                 .map_err(|e| err("reading device memory", e))?,
+            clock_khz: attr(DeviceAttribute::ClockRate)? as u32,
         };
         Ok(Self {
             // A blocking stream orders itself with the legacy default stream, on which cust's

@@ -135,6 +135,23 @@ impl TorchBaseline {
         Ok(out)
     }
 
+    /// Adds the rows and errors of another file; the first `torch` field found is kept, the
+    /// others appended as a list.
+    pub fn merge(&mut self, other: Self) {
+        self.torch = match (self.torch.take(), other.torch) {
+            (None, b) => b,
+            (a, None) => a,
+            (Some(Value::Array(mut a)), Some(b)) => {
+                a.push(b);
+                Some(Value::Array(a))
+            }
+            (Some(a), Some(b)) if a == b => Some(a),
+            (Some(a), Some(b)) => Some(Value::Array(vec![a, b])),
+        };
+        self.errors.extend(other.errors);
+        self.rows.extend(other.rows);
+    }
+
     /// Median time (ms) of `imp` computing `kernel` at `shape`, if the file has it.
     pub fn median_ms(&self, imp: &str, kernel: &str, shape: &[usize]) -> Option<f64> {
         self.rows

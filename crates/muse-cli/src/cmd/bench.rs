@@ -26,12 +26,16 @@ pub struct Args {
     /// Timed repeats per GPU measurement (after warm-up), at least 100.
     #[arg(long, default_value_t = 200)]
     pub(crate) runs: usize,
-    /// JSON written by ci/baselines/torch_bk_core.py on the same GPU, for side-by-side ratios.
+    /// JSON written by a ci/baselines/torch_*.py script on the same GPU, for side-by-side ratios
+    /// (repeat the flag for several files).
     #[arg(long)]
-    pub(crate) torch_baseline: Option<PathBuf>,
+    pub(crate) torch_baseline: Vec<PathBuf>,
     /// Directory with compute-sanitizer logs (memcheck.log, racecheck.log) to record.
     #[arg(long)]
     pub(crate) sanitizer_dir: Option<PathBuf>,
+    /// Only these kernel families (comma-separated stems, e.g. `hyp_attn`); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) family: Vec<String>,
 }
 
 /// Runs `muse bench`.
@@ -39,11 +43,13 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let output = match args.backend {
         BackendArg::Cpu => muse_bench::run_cpu(&CpuOptions {
             budget_ms: args.budget_ms,
+            families: args.family.clone(),
         })?,
         BackendArg::Cuda => muse_bench::run_cuda(&CudaOptions {
             runs: args.runs,
             torch_baseline: args.torch_baseline,
             sanitizer_dir: args.sanitizer_dir,
+            families: args.family.clone(),
         })?,
     };
     write(&output, &args.out)

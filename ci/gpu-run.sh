@@ -4,13 +4,15 @@
 # `muse bench --backend cuda`. Writes reports and a log tarball to $OUT (at most 8 files come
 # back). Never changes clocks or resets the GPU.
 #
-# STEPS (comma-separated, default all): tests, verify, roundtrip, torch, sanitizer, bench.
+# STEPS (comma-separated, default all): tests, verify, roundtrip, torch (BK-Core baselines),
+# torch_hyp (hyperbolic baselines), sanitizer, bench. The tests step runs the `::cuda` halves (CI
+# runs the CPU ones).
 # BENCH_FAMILIES (comma-separated stems) restricts `muse bench`; SANITIZER_FILTER the cases run
 # under compute-sanitizer.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
-STEPS=${STEPS:-tests,verify,roundtrip,torch,sanitizer,bench}
+STEPS=${STEPS:-tests,verify,roundtrip,torch,torch_hyp,sanitizer,bench}
 mkdir -p "$OUT" logs
 export MUSE_GIT_COMMIT MUSE_REQUIRE_GPU=1
 MUSE_GIT_COMMIT=$(python3 -c 'import json; print(json.load(open("gpu-bundle/manifest.json"))["commit"])')
@@ -27,16 +29,14 @@ want() { [[ ",$STEPS," == *",$1,"* ]]; }
   ldd gpu-bundle/bin/muse | grep libcuda; cat gpu-bundle/manifest.json; } > logs/env.txt 2>&1
 cat logs/env.txt
 M=gpu-bundle/bin/muse
-want tests && step tests timeout 420 gpu-bundle/bin/muse-tests --test-threads=1
+want tests && step tests timeout 420 gpu-bundle/bin/muse-tests --test-threads=1 ::cuda
 want verify && step verify timeout 300 "$M" verify --backend cuda --out "$OUT"
 if want roundtrip; then
     step bk-core bash ci/gpu-roundtrip.sh bk-core "$M"
     step attention bash ci/gpu-roundtrip.sh attention "$M"
 fi
-if want torch; then
-    step torch timeout 240 python3 ci/baselines/torch_bk_core.py --out "$OUT/torch.json"
-    step torch-hyp timeout 240 python3 ci/baselines/torch_hyp.py --out "$OUT/torch_hyp.json"
-fi
+want torch && step torch timeout 240 python3 ci/baselines/torch_bk_core.py --out "$OUT/torch.json"
+want torch_hyp && step torch-hyp timeout 240 python3 ci/baselines/torch_hyp.py --out "$OUT/torch_hyp.json"
 SAN=logs/sanitizer
 mkdir -p "$SAN"
 if want sanitizer; then

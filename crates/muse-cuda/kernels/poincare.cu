@@ -86,17 +86,22 @@ __device__ void apply(int op, const T* __restrict__ xs, const T* __restrict__ ys
         keep_inside(s, o, dim);
         return;
     }
-    case 4: {  // logx: w = (-x) (+) y, (2/lam) artanh_over(s|w|) w
-        const T xy = -x.dot(y, dim), y2 = y.n2(dim);
-        const T a = T(1) + T(2) * c * xy + c * y2, bb = T(1) - c * x2;
-        const T den = fmax(T(1) + T(2) * c * xy + c * c * x2 * y2, T(1e-15));
+    case 4: {  // logx: numerator (1 - c|x|^2)(y - x) - c|x - y|^2 x, exactly 0 at y = x (maps.rs)
+        const T xy = x.dot(y, dim), y2 = y.n2(dim);
+        const T bb = T(1) - c * x2;
+        T d2 = 0;
+        for (int k = 0; k < dim; ++k) {
+            const T d = y.p[k] - x.p[k];
+            d2 = fma(d, d, d2);
+        }
+        const T den = fmax(T(1) - T(2) * c * xy + c * c * x2 * y2, T(1e-15));
         T w2 = 0;
         for (int k = 0; k < dim; ++k) {
-            const T w = (-a * x.p[k] + bb * y.p[k]) / den;
+            const T w = (bb * (y.p[k] - x.p[k]) - c * d2 * x.p[k]) / den;
             w2 = fma(w, w, w2);
         }
         const T scale = (T(1) - c * x2) * artanh_over(fmin(s * Num<T>::sqrt_(w2), tanh_cap<T>()));
-        for (int k = 0; k < dim; ++k) o[k] = scale * (-a * x.p[k] + bb * y.p[k]) / den;
+        for (int k = 0; k < dim; ++k) o[k] = scale * (bb * (y.p[k] - x.p[k]) - c * d2 * x.p[k]) / den;
         return;
     }
     case 5: {  // mobius_add
@@ -125,7 +130,8 @@ __device__ void apply(int op, const T* __restrict__ xs, const T* __restrict__ ys
         const T ix = rx > T(0) ? T(1) / rx : T(0), iy = ry > T(0) ? T(1) / ry : T(0);
         T acc = 0;
         for (int k = 0; k < dim; ++k) {
-            const T d = x.p[k] * ix - y.p[k] * iy;
+            // Two rounded products, never one fused: d = 0 exactly when x = y (see poincare.cuh).
+            const T d = mul_rn(x.p[k], ix) - mul_rn(y.p[k], iy);
             acc = fma(d, d, acc);
         }
         const T omc = (rx == T(0) || ry == T(0)) ? T(1) : T(0.5) * acc;
@@ -146,7 +152,7 @@ __device__ void apply(int op, const T* __restrict__ xs, const T* __restrict__ ys
         const T ang_u = -kk * tw.sinh2a * tu.sinh2a_over_r, ang_w = -kk * tu.sinh2a * tw.sinh2a_over_r;
         T* o2 = out2 + r * dim;
         for (int k = 0; k < dim; ++k) {
-            const T ui = x.p[k] * ix, wi = y.p[k] * iy;
+            const T ui = mul_rn(x.p[k], ix), wi = mul_rn(y.p[k], iy);
             o[k] = ga * ui + ang_u * (wi - cs * ui);
             o2[k] = gb * wi + ang_w * (ui - cs * wi);
         }

@@ -82,12 +82,20 @@ pub fn expx<F: Elem>(c: F, x: &[F], v: &[F], out: &mut [F]) {
     mobius_add(c, x, &step, out);
 }
 
-/// log_x(y) = (2/(s λ_x))·artanh(s‖w‖)·w/‖w‖ with w = (−x) ⊕ y.
+/// log_x(y) = (2/(s λ_x))·artanh(s‖w‖)·w/‖w‖ with w = (−x) ⊕ y, the Möbius numerator written as
+/// (1 − c‖x‖²)(y − x) − c‖x − y‖²·x (it equals −(1 − 2c⟨x,y⟩ + c‖y‖²)x + (1 − c‖x‖²)y): exactly 0
+/// at y = x whatever the rounding, and without cancellation for nearby points.
 pub fn logx<F: Elem>(c: F, x: &[F], y: &[F], out: &mut [F]) {
     let s = c.sqrt();
-    let neg: Vec<F> = x.iter().map(|&e| -e).collect();
-    let mut w = vec![F::zero(); x.len()];
-    mobius_add(c, &neg, y, &mut w);
+    let (xy, x2, y2) = (dot(x, y), norm2(x), norm2(y));
+    let b = F::one() - c * x2;
+    let d2 = dist2(x, y);
+    let den = (F::one() - F::of(2.0) * c * xy + c * c * x2 * y2).max(F::of(MOBIUS_DEN_MIN));
+    let w: Vec<F> = x
+        .iter()
+        .zip(y)
+        .map(|(&xi, &yi)| (b * (yi - xi) - c * d2 * xi) / den)
+        .collect();
     let scale = F::of(2.0) / lambda(c, x) * artanh_over((s * norm(&w)).min(tanh_cap()));
     for (o, &e) in out.iter_mut().zip(&w) {
         *o = scale * e;

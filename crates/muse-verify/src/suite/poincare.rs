@@ -133,10 +133,15 @@ fn one<B: Backend>(
     let s = c.s();
     let radius = |a: &Array2<f64>, r: usize| s * a.row(r).dot(&a.row(r)).sqrt();
     let ball_y = matches!(op, BallOp::LogX | BallOp::MobiusAdd | BallOp::Dist);
+    // log_x(y) reads its artanh at w = (−x) ⊕ y, whose radius is tanh(√c·d(x, y)/2): the same
+    // 0.99 applies to w (f32 error near 1e-5 there is the artanh's conditioning, not the code).
+    let dist_xy = m.array::<Ix1>(fx, "dist_xy")?;
+    let w_inside = |r: usize| op != BallOp::LogX || (s * dist_xy[r] / 2.0).tanh() <= 0.99;
     let interior: Vec<bool> = (0..rows_n)
         .map(|r| {
             (!op.x_in_ball() || radius(&x, r) <= 0.99)
                 && (!ball_y || y.as_ref().is_none_or(|y| radius(y, r) <= 0.99))
+                && w_inside(r)
         })
         .collect();
     let all = vec![true; rows_n];

@@ -179,10 +179,15 @@ fn measure(ctx: &mut CudaCtx<'_>, s: &Shape, mufu: f64) -> Result<f64> {
             torch("sdpa_flash", "attn_fwd_bwd"),
         ),
     };
-    let (cudnn_f, dense_f) = (
-        torch("sdpa_cudnn", "attn_fwd"),
-        torch("torch_dense_hyp", "attn_fwd"),
-    );
+    // cuDNN and the dense hyperbolic baseline exist for the causal shapes only.
+    let causal_only = |imp: &str| {
+        if s.mask == Mask::Causal {
+            torch(imp, "attn_fwd")
+        } else {
+            None
+        }
+    };
+    let (cudnn_f, dense_f) = (causal_only("sdpa_cudnn"), causal_only("torch_dense_hyp"));
 
     // Tensor-core forward (bf16 inputs): allocation peak, then timing.
     let base = gpu.live_bytes();

@@ -3,38 +3,9 @@
 //! and the generated cases of `muse verify`. Targets: `muse_verify::suite::checks` (design §12).
 
 use muse::verify::fixtures::Manifest;
-use muse::verify::suite::{self, Spec};
-use muse::Backend;
+use muse::verify::suite::{self, bk_core, Spec};
 
-use crate::common::test_backends;
-
-/// Runs the registered case `name` on `be`; every record must meet its target.
-fn registered_case_passes<B: Backend>(be: &B, name: &str) -> anyhow::Result<()> {
-    let m = Manifest::discover()?;
-    let case = suite::registry(&m)
-        .into_iter()
-        .find(|c| c.name == name)
-        .ok_or_else(|| anyhow::anyhow!("case {name} is not registered"))?;
-    let records = suite::run(be, &case, &m)?;
-    anyhow::ensure!(!records.is_empty(), "{name}: no records");
-    let failed: Vec<String> = records
-        .iter()
-        .filter(|r| !r.pass)
-        .map(|r| {
-            format!(
-                "{} {} {}: {} (target {:?})",
-                r.kernel, r.dtype, r.metric, r.value, r.target
-            )
-        })
-        .collect();
-    anyhow::ensure!(
-        failed.is_empty(),
-        "{name} on {}:\n  {}",
-        B::NAME,
-        failed.join("\n  ")
-    );
-    Ok(())
-}
+use crate::common::{registered_case_passes, test_backends};
 
 test_backends! {
     #[case::well_conditioned("well_conditioned")]
@@ -67,7 +38,7 @@ fn every_registered_case_is_tested() -> anyhow::Result<()> {
     let m = Manifest::discover()?;
     for case in suite::registry(&m)
         .iter()
-        .filter(|c| !matches!(c.spec, Spec::Compat(_)))
+        .filter(|c| !matches!(c.spec, Spec::BkCore(bk_core::Spec::Compat(_))))
     {
         anyhow::ensure!(
             listed.contains(&format!("(\"{}\")", case.name)),

@@ -10,30 +10,8 @@ use muse::verify::tolerance::tol;
 use muse::Backend;
 use ndarray::{Ix1, Ix2, Ix4};
 
+use crate::common::test_backends;
 use crate::hyp_common::{assert_dist, assert_tol, fixture, fixture_flat};
-
-/// `test_backends!` for fixture cases that have not landed in `fixtures/manifest.json` yet:
-/// the same `::cpu` and `::cuda` tests, listed as ignored with the reason until they do.
-macro_rules! pending_fixture_backends {
-    ($(#[$case:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?);) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            #[rstest::rstest]
-            $(#[$case])*
-            #[ignore = "fixtures/hyperbolic has not landed on this branch yet"]
-            fn cpu($(#[case] $arg: $ty),*) -> anyhow::Result<()> {
-                super::$name(&muse::Cpu, $($arg),*)
-            }
-            #[rstest::rstest]
-            $(#[$case])*
-            #[ignore = "fixtures/hyperbolic has not landed on this branch yet (and CUDA needs --features cuda and a GPU)"]
-            fn cuda($(#[case] $arg: $ty),*) -> anyhow::Result<()> {
-                super::$name(crate::common::gpu()?, $($arg),*)
-            }
-        }
-    };
-}
 
 fn flat<D: ndarray::Dimension>(a: &ndarray::Array<f64, D>) -> Vec<f64> {
     a.iter().copied().collect()
@@ -92,7 +70,7 @@ fn hyp_ln_matches_fixture<B: Backend>(be: &B, name: &str) -> anyhow::Result<()> 
     }
     Ok(())
 }
-pending_fixture_backends! {
+test_backends! {
     #[case::exp0_r7_d256("exp0_r7_d256")]
     #[case::exp0_r128_d64_saturated("exp0_r128_d64_saturated")]
     #[case::exp0_r5_d1("exp0_r5_d1")]
@@ -124,7 +102,7 @@ fn hyp_dist_matches_fixture<B: Backend>(be: &B, name: &str) -> anyhow::Result<()
         tol::HYP_DIST_F32,
     )
 }
-pending_fixture_backends! {
+test_backends! {
     #[case::tangent_c2_d96("tangent_c2_d96")]
     #[case::ball_c0693_d3("ball_c0.693_d3")]
     #[case::tangent_c001_d256("tangent_c0.01_d256")]
@@ -172,7 +150,7 @@ fn lin_attn_matches_fixture<B: Backend>(be: &B, name: &str) -> anyhow::Result<()
     )?;
     Ok(())
 }
-pending_fixture_backends! {
+test_backends! {
     #[case::causal_b2h2_n37_d16_dv24("causal_b2h2_n37_d16_dv24")]
     #[case::causal_n1_d1("causal_n1_d1")]
     #[case::causal_b1h2_n130_d64("causal_b1h2_n130_d64")]

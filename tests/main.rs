@@ -13,6 +13,10 @@ mod bk_core_grad;
 mod bk_core_errors;
 // The original's compat modes and hybrid gradient.
 mod bk_core_compat;
+// The Poincaré-ball core: fixtures, out-of-ball errors, d(x, x) = 0.
+mod poincare;
+// Hyperbolic attention: fixtures, generated shapes, masks, errors.
+mod hyp_attn;
 // Helpers of the hyperbolic families' tests.
 mod hyp_common;
 // Fused LayerNorm + hyperbolic projection.

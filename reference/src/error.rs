@@ -33,7 +33,7 @@ pub enum Error {
         shape: Vec<usize>,
     },
     /// An input holds NaN or ±inf.
-    #[error("{op}: `{arg}` is {value} at {index:?}; clean the input, or use the original's sanitation (compat `sanitize`)")]
+    #[error("{op}: `{arg}` is {value} at {index:?}; clean the input{}", if *op == "bk_core" { ", or use the original's sanitation (compat `sanitize`)" } else { "" })]
     NonFinite {
         /// Operation name.
         op: &'static str,

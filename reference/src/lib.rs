@@ -10,6 +10,7 @@ pub mod bk_core;
 pub mod dense;
 mod elem;
 mod error;
+pub mod hyp_attn;
 pub mod hyp_dist;
 pub mod hyp_ln;
 pub mod lin_attn;
@@ -29,7 +30,13 @@ pub struct Cpu;
 
 /// A device that implements every kernel family.
 pub trait Backend:
-    bk_core::BkCore + hyp_ln::HypLn + hyp_dist::HypDist + lin_attn::LinAttn + Sync
+    bk_core::BkCore
+    + poincare::Poincare
+    + hyp_attn::HypAttn
+    + hyp_ln::HypLn
+    + hyp_dist::HypDist
+    + lin_attn::LinAttn
+    + Sync
 {
     /// Short name used in test ids, bench ids and report rows: `"cpu"` or `"cuda"`.
     const NAME: &'static str;

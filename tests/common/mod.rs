@@ -111,3 +111,31 @@ pub fn assert_close_scaled(
     );
     Ok(())
 }
+
+/// Runs the registered case `name` on `be`; every record must meet its target.
+pub fn registered_case_passes<B: muse::Backend>(be: &B, name: &str) -> anyhow::Result<()> {
+    let m = muse::verify::fixtures::Manifest::discover()?;
+    let case = muse::verify::suite::registry(&m)
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| anyhow::anyhow!("case {name} is not registered"))?;
+    let records = muse::verify::suite::run(be, &case, &m)?;
+    anyhow::ensure!(!records.is_empty(), "{name}: no records");
+    let failed: Vec<String> = records
+        .iter()
+        .filter(|r| !r.pass)
+        .map(|r| {
+            format!(
+                "{} {} {}: {} (target {:?})",
+                r.kernel, r.dtype, r.metric, r.value, r.target
+            )
+        })
+        .collect();
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{name} on {}:\n  {}",
+        B::NAME,
+        failed.join("\n  ")
+    );
+    Ok(())
+}

@@ -5,13 +5,12 @@
 mod backends;
 mod cmd;
 mod npy;
-mod timing;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Verified O(N) BK-Core kernels: CUDA beside a CPU reference.
+/// Verified O(N) kernels of the ResNet-BK language model: CUDA beside a CPU reference.
 #[derive(Parser)]
 #[command(name = "muse", version, about, long_about = None)]
 struct Cli {
@@ -27,6 +26,8 @@ enum Cmd {
     Bench(cmd::bench::Args),
     /// Compute BK-Core on .npy inputs and write G as .npy.
     BkCore(cmd::bk_core::Args),
+    /// Compute hyperbolic attention on .npy inputs and write o and lse as .npy.
+    Attention(cmd::attention::Args),
     /// Compare a fresh report with a committed baseline (the CI regression gate).
     Gate(cmd::gate::Args),
     /// Render a report's Markdown from its JSON.
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
         Cmd::Verify(args) => cmd::verify::run(args),
         Cmd::Bench(args) => cmd::bench::run(args),
         Cmd::BkCore(args) => cmd::bk_core::run(args),
+        Cmd::Attention(args) => cmd::attention::run(args),
         Cmd::Gate(args) => cmd::gate::run(args),
         Cmd::Report(args) => cmd::report::run(args),
     };

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use ndarray::Array2;
+use ndarray::{Array, Array2, Dimension};
 use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
 
 /// The dtype an input file had.
@@ -36,16 +36,42 @@ pub fn read_2d(flag: &str, path: &Path) -> anyhow::Result<(Array2<f64>, Dtype)> 
 }
 
 fn explain(e: ReadNpyError) -> anyhow::Error {
+    explain_as(e, "a 2-D array (B, N)")
+}
+
+fn explain_as(e: ReadNpyError, want: &str) -> anyhow::Error {
     match e {
-        ReadNpyError::WrongNdim(_, got) => {
-            anyhow::anyhow!("must be a 2-D array (B, N), got {got}-D")
-        }
+        ReadNpyError::WrongNdim(_, got) => anyhow::anyhow!("must be {want}, got {got}-D"),
         e => anyhow::anyhow!("not a valid .npy file: {e}"),
     }
 }
 
+/// Reads an array of the rank of `D` given by `--{flag}`, float64 or float32 (widened exactly);
+/// `want` describes the expected shape for errors, e.g. `a 4-D array (B, H, N, D)`.
+pub fn read_nd<D: Dimension>(
+    flag: &str,
+    path: &Path,
+    want: &str,
+) -> anyhow::Result<(Array<f64, D>, Dtype)> {
+    let ctx = || format!("`--{flag} {}`", path.display());
+    let bytes = std::fs::read(path).with_context(ctx)?;
+    match Array::<f64, D>::read_npy(bytes.as_slice()) {
+        Ok(a) => return Ok((a, Dtype::F64)),
+        Err(ReadNpyError::WrongDescriptor(_)) => {}
+        Err(e) => return Err(explain_as(e, want)).with_context(ctx),
+    }
+    match Array::<f32, D>::read_npy(bytes.as_slice()) {
+        Ok(a) => Ok((a.mapv(f64::from), Dtype::F32)),
+        Err(ReadNpyError::WrongDescriptor(d)) => Err(anyhow::anyhow!(
+            "dtype {d} is not float64 or float32 (little-endian)"
+        ))
+        .with_context(ctx),
+        Err(e) => Err(explain_as(e, want)).with_context(ctx),
+    }
+}
+
 /// Writes `x` to `path` as float64, or rounded to float32 when `f32` is set.
-pub fn write_2d(path: &Path, x: &Array2<f64>, f32: bool) -> anyhow::Result<()> {
+pub fn write_nd<D: Dimension>(path: &Path, x: &Array<f64, D>, f32: bool) -> anyhow::Result<()> {
     let file =
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let w = std::io::BufWriter::new(file);
@@ -55,6 +81,11 @@ pub fn write_2d(path: &Path, x: &Array2<f64>, f32: bool) -> anyhow::Result<()> {
         x.write_npy(w)
     };
     r.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes `x` to `path` as float64, or rounded to float32 when `f32` is set.
+pub fn write_2d(path: &Path, x: &Array2<f64>, f32: bool) -> anyhow::Result<()> {
+    write_nd(path, x, f32)
 }
 
 /// Fails unless `dir` exists or can be created.

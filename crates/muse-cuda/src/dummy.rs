@@ -89,3 +89,31 @@ impl Backend for Cuda {
         "none".into()
     }
 }
+
+impl muse_reference::poincare::Poincare for Cuda {
+    fn poincare(
+        &self,
+        _: &muse_reference::poincare::PoincareArgs<'_>,
+        _: Precision,
+    ) -> Result<muse_reference::poincare::PoincareOut> {
+        Err(unavailable())
+    }
+}
+
+impl muse_reference::hyp_attn::HypAttn for Cuda {
+    fn hyp_attn(
+        &self,
+        _: &muse_reference::hyp_attn::HypAttnArgs<'_>,
+        _: muse_reference::Dtype,
+    ) -> Result<muse_reference::hyp_attn::HypAttnOut> {
+        Err(unavailable())
+    }
+    fn hyp_attn_grad(
+        &self,
+        _: &muse_reference::hyp_attn::HypAttnArgs<'_>,
+        _: ndarray::ArrayView4<'_, f64>,
+        _: muse_reference::Dtype,
+    ) -> Result<muse_reference::hyp_attn::HypAttnGrad> {
+        Err(unavailable())
+    }
+}

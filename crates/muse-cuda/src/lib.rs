@@ -34,6 +34,12 @@ pub mod bk_core_bwd;
 #[cfg(feature = "cuda")]
 mod device;
 #[cfg(feature = "cuda")]
+pub mod hyp_attn;
+#[cfg(feature = "cuda")]
+pub mod hyp_attn_bwd;
+#[cfg(feature = "cuda")]
+pub mod hyp_attn_tc;
+#[cfg(feature = "cuda")]
 pub mod hyp_dist;
 #[cfg(feature = "cuda")]
 pub mod hyp_ln;
@@ -43,6 +49,8 @@ pub mod hyp_ln_bwd;
 mod lazy;
 #[cfg(feature = "cuda")]
 pub mod lin_attn;
+#[cfg(feature = "cuda")]
+pub mod poincare;
 #[cfg(feature = "cuda")]
 pub mod timing;
 

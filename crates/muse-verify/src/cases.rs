@@ -81,3 +81,36 @@ pub fn bk_core_inputs(regime: Regime, batch: usize, n: usize, seed: u64) -> BkCo
     };
     (a, b, c, regime.z())
 }
+
+/// Tangent inputs of one hyperbolic-attention call with dims (B, H, N, M, D, Dv) from `seed`:
+/// q, k ~ N(0, 1)/(√D·√c) (so √c‖q‖ ≈ 1, the regime of the model), v and the upstream gradient
+/// d_o ~ N(0, 1).
+///
+/// ```
+/// let (q, k, v, d_o) = muse_verify::cases::hyp_attn_inputs((1, 2, 5, 7, 4, 3), 0.693, 1);
+/// assert_eq!((q.dim(), k.dim(), v.dim(), d_o.dim()), ((1, 2, 5, 4), (1, 2, 7, 4), (1, 2, 7, 3), (1, 2, 5, 3)));
+/// ```
+pub fn hyp_attn_inputs(
+    (b, h, n, m, d, dv): (usize, usize, usize, usize, usize, usize),
+    c: f64,
+    seed: u64,
+) -> (
+    ndarray::Array4<f64>,
+    ndarray::Array4<f64>,
+    ndarray::Array4<f64>,
+    ndarray::Array4<f64>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let scale = 1.0 / ((d as f64).sqrt() * c.sqrt());
+    let mut draw = |shape: (usize, usize, usize, usize), s: f64| {
+        ndarray::Array4::from_shape_simple_fn(shape, || {
+            let x: f64 = StandardNormal.sample(&mut rng);
+            x * s
+        })
+    };
+    let q = draw((b, h, n, d), scale);
+    let k = draw((b, h, m, d), scale);
+    let v = draw((b, h, m, dv), 1.0);
+    let d_o = draw((b, h, n, dv), 1.0);
+    (q, k, v, d_o)
+}

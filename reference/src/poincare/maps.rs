@@ -33,9 +33,10 @@ pub fn capped_tanh_over<F: Elem>(t: F) -> F {
     }
 }
 
-/// log0(x) = artanh(s‖x‖)/(s‖x‖)·x. The caller guarantees s‖x‖ < 1.
+/// log0(x) = artanh(s‖x‖)/(s‖x‖)·x. The caller guarantees s‖x‖ < 1 (checked in f64); a point
+/// that rounding in `F` pushed onto the boundary is read at the largest radius below it.
 pub fn log0<F: Elem>(s: F, x: &[F], out: &mut [F]) {
-    let scale = artanh_over(s * norm(x));
+    let scale = artanh_over((s * norm(x)).min(tanh_cap()));
     for (o, &v) in out.iter_mut().zip(x) {
         *o = scale * v;
     }
@@ -50,6 +51,19 @@ pub fn mobius_add<F: Elem>(c: F, x: &[F], y: &[F], out: &mut [F]) {
     let den = (F::one() + two * c * xy + c * c * x2 * y2).max(F::of(MOBIUS_DEN_MIN));
     for ((o, &xi), &yi) in out.iter_mut().zip(x).zip(y) {
         *o = (a * xi + b * yi) / den;
+    }
+    keep_inside(c.sqrt(), out);
+}
+
+/// Pulls a point that rounding left on or outside the boundary back to radius [`tanh_cap`]/s
+/// (inert in f64 unless s‖x‖ > 1 − 4.4e-16): results near the boundary stay finite and inside.
+pub fn keep_inside<F: Elem>(s: F, x: &mut [F]) {
+    let t = s * norm(x);
+    if t > tanh_cap() {
+        let scale = tanh_cap::<F>() / t;
+        for e in x.iter_mut() {
+            *e = *e * scale;
+        }
     }
 }
 
@@ -68,13 +82,21 @@ pub fn expx<F: Elem>(c: F, x: &[F], v: &[F], out: &mut [F]) {
     mobius_add(c, x, &step, out);
 }
 
-/// log_x(y) = (2/(s λ_x))·artanh(s‖w‖)·w/‖w‖ with w = (−x) ⊕ y.
+/// log_x(y) = (2/(s λ_x))·artanh(s‖w‖)·w/‖w‖ with w = (−x) ⊕ y, the Möbius numerator written as
+/// (1 − c‖x‖²)(y − x) − c‖x − y‖²·x (it equals −(1 − 2c⟨x,y⟩ + c‖y‖²)x + (1 − c‖x‖²)y): exactly 0
+/// at y = x whatever the rounding, and without cancellation for nearby points.
 pub fn logx<F: Elem>(c: F, x: &[F], y: &[F], out: &mut [F]) {
     let s = c.sqrt();
-    let neg: Vec<F> = x.iter().map(|&e| -e).collect();
-    let mut w = vec![F::zero(); x.len()];
-    mobius_add(c, &neg, y, &mut w);
-    let scale = F::of(2.0) / lambda(c, x) * artanh_over(s * norm(&w));
+    let (xy, x2, y2) = (dot(x, y), norm2(x), norm2(y));
+    let b = F::one() - c * x2;
+    let d2 = dist2(x, y);
+    let den = (F::one() - F::of(2.0) * c * xy + c * c * x2 * y2).max(F::of(MOBIUS_DEN_MIN));
+    let w: Vec<F> = x
+        .iter()
+        .zip(y)
+        .map(|(&xi, &yi)| (b * (yi - xi) - c * d2 * xi) / den)
+        .collect();
+    let scale = F::of(2.0) / lambda(c, x) * artanh_over((s * norm(&w)).min(tanh_cap()));
     for (o, &e) in out.iter_mut().zip(&w) {
         *o = scale * e;
     }

@@ -1,8 +1,7 @@
 //! One module per subcommand; each exposes `Args` and `run(Args) -> anyhow::Result<Outcome>`.
 
+pub mod attention;
 pub mod bench;
-#[cfg_attr(not(feature = "cuda"), path = "bench_cuda_stub.rs")]
-pub mod bench_cuda;
 pub mod bk_core;
 pub mod gate;
 pub mod report;
@@ -17,6 +16,8 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
         Some("run from the repository root, or point MUSE_FIXTURES at the fixtures folder")
     } else if text.contains("T - zI is singular") {
         Some("try `--z-im 0.1`")
+    } else if text.contains("hyp_attn:") && text.contains("must have shape") {
+        Some("q is (B, H, N, D), k is (B, H, M, D), v is (B, H, M, Dv)")
     } else if text.contains("must have shape") {
         Some("a is (B, N); b and c are (B, N-1)")
     } else {

@@ -28,6 +28,12 @@ template <> struct Num<double> {
     static __device__ __forceinline__ double log_(double x) { return log(x); }
 };
 
+// Rounded products that nvcc may not fuse into an FMA with a neighbouring add: where a difference
+// of two products must vanish exactly for equal inputs (x*a - y*b with x = y, a = b), a contracted
+// fma(x, a, -(y*b)) leaves the rounding error of y*b instead of 0.
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+
 // tanh(t)/t for t >= 0.
 template <typename T> __device__ __forceinline__ T tanh_over(T t) {
     if (t < T(POINCARE_SERIES_BELOW)) {

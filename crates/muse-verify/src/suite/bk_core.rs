@@ -1,4 +1,6 @@
-//! BK-Core exact forward and gradient cases: golden fixtures and generated inputs.
+//! The BK-Core family of the suite: exact forward and gradient cases (golden fixtures and
+//! generated inputs, here) and the original's compat modes (`compat.rs`, CPU only). Fixtures:
+//! `fixtures/bk_core/` (gen.py); shapes and inputs: `crate::cases`; targets: `checks.rs`.
 
 use crate::cases::{bk_core_inputs, Regime};
 use crate::fixtures::{FixtureCase, Manifest};
@@ -9,6 +11,50 @@ use ndarray::{Array2, Ix1, Ix2};
 use num_complex::Complex64;
 
 use super::checks::{self, Class, Row};
+use super::compat;
+
+/// What a BK-Core case runs.
+#[derive(Debug, Clone)]
+pub enum Spec {
+    /// Exact forward (and gradient, where the fixture has one) against a golden fixture.
+    Fixture(String),
+    /// Exact forward and gradient on generated inputs against the CPU f64 reference (and the dense
+    /// inverse for small N).
+    Synthetic(Synthetic),
+    /// The original's compat modes against the fixture's independent emulation (CPU only).
+    Compat(String),
+}
+
+/// The BK-Core cases: fixtures with an exact output, the generated cases, then the compat
+/// checks of the fixtures that carry compat outputs (named `compat/<fixture>`).
+pub fn cases(manifest: &Manifest) -> Vec<(String, Spec)> {
+    let exact = manifest
+        .family("bk_core")
+        .filter(|fx| fx.has("g_re"))
+        .map(|fx| (fx.name.clone(), Spec::Fixture(fx.name.clone())));
+    let synthetic = synthetic_cases()
+        .into_iter()
+        .map(|s| (s.name(), Spec::Synthetic(s)));
+    let compat = manifest
+        .family("bk_core")
+        .filter(|fx| compat::has_compat(fx))
+        .map(|fx| (format!("compat/{}", fx.name), Spec::Compat(fx.name.clone())));
+    exact.chain(synthetic).chain(compat).collect()
+}
+
+/// Runs one BK-Core case on `be` (compat cases on the CPU reference, whatever `be` is).
+pub fn run<B: Backend>(be: &B, spec: &Spec, manifest: &Manifest) -> crate::Result<Vec<Record>> {
+    match spec {
+        Spec::Fixture(name) => fixture(be, manifest, manifest.case(name)?),
+        Spec::Synthetic(s) => synthetic(be, s),
+        Spec::Compat(name) => compat::run(manifest, manifest.case(name)?),
+    }
+}
+
+/// Whether only the CPU reference implements the case: the compat modes.
+pub fn cpu_only(spec: &Spec) -> bool {
+    matches!(spec, Spec::Compat(_))
+}
 
 /// Generated inputs checked against the dense inverse (`dense`) or the CPU f64 reference.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,292 @@
+// Hyperbolic attention forward on the tensor cores: bf16 q, k, v with D = Dv in {64, 128}, exact
+// form, f32 geometry (design hyperbolic.md §2.3, §3.2-3.3). Launchers: ../src/hyp_attn_tc.rs.
+//
+// FlashAttention-2 schedule: a CTA of 4 warps owns 64 query rows of one (b, h) (16 per warp), Q in
+// registers as mma A fragments, K/V tiles of BN keys double-buffered in shared memory by cp.async.
+// Per tile: dot = Q.K^T on the tensor cores (mma.sync m16n8k16 bf16, f32 accumulation: exact
+// products of the bf16 inputs), then per pair the law of cosines from per-row terms,
+//   sh' = qx kx - qy ky = sqrt(2) sinh(a - b),   z = sh'^2 + qS kS - qSr kSr dot,
+//   d = ln(1 + z + sqrt(z (z + 2))) / s,
+// so the inner loop has 3 special-function ops (sqrt, lg2, ex2) and no sinh/cosh; scores in base
+// 2, online softmax, P (bf16) . V on the tensor cores. Fully masked key tiles are skipped, only
+// edge tiles are masked per element; causal CTAs start with the longest rows.
+//
+// Exported:
+//   hyp_attn_tc_prep_q(const bf16* x, float4* terms, int rows, int dim, float s)
+//   hyp_attn_tc_prep_k(const bf16* x, float4* terms, int rows, int dim, float s)
+//     q terms (E/sqrt2, 1/(sqrt2 E), sinh 2a, sinh 2a / r); k terms (1/F, F, sinh 2b, sinh 2b / rho)
+//   hyp_attn_tc_fwd_d64(TC_ARGS), hyp_attn_tc_fwd_d128(TC_ARGS)
+//     TC_ARGS = const bf16* q, const bf16* k, const bf16* v, const float4* tq, const float4* tk,
+//       float* o, float* lse, int heads, int n, int m, float neg_beta_over_s_log2,
+//       int mask, int window, const int* lengths
+// Layouts: q [B*H*N, D], k, v [B*H*M, D], o [B*H*N, D] f32, lse [B*H*N] f32 (natural log).
+#include <stdint.h>
+#include "include/hyp_attn_common.cuh"
+
+// bf16 values travel as their 16-bit patterns (no cuda_bf16.h: the pinned toolchain has no CCCL).
+typedef unsigned short bf16;
+__device__ __forceinline__ float bf16_to_f32(bf16 x) { return __uint_as_float((uint32_t)x << 16); }
+
+#define HYP_ATTN_TC_BM 64
+#define HYP_ATTN_TC_THREADS 128
+#define HYP_ATTN_TC_PREP_WARPS 8
+
+__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void* p) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void* p) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+// 16-byte async copy; src_bytes = 0 zero-fills the destination.
+__device__ __forceinline__ void cp16(void* dst, const void* src, int src_bytes) {
+    const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// Two floats rounded to nearest-even bf16, `lo` in the low half (the lower column of a fragment).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    uint32_t r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ float fast_sqrt(float x) {
+    float y;
+    asm("sqrt.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ float fast_lg2(float x) {
+    float y;
+    asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ float fast_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// Per-row terms of the tangent rows (warp per row): is_q selects the query or the key layout.
+__device__ void tc_prep(const bf16* __restrict__ x, float4* __restrict__ terms, int rows, int dim, float s, bool is_q) {
+    const int lane = threadIdx.x & 31;
+    const long long row = (long long)blockIdx.x * HYP_ATTN_TC_PREP_WARPS + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    float n2 = 0.f;
+    for (int d = lane; d < dim; d += 32) {
+        const float e = bf16_to_f32(x[row * dim + d]);
+        n2 = fmaf(e, e, n2);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) n2 += __shfl_xor_sync(0xffffffffu, n2, o);
+    if (lane != 0) return;
+    const TangentTerms<float> t = tangent_terms(s, sqrtf(n2));
+    const float e = expf(t.a);
+    const float r2 = 0.70710678118654752f;
+    terms[row] = is_q ? make_float4(e * r2, r2 / e, t.sinh2a, t.sinh2a_over_r)
+                      : make_float4(1.f / e, e, t.sinh2a, t.sinh2a_over_r);
+}
+
+template <int D, int BN>
+__device__ void tc_forward(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                           const bf16* __restrict__ v, const float4* __restrict__ tq,
+                           const float4* __restrict__ tk, float* __restrict__ o, float* __restrict__ lse, int heads,
+                           int n, int m, float scale2, MaskSpec mk) {
+    constexpr int BM = HYP_ATTN_TC_BM, LD = D + 8, NT = BN / 8, KT = D / 16, OT = D / 8;
+    __shared__ __align__(16) bf16 ks[2][BN][LD];
+    __shared__ __align__(16) bf16 vs[2][BN][LD];
+    __shared__ __align__(16) float4 kts[2][BN];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, cq = lane & 3;
+    const int qblk = gridDim.x - 1 - blockIdx.x;  // longest causal rows first
+    const int bh = blockIdx.y, b = bh / heads;
+    const int i0 = qblk * BM;
+    const long long qb = (long long)bh * n, kb = (long long)bh * m;
+    const int rA = i0 + warp * 16 + g, rB = rA + 8;  // this thread's two rows
+    const int last = (i0 + BM < n ? i0 + BM : n) - 1;
+    const int2 first_rng = visible(mk, b, i0), last_rng = visible(mk, b, last);
+    const int lo_blk = first_rng.x, hi_blk = last_rng.y;
+    // Tiles inside [lo of the last row, hi of the first row) need no per-element mask.
+    const int full_lo = last_rng.x, full_hi = first_rng.y;
+    const int2 rngA = rA < n ? visible(mk, b, rA) : make_int2(0, 0);
+    const int2 rngB = rB < n ? visible(mk, b, rB) : make_int2(0, 0);
+
+    // Q fragments straight from global memory (once per CTA).
+    uint32_t qa[KT][4];
+    {
+        const uint32_t* qA = reinterpret_cast<const uint32_t*>(q + (qb + (rA < n ? rA : 0)) * D);
+        const uint32_t* qB = reinterpret_cast<const uint32_t*>(q + (qb + (rB < n ? rB : 0)) * D);
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+            const int c = (kt * 16 + 2 * cq) / 2;
+            qa[kt][0] = rA < n ? qA[c] : 0u;
+            qa[kt][1] = rB < n ? qB[c] : 0u;
+            qa[kt][2] = rA < n ? qA[c + 4] : 0u;
+            qa[kt][3] = rB < n ? qB[c + 4] : 0u;
+        }
+    }
+    const float4 zero4 = make_float4(0.f, 0.f, 0.f, 0.f);
+    const float4 tA = rA < n ? tq[qb + rA] : zero4, tB = rB < n ? tq[qb + rB] : zero4;
+
+    float acc[OT][4];
+#pragma unroll
+    for (int e = 0; e < OT; ++e) acc[e][0] = acc[e][1] = acc[e][2] = acc[e][3] = 0.f;
+    float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
+
+    const int t_first = lo_blk / BN, t_end = (hi_blk + BN - 1) / BN;
+    auto load = [&](int stage, int t) {
+        const int j0 = t * BN;
+        constexpr int CH = D / 8;  // 16-byte chunks per row
+        for (int idx = threadIdx.x; idx < BN * CH; idx += HYP_ATTN_TC_THREADS) {
+            const int r = idx / CH, ch = idx % CH, j = j0 + r;
+            const int bytes = j < m ? 16 : 0;
+            const long long off = (kb + (j < m ? j : 0)) * D + ch * 8;
+            cp16(&ks[stage][r][ch * 8], k + off, bytes);
+            cp16(&vs[stage][r][ch * 8], v + off, bytes);
+        }
+        for (int r = threadIdx.x; r < BN; r += HYP_ATTN_TC_THREADS) {
+            const int j = j0 + r;
+            cp16(&kts[stage][r], tk + kb + (j < m ? j : 0), j < m ? 16 : 0);
+        }
+    };
+    if (t_first < t_end) load(0, t_first);
+    cp_commit();
+    for (int t = t_first; t < t_end; ++t) {
+        const int st = (t - t_first) & 1;
+        if (t + 1 < t_end) load(st ^ 1, t + 1);
+        cp_commit();
+        cp_wait<1>();
+        __syncthreads();
+        const int j0 = t * BN;
+        // dot = Q.K^T for this warp's 16 rows and the tile's BN keys.
+        float sc[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+#pragma unroll
+            for (int np = 0; np < NT / 2; ++np) {
+                uint32_t bfr[4];
+                const int row = np * 16 + (lane & 7) + ((lane >> 4) << 3);
+                const int col = kt * 16 + (((lane >> 3) & 1) << 3);
+                ldsm_x4(bfr, &ks[st][row][col]);
+                mma16816(sc[2 * np], qa[kt], bfr[0], bfr[1]);
+                mma16816(sc[2 * np + 1], qa[kt], bfr[2], bfr[3]);
+            }
+        }
+        // Scores in base 2: -beta/s * log2(1 + z + sqrt(z (z + 2))).
+        const bool full = j0 >= full_lo && j0 + BN <= full_hi;
+        float tmA = -INFINITY, tmB = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+            for (int h = 0; h < 4; ++h) {
+                const int jj = nt * 8 + 2 * cq + (h & 1);
+                const float4 kt4 = kts[st][jj];
+                const float4 qt = h < 2 ? tA : tB;
+                const float sh = fmaf(qt.x, kt4.x, -qt.y * kt4.y);
+                float z = fmaf(-qt.w * kt4.w, sc[nt][h], qt.z * kt4.z);
+                z = fmaxf(fmaf(sh, sh, z), 0.f);
+                const float arg = z > 1e18f ? 2.f * z + 1.f : 1.f + z + fast_sqrt(fmaf(z, z, z + z));
+                float s2 = scale2 * fast_lg2(arg);
+                if (!full) {
+                    const int j = j0 + jj;
+                    const int2 rg = h < 2 ? rngA : rngB;
+                    s2 = (j >= rg.x && j < rg.y) ? s2 : -INFINITY;
+                }
+                sc[nt][h] = s2;
+                if (h < 2) tmA = fmaxf(tmA, s2);
+                else tmB = fmaxf(tmB, s2);
+            }
+        }
+#pragma unroll
+        for (int off = 1; off <= 2; off <<= 1) {
+            tmA = fmaxf(tmA, __shfl_xor_sync(0xffffffffu, tmA, off));
+            tmB = fmaxf(tmB, __shfl_xor_sync(0xffffffffu, tmB, off));
+        }
+        const float nA = fmaxf(mA, tmA), nB = fmaxf(mB, tmB);
+        const float uA = nA == -INFINITY ? 0.f : nA, uB = nB == -INFINITY ? 0.f : nB;
+        const float aA = fast_ex2(mA - uA), aB = fast_ex2(mB - uB);
+        mA = nA;
+        mB = nB;
+        lA *= aA;
+        lB *= aB;
+#pragma unroll
+        for (int e = 0; e < OT; ++e) {
+            acc[e][0] *= aA;
+            acc[e][1] *= aA;
+            acc[e][2] *= aB;
+            acc[e][3] *= aB;
+        }
+        uint32_t pa[NT / 2][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const float p0 = fast_ex2(sc[nt][0] - uA), p1 = fast_ex2(sc[nt][1] - uA);
+            const float p2 = fast_ex2(sc[nt][2] - uB), p3 = fast_ex2(sc[nt][3] - uB);
+            lA += p0 + p1;
+            lB += p2 + p3;
+            pa[nt / 2][(nt & 1) * 2 + 0] = pack_bf16(p0, p1);
+            pa[nt / 2][(nt & 1) * 2 + 1] = pack_bf16(p2, p3);
+        }
+        // O += P.V.
+#pragma unroll
+        for (int kc = 0; kc < NT / 2; ++kc) {
+#pragma unroll
+            for (int ep = 0; ep < OT / 2; ++ep) {
+                uint32_t bfr[4];
+                const int row = kc * 16 + (lane & 7) + (((lane >> 3) & 1) << 3);
+                const int col = ep * 16 + ((lane >> 4) << 3);
+                ldsm_x4_t(bfr, &vs[st][row][col]);
+                mma16816(acc[2 * ep], pa[kc], bfr[0], bfr[1]);
+                mma16816(acc[2 * ep + 1], pa[kc], bfr[2], bfr[3]);
+            }
+        }
+        __syncthreads();
+    }
+    cp_wait<0>();
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+        lA += __shfl_xor_sync(0xffffffffu, lA, off);
+        lB += __shfl_xor_sync(0xffffffffu, lB, off);
+    }
+    const float iA = lA > 0.f ? 1.f / lA : 0.f, iB = lB > 0.f ? 1.f / lB : 0.f;
+#pragma unroll
+    for (int e = 0; e < OT; ++e) {
+        const int col = e * 8 + 2 * cq;
+        if (rA < n) *reinterpret_cast<float2*>(o + (qb + rA) * D + col) = make_float2(acc[e][0] * iA, acc[e][1] * iA);
+        if (rB < n) *reinterpret_cast<float2*>(o + (qb + rB) * D + col) = make_float2(acc[e][2] * iB, acc[e][3] * iB);
+    }
+    if (cq == 0) {
+        const float ln2 = 0.69314718055994531f;
+        if (rA < n) lse[qb + rA] = lA > 0.f ? (mA + log2f(lA)) * ln2 : -INFINITY;
+        if (rB < n) lse[qb + rB] = lB > 0.f ? (mB + log2f(lB)) * ln2 : -INFINITY;
+    }
+}
+
+#define TC_ARGS                                                                                     \
+    const bf16 *q, const bf16 *k, const bf16 *v, const float4 *tq,       \
+        const float4 *tk, float *o, float *lse, int heads, int n, int m, float scale2, int mask,    \
+        int window, const int *lengths
+#define TC_CALL(D, BN) \
+    { tc_forward<D, BN>(q, k, v, tq, tk, o, lse, heads, n, m, scale2, MaskSpec{mask, window, n, m, lengths}); }
+
+extern "C" __global__ void hyp_attn_tc_prep_q(const bf16* x, float4* terms, int rows, int dim, float s) { tc_prep(x, terms, rows, dim, s, true); }
+extern "C" __global__ void hyp_attn_tc_prep_k(const bf16* x, float4* terms, int rows, int dim, float s) { tc_prep(x, terms, rows, dim, s, false); }
+extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_THREADS) hyp_attn_tc_fwd_d64(TC_ARGS) TC_CALL(64, 64)
+extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_THREADS) hyp_attn_tc_fwd_d128(TC_ARGS) TC_CALL(128, 32)

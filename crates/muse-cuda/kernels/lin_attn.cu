@@ -16,7 +16,7 @@
 //    in slices of KT rows through shared memory. When C has the ones column, the kernel also
 //    forms den = S 1 + A_c z_c (z = that column of the state), writes out / max(den, eps) and den.
 //    `mul` (nullable) multiplies the output by phi'(mul) elementwise (the gradients' chain rule).
-// 4. lin_attn_grad_prep_<T>: per row, G = [dO/m, -<dO, o>/m [den > eps]] with m = max(den, eps).
+// The backward's G comes from lin_attn_bwd.cu.
 //
 // Exported (T = float for _f32 with KT = 16, double for _f64 with KT = 8):
 //   lin_attn_states_f32(const T* b, int b_stride, int b_width, int b_flags, const T* c,
@@ -26,10 +26,8 @@
 //       int b_stride, int b_width, int b_flags, const T* c, int c_stride, int c_width, int c_flags,
 //       const T* state, T* out, int out_stride, const T* mul, int mul_stride, T* den, T eps,
 //       long long n, int dir)
-//   lin_attn_grad_prep_f32(const T* d_o, const T* o, const T* den, T* g, long long rows, int dv,
-//       T eps)
 // Grids: states (ceil(da/64) * ceil(dc/64), chunks, heads); prefix (ceil(size/256), heads);
-// output (ceil(c_width/64), chunks, heads); grad_prep (ceil(rows/8)). da = B's width (+1 with the
+// output (ceil(c_width/64), chunks, heads). da = B's width (+1 with the
 // ones column), dc = C's; the state holds heads x chunks x da x dc values, size = da dc.
 #include "include/poincare.cuh"
 
@@ -40,7 +38,6 @@
 #define LIN_ATTN_KT_F64 8
 #define LIN_ATTN_PHI 1
 #define LIN_ATTN_AUG 2
-#define LIN_ATTN_PREP_WARPS 8
 
 #define CH LIN_ATTN_CHUNK
 #define TL LIN_ATTN_TILE
@@ -254,25 +251,6 @@ __device__ void output(Op<T> a, Op<T> b, Op<T> c, const T* __restrict__ state, T
     }
 }
 
-template <typename T>
-__device__ void grad_prep(const T* __restrict__ d_o, const T* __restrict__ o, const T* __restrict__ den, T* __restrict__ g,
-                          long long rows, int dv, T eps) {
-    const int lane = threadIdx.x & 31;
-    const long long row = (long long)blockIdx.x * LIN_ATTN_PREP_WARPS + (threadIdx.x >> 5);
-    if (row >= rows) return;
-    const T dn = den[row];
-    const T m = fmax(dn, eps);
-    T dot = T(0);
-    for (int e = lane; e < dv; e += 32) {
-        const T u = d_o[row * dv + e];
-        dot += u * o[row * dv + e];
-        g[row * (dv + 1) + e] = u / m;
-    }
-#pragma unroll
-    for (int s = 16; s > 0; s >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, s);
-    if (lane == 0) g[row * (dv + 1) + dv] = dn > eps ? -dot / m : T(0);
-}
-
 // Exported wrappers, one per dtype.
 #define LIN_ATTN_OP_ARGS(T, x) const T *x, int x##_stride, int x##_width, int x##_flags
 #define LIN_ATTN_OP(x) op_at(x, x##_stride, x##_width, x##_flags, 0, 0)
@@ -294,10 +272,4 @@ extern "C" __global__ void __launch_bounds__(LIN_ATTN_THREADS) lin_attn_output_f
 }
 extern "C" __global__ void __launch_bounds__(LIN_ATTN_THREADS) lin_attn_output_f64(LIN_ATTN_OP_ARGS(double, a), LIN_ATTN_OP_ARGS(double, b), LIN_ATTN_OP_ARGS(double, c), const double* state, double* out, int out_stride, const double* mul, int mul_stride, double* den, double eps, long long n, int dir) {
     output<double, LIN_ATTN_KT_F64>(LIN_ATTN_OP(a), LIN_ATTN_OP(b), LIN_ATTN_OP(c), state, out, out_stride, mul, mul_stride, den, eps, n, dir);
-}
-extern "C" __global__ void __launch_bounds__(LIN_ATTN_THREADS) lin_attn_grad_prep_f32(const float* d_o, const float* o, const float* den, float* g, long long rows, int dv, float eps) {
-    grad_prep<float>(d_o, o, den, g, rows, dv, eps);
-}
-extern "C" __global__ void __launch_bounds__(LIN_ATTN_THREADS) lin_attn_grad_prep_f64(const double* d_o, const double* o, const double* den, double* g, long long rows, int dv, double eps) {
-    grad_prep<double>(d_o, o, den, g, rows, dv, eps);
 }

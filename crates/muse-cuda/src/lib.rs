@@ -50,6 +50,8 @@ mod lazy;
 #[cfg(feature = "cuda")]
 pub mod lin_attn;
 #[cfg(feature = "cuda")]
+pub mod lin_attn_bwd;
+#[cfg(feature = "cuda")]
 pub mod poincare;
 #[cfg(feature = "cuda")]
 pub mod timing;

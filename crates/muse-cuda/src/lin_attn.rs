@@ -3,8 +3,9 @@
 //!
 //! One masked product P(A, B, C) = Σ_{j∈mask(i)} (A_i·B_j)·C_j is three launches, each parallel
 //! over (chunk of 64 rows, head): per-chunk states, a prefix over chunks, per-chunk outputs. The
-//! forward pass is one product (o and the normaliser den); the backward recomputes it, forms
-//! G = [dO/m, −⟨dO, o⟩/m] and runs three more (`muse_reference::lin_attn` derives them).
+//! forward pass is one product (o and the normaliser den); the backward (`lin_attn_bwd.rs`)
+//! recomputes it, forms G = \[dO/m, −⟨dO, o⟩/m\] and runs three more (`muse_reference::lin_attn`
+//! derives them).
 
 use cust::function::GridSize;
 use cust::launch;
@@ -23,15 +24,15 @@ static MODULE: LazyModule = LazyModule::new(k::lin_attn::CUBIN, "lin_attn");
 /// An operand of the masked product as the kernels take it: rows at `stride`, `width` columns,
 /// flags φ and ones-column (`LIN_ATTN_PHI`, `LIN_ATTN_AUG`).
 #[derive(Clone, Copy)]
-struct Operand<T: GpuFloat> {
-    ptr: DevicePointer<T>,
-    stride: i32,
-    width: i32,
-    flags: i32,
+pub(crate) struct Operand<T: GpuFloat> {
+    pub(crate) ptr: DevicePointer<T>,
+    pub(crate) stride: i32,
+    pub(crate) width: i32,
+    pub(crate) flags: i32,
 }
 
 impl<T: GpuFloat> Operand<T> {
-    fn plain(buf: &Buf<T>, width: usize) -> Self {
+    pub(crate) fn plain(buf: &Buf<T>, width: usize) -> Self {
         Self {
             ptr: buf.ptr(),
             stride: width as i32,
@@ -39,13 +40,13 @@ impl<T: GpuFloat> Operand<T> {
             flags: 0,
         }
     }
-    fn phi(self) -> Self {
+    pub(crate) fn phi(self) -> Self {
         Self {
             flags: self.flags | k::lin_attn::PHI as i32,
             ..self
         }
     }
-    fn aug(self) -> Self {
+    pub(crate) fn aug(self) -> Self {
         Self {
             flags: self.flags | k::lin_attn::AUG as i32,
             ..self
@@ -75,7 +76,7 @@ pub struct Problem<T: GpuFloat> {
     pub(crate) v: Buf<T>,
 }
 
-fn too_big(what: String) -> Error {
+pub(crate) fn too_big(what: String) -> Error {
     Error::Unsupported {
         op: "lin_attn",
         backend: "cuda",
@@ -122,7 +123,7 @@ impl<T: GpuFloat> Problem<T> {
 
 /// The forward outputs o (B·H·N·dv) and den (B·H·N), and the chunk states (scratch).
 pub struct ForwardWs<T: GpuFloat> {
-    state: Buf<T>,
+    pub(crate) state: Buf<T>,
     /// The attention output, (B, H, N, dv) row-major.
     pub o: Buf<T>,
     /// The normaliser φ(q_i)·z_i per row (before the eps floor).
@@ -161,89 +162,7 @@ pub fn forward<T: GpuFloat>(gpu: &Gpu, p: &Problem<T>, ws: &mut ForwardWs<T>) ->
     )
 }
 
-/// The backward pass's upstream gradient, G and outputs.
-pub struct BackwardWs<T: GpuFloat> {
-    /// Upstream dL/do, (B, H, N, dv).
-    pub d_o: Buf<T>,
-    g: Buf<T>,
-    /// dL/dq, (B, H, N, d).
-    pub dq: Buf<T>,
-    /// dL/dk, (B, H, N, d).
-    pub dk: Buf<T>,
-    /// dL/dv, (B, H, N, dv).
-    pub dv: Buf<T>,
-}
-
-impl<T: GpuFloat> BackwardWs<T> {
-    /// Allocates the workspace for `p` and uploads the upstream gradient (B·H·N·dv values).
-    pub fn new(gpu: &'static Gpu, p: &Problem<T>, d_o: &[T]) -> Result<Self> {
-        let rows = p.heads * p.n;
-        Ok(Self {
-            d_o: gpu.upload(d_o)?,
-            g: gpu.alloc(rows * (p.dv + 1))?,
-            dq: gpu.alloc(rows * p.d)?,
-            dk: gpu.alloc(rows * p.d)?,
-            dv: gpu.alloc(rows * p.dv)?,
-        })
-    }
-}
-
-/// Queues the backward pass: the forward pass again (into `fws`), G, then dq, dk and dv
-/// (13 launches, no host wait).
-pub fn backward<T: GpuFloat>(
-    gpu: &Gpu,
-    p: &Problem<T>,
-    fws: &mut ForwardWs<T>,
-    bws: &mut BackwardWs<T>,
-) -> Result<()> {
-    forward(gpu, p, fws)?;
-    grad_prep(gpu, p, fws, bws)?;
-    let (qp, kp, vp) = (
-        Operand::plain(&p.q, p.d).phi(),
-        Operand::plain(&p.k, p.d).phi(),
-        Operand::plain(&p.v, p.dv).aug(),
-    );
-    let g_all = Operand::plain(&bws.g, p.dv + 1);
-    let g_num = Operand {
-        width: p.dv as i32,
-        ..g_all
-    };
-    let (d, dv) = (p.d as i32, p.dv as i32);
-    let tdir = p.dir.transposed();
-    let (q_mul, k_mul) = (Some((p.q.ptr(), d)), Some((p.k.ptr(), d)));
-    product(
-        gpu,
-        p,
-        &fws.state,
-        [g_all, vp, kp],
-        p.dir,
-        (bws.dq.ptr(), d),
-        q_mul,
-        None,
-    )?;
-    product(
-        gpu,
-        p,
-        &fws.state,
-        [vp, g_all, qp],
-        tdir,
-        (bws.dk.ptr(), d),
-        k_mul,
-        None,
-    )?;
-    product(
-        gpu,
-        p,
-        &fws.state,
-        [kp, qp, g_num],
-        tdir,
-        (bws.dv.ptr(), dv),
-        None,
-        None,
-    )
-}
-
-fn pick<T: GpuFloat>(f32_name: &'static str, f64_name: &'static str) -> &'static str {
+pub(crate) fn pick<T: GpuFloat>(f32_name: &'static str, f64_name: &'static str) -> &'static str {
     if T::SUFFIX == "f32" {
         f32_name
     } else {
@@ -255,7 +174,7 @@ fn pick<T: GpuFloat>(f32_name: &'static str, f64_name: &'static str) -> &'static
 /// outputs. `mul`: multiply by φ′ of that (pointer, stride) array; `den`: the normaliser output
 /// (C must have the ones column).
 #[allow(clippy::too_many_arguments)]
-fn product<T: GpuFloat>(
+pub(crate) fn product<T: GpuFloat>(
     gpu: &Gpu,
     p: &Problem<T>,
     state: &Buf<T>,
@@ -328,34 +247,10 @@ fn product<T: GpuFloat>(
     .map_err(|e| err(&format!("launching {name}"), e))
 }
 
-/// C: `lin_attn_grad_prep_<T>(const T* d_o, const T* o, const T* den, T* g, long long rows,
-/// int dv, T eps)`, one warp per row.
-fn grad_prep<T: GpuFloat>(
-    gpu: &Gpu,
-    p: &Problem<T>,
-    fws: &ForwardWs<T>,
-    bws: &BackwardWs<T>,
-) -> Result<()> {
-    let name = pick::<T>(k::lin_attn::GRAD_PREP_F32, k::lin_attn::GRAD_PREP_F64);
-    let func = gpu.function(MODULE.get(gpu)?, name)?;
-    let stream = &gpu.stream;
-    let rows = (p.heads * p.n) as u64;
-    let grid = u32::try_from(rows.div_ceil(u64::from(k::lin_attn::PREP_WARPS)))
-        .map_err(|_| too_big(format!("{rows} rows exceed the grid")))?;
-    let (rows, dv, eps) = (rows as i64, p.dv as i32, T::of(p.eps));
-    // SAFETY: (1) seven arguments in C order: four pointers to T, i64 = long long, i32 = int, T;
-    // (2) d_o and o hold rows·dv values, den rows, g rows·(dv + 1) (ForwardWs::new,
-    // BackwardWs::new), one warp per row within `rows`; (3) buffers synchronise `stream` before
-    // they are freed.
-    unsafe {
-        launch!(func<<<grid, k::lin_attn::THREADS, 0, stream>>>(
-            bws.d_o.ptr(), fws.o.ptr(), fws.den.ptr(), bws.g.ptr(), rows, dv, eps
-        ))
-    }
-    .map_err(|e| err(&format!("launching {name}"), e))
-}
-
-fn to_array4<T: GpuFloat>(buf: &Buf<T>, dim: (usize, usize, usize, usize)) -> Result<Array4<f64>> {
+pub(crate) fn to_array4<T: GpuFloat>(
+    buf: &Buf<T>,
+    dim: (usize, usize, usize, usize),
+) -> Result<Array4<f64>> {
     let v = buf.to_vec()?;
     Array4::from_shape_vec(dim, v.iter().map(|x| x.to_f64_exact()).collect()).map_err(|e| {
         Error::Backend {
@@ -380,29 +275,6 @@ fn forward_host<T: GpuFloat>(
     Ok(o)
 }
 
-fn backward_host<T: GpuFloat>(
-    gpu: &'static Gpu,
-    args: &LinAttnArgs<'_>,
-    d_o: ArrayView4<'_, f64>,
-    dtype: Dtype,
-) -> Result<LinAttnGrad> {
-    let p = Problem::<T>::upload(gpu, args, dtype)?;
-    let mut fws = ForwardWs::new(gpu, &p)?;
-    let mut bws = BackwardWs::new(gpu, &p, &rounded::<T>(d_o.iter(), dtype))?;
-    for b in [&mut bws.dq, &mut bws.dk, &mut bws.dv] {
-        b.poison()?;
-    }
-    backward(gpu, &p, &mut fws, &mut bws)?;
-    gpu.sync("lin_attn backward")?;
-    let g = LinAttnGrad {
-        dq: to_array4(&bws.dq, args.q().dim())?,
-        dk: to_array4(&bws.dk, args.k().dim())?,
-        dv: to_array4(&bws.dv, args.v().dim())?,
-    };
-    g.check(dtype)?;
-    Ok(g)
-}
-
 impl LinAttn for Cuda {
     fn lin_attn(&self, args: &LinAttnArgs<'_>, dtype: Dtype) -> Result<Array4<f64>> {
         match dtype {
@@ -419,8 +291,10 @@ impl LinAttn for Cuda {
     ) -> Result<LinAttnGrad> {
         args.check_grad(&d_o)?;
         match dtype {
-            Dtype::F64 => backward_host::<f64>(self.gpu()?, args, d_o, dtype),
-            Dtype::F32 | Dtype::Bf16 => backward_host::<f32>(self.gpu()?, args, d_o, dtype),
+            Dtype::F64 => crate::lin_attn_bwd::backward_host::<f64>(self.gpu()?, args, d_o, dtype),
+            Dtype::F32 | Dtype::Bf16 => {
+                crate::lin_attn_bwd::backward_host::<f32>(self.gpu()?, args, d_o, dtype)
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! Everything is one primitive, the masked product out_i = Σ_{j∈mask(i)} (A_i·B_j)·C_j
 //! ([`product`]): with v′ = [v, 1] (a ones column), [num, den] = P(φq, φk, v′); with
-//! m = max(den, eps) and G = [dO/m, −⟨dO, o⟩/m·[den > eps]] (N × (dv+1)),
+//! m = max(den, eps) and G = \[dO/m, −⟨dO, o⟩/m·𝟙(den > eps)\] (N × (dv+1)),
 //! dq = φ′(q)∘P(G, v′, φk), dk = φ′(k)∘Pᵀ(v′, G, φq), dv = Pᵀ(φk, φq, G[:, :dv]), where Pᵀ
 //! uses the transposed mask (j ≥ i). The CPU and the GPU both run the chunked schedule
 //! (C = 64); [`LinAttnSchedule::Recurrent`] is the running-state form the tests compare it with.

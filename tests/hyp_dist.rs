@@ -223,3 +223,58 @@ fn hyp_dist_out_of_ball_is_a_typed_error<B: Backend>(be: &B) -> anyhow::Result<(
     Ok(())
 }
 test_backends! { fn hyp_dist_out_of_ball_is_a_typed_error(); }
+
+/// Random shapes (any N, M, D, both inputs, f64 and f32) against the CPU reference: catches tile
+/// edges and k-loop remainders (64 cases on the GPU).
+fn hyp_dist_random_shapes_match_reference<B: Backend>(be: &B) -> anyhow::Result<()> {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let mut runner = TestRunner::new(Config {
+        cases: crate::common::cases::<B>(128),
+        ..Config::default()
+    });
+    let shape = (
+        1usize..=2,
+        1usize..=2,
+        1usize..=140,
+        1usize..=140,
+        1usize..=70,
+        any::<bool>(),
+        0u64..1000,
+    );
+    runner
+        .run(&shape, |(b, h, n, m, d, ball, seed)| {
+            let input = if ball {
+                HypDistInput::Ball
+            } else {
+                HypDistInput::Tangent
+            };
+            let c = 0.693;
+            let x = points((b, h, n, d), seed, c, 2.0, input);
+            let y = points((b, h, m, d), seed + 1, c, 2.0, input);
+            let check = || -> anyhow::Result<()> {
+                let args = HypDistArgs::new(x.view(), y.view(), c, input)?;
+                let got = be.hyp_dist(&args, Dtype::F64)?;
+                assert_tol(
+                    "f64",
+                    &flat(&got),
+                    &flat(&hyp_dist::forward::<f64>(&args, Dtype::F64)),
+                    tol::F64,
+                )?;
+                let got = be.hyp_dist(&args, Dtype::F32)?;
+                let want = hyp_dist::forward::<f64>(&args, Dtype::F32);
+                assert_dist(
+                    "f32",
+                    &flat(&got),
+                    &flat(&want),
+                    c.sqrt(),
+                    tol::HYP_DIST_F32,
+                )
+            };
+            check().map_err(|e| {
+                TestCaseError::fail(format!("{input:?} ({b}, {h}, {n}, {m}, {d}): {e}"))
+            })
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+test_backends! { fn hyp_dist_random_shapes_match_reference(); }

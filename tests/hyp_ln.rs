@@ -279,3 +279,57 @@ fn hyp_ln_errors_name_the_argument<B: Backend>(be: &B) -> anyhow::Result<()> {
     Ok(())
 }
 test_backends! { fn hyp_ln_errors_name_the_argument(); }
+
+/// Random shapes (any R, D, both modes) against the CPU reference in f64, forward and backward,
+/// and in f32 against f64 on the rounded inputs (64 cases on the GPU).
+fn hyp_ln_random_shapes_match_reference<B: Backend>(be: &B) -> anyhow::Result<()> {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let mut runner = TestRunner::new(Config {
+        cases: crate::common::cases::<B>(128),
+        ..Config::default()
+    });
+    let shape = (1usize..=300, 1usize..=1200, any::<bool>(), 0u64..1000);
+    runner
+        .run(&shape, |(rows, dim, clip, seed)| {
+            let (x, gamma, beta, up) = inputs(rows, dim, seed, false);
+            let mode = if clip {
+                HypLnMode::Clip
+            } else {
+                HypLnMode::Exp0
+            };
+            let check = || -> anyhow::Result<()> {
+                let args = HypLnArgs::new(
+                    x.view(),
+                    gamma.view(),
+                    beta.view(),
+                    HypLnConfig::new(0.693).mode(mode),
+                )?;
+                let got = be.hyp_ln(&args, Dtype::F64)?;
+                let want = hyp_ln::forward::<f64>(&args, Dtype::F64);
+                assert_tol("out f64", &flat(&got.out), &flat(&want.out), tol::F64)?;
+                let gg = be.hyp_ln_grad(&args, up.view(), Dtype::F64)?;
+                let gw = hyp_ln::backward::<f64>(&args, up.view(), Dtype::F64);
+                assert_scaled("dx f64", &flat(&gg.dx), &flat(&gw.dx), tol::F64.rtol, 0.0)?;
+                assert_scaled(
+                    "dgamma f64",
+                    &gg.dgamma.to_vec(),
+                    &gw.dgamma.to_vec(),
+                    tol::F64.rtol,
+                    0.0,
+                )?;
+                let got = be.hyp_ln(&args, Dtype::F32)?;
+                let want = hyp_ln::forward::<f64>(&args, Dtype::F32);
+                assert_tol(
+                    "out f32",
+                    &flat(&got.out),
+                    &flat(&want.out),
+                    tol::HYP_LN_F32,
+                )
+                .map(|_| ())
+            };
+            check().map_err(|e| TestCaseError::fail(format!("{mode:?} ({rows}, {dim}): {e}")))
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+test_backends! { fn hyp_ln_random_shapes_match_reference(); }

@@ -256,3 +256,53 @@ fn lin_attn_errors_name_the_argument<B: Backend>(be: &B) -> anyhow::Result<()> {
     Ok(())
 }
 test_backends! { fn lin_attn_errors_name_the_argument(); }
+
+/// Random shapes (any N, d, dv, causal or not) against the CPU reference in f64, forward and
+/// backward: catches chunk, tile and contraction remainders (64 cases on the GPU).
+fn lin_attn_random_shapes_match_reference<B: Backend>(be: &B) -> anyhow::Result<()> {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let mut runner = TestRunner::new(Config {
+        cases: crate::common::cases::<B>(96),
+        ..Config::default()
+    });
+    let shape = (
+        1usize..=2,
+        1usize..=2,
+        1usize..=200,
+        1usize..=80,
+        1usize..=80,
+        any::<bool>(),
+        0u64..1000,
+    );
+    runner
+        .run(&shape, |(b, h, n, d, dv, causal, seed)| {
+            let [q, k, v, up] = inputs((b, h, n, d, dv), seed);
+            let check = || -> anyhow::Result<()> {
+                let args = LinAttnArgs::new(q.view(), k.view(), v.view(), config(causal))?;
+                let got = be.lin_attn(&args, Dtype::F64)?;
+                let want = lin_attn::forward::<f64>(&args, Dtype::F64, LinAttnSchedule::Chunked);
+                assert_tol("o", &flat(&got), &flat(&want), tol::F64)?;
+                let gg = be.lin_attn_grad(&args, up.view(), Dtype::F64)?;
+                let gw = lin_attn::backward::<f64>(
+                    &args,
+                    up.view(),
+                    Dtype::F64,
+                    LinAttnSchedule::Chunked,
+                );
+                for (name, g, w) in [
+                    ("dq", &gg.dq, &gw.dq),
+                    ("dk", &gg.dk, &gw.dk),
+                    ("dv", &gg.dv, &gw.dv),
+                ] {
+                    assert_scaled(name, &flat(g), &flat(w), tol::F64.rtol, 1.0)?;
+                }
+                Ok(())
+            };
+            check().map_err(|e| {
+                TestCaseError::fail(format!("({b}, {h}, {n}, {d}, {dv}) causal {causal}: {e}"))
+            })
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+test_backends! { fn lin_attn_random_shapes_match_reference(); }

@@ -12,7 +12,7 @@
 //   tangent: C = G/(|x||y|), z = 2 sinh^2(a-b) + sinh 2a sinh 2b (1-C), sinh(a-b) from e^a, e^-b
 //            (an odd polynomial for |a-b| < 1/2, where that difference cancels);
 //   ball:    |x-y|^2 = |x|^2 + |y|^2 - 2G, z = 2c |x-y|^2 / (den_x den_y);
-//   d = acosh1p(z) / sqrt c.
+//   d = acosh1p(z) / sqrt c (f32: the hardware log where log(1 + y) >= log 1.5).
 // Near-coincident pairs (1 - C < 1/4, resp. |x-y|^2 < (|x|^2+|y|^2)/4), where the Gram form
 // cancels, recompute from the rows by differences (reference hyp_dist::tangent_z): with t = y - x
 // and delta = |y| - |x| = <t, y + x>/(|x| + |y|), 1 - C = |t - x/|x| delta|^2 / (2|y|^2) and
@@ -33,6 +33,11 @@
 #define HYP_DIST_TM_F64 4
 #define HYP_DIST_BK 8
 #define HYP_DIST_EXACT_BELOW 0.25
+
+// The largest finite T, as a double.
+template <typename T> __device__ __forceinline__ double max_finite();
+template <> __device__ __forceinline__ double max_finite<float>() { return 3.4028234663852886e38; }
+template <> __device__ __forceinline__ double max_finite<double>() { return 1.7976931348623157e308; }
 
 template <typename T>
 __device__ void row_stats(const T* __restrict__ x, long long rows, int dim, double c, double s, int input,
@@ -57,8 +62,10 @@ __device__ void row_stats(const T* __restrict__ x, long long rows, int dim, doub
         st[1] = T(exp(a));
         st[2] = T(exp(-a));
         st[3] = T(sinh(2.0 * a));
-        st[4] = r > 0.0 ? T(1.0 / r) : T(0);
-        st[5] = T(r);
+        // Rows whose 1/|x| overflows T (subnormal norms) count as zero vectors (C = 0).
+        const bool zero = !(r > 0.0) || 1.0 / r > max_finite<T>();
+        st[4] = zero ? T(0) : T(1.0 / r);
+        st[5] = zero ? T(0) : T(r);
         st[6] = s * r > POINCARE_A_MAX ? T(1) : T(0);
     } else {
         st[0] = T(r2);
@@ -110,7 +117,8 @@ __device__ __forceinline__ void exact_tangent(const T* __restrict__ xr, const T*
         const T e = (yr[k] - xr[k]) - xr[k] * irx * delta;
         ee += e * e;
     }
-    omc = ee / (T(2) * ry * ry);
+    const T rel = Num<T>::sqrt_(ee) / ry;  // |y/|y| - x/|x||, without forming |y|^2 (underflow)
+    omc = T(0.5) * rel * rel;
     ad = capped ? ad_capped : -s * delta;
 }
 
@@ -137,6 +145,17 @@ __device__ __forceinline__ T exact_dist2(const T* __restrict__ xr, const T* __re
     }
     return s;
 }
+
+// acosh1p(z) (poincare.cuh) for the per-pair epilogue. f32: the hardware log (__logf, absolute
+// error <= 2^-21.4) where log(1 + y) >= log 1.5, i.e. relative error <= 1e-6, and log1pf below,
+// where it keeps d(x, x) = 0 and the small distances exact; f64: the shared form.
+__device__ __forceinline__ float acosh1p_pair(float z) {
+    z = fmaxf(z, 0.0f);
+    if (z > 1e18f) return 0.6931472f + __logf(z);
+    const float y = z + sqrtf(z * (z + 2.0f));
+    return y > 0.5f ? __logf(1.0f + y) : log1pf(y);
+}
+__device__ __forceinline__ double acosh1p_pair(double z) { return acosh1p(z); }
 
 template <typename T, int TM>
 __device__ void pairs(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ sx,
@@ -236,7 +255,7 @@ __device__ void pairs(const T* __restrict__ x, const T* __restrict__ y, const T*
                 if (diff2 < T(HYP_DIST_EXACT_BELOW) * (ri + rj)) diff2 = exact_dist2(xr, yr, dim);
                 z = T(2) * c * diff2 / (stx[il][1] * sty[jl][1]);
             }
-            out[j] = acosh1p(z) * inv_s;
+            out[j] = acosh1p_pair(z) * inv_s;
         }
         T* orow = dout + (bh * n + gi) * (long long)m;
 #pragma unroll

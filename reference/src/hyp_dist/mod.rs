@@ -262,7 +262,7 @@ pub fn forward<F: Elem>(args: &HypDistArgs<'_>, dtype: Dtype) -> Array4<f64> {
 /// keep their relative accuracy in f32 (the unit vectors' rounding would otherwise dominate):
 ///
 /// - with t = w − u and δ = ‖w‖ − ‖u‖ = ⟨t, w + u⟩/(‖u‖ + ‖w‖), the vector e = t − û·δ has
-///   ‖e‖ = ‖w‖·‖ŵ − û‖, so 1 − C = ½‖û − ŵ‖² = ‖e‖²/(2‖w‖²), exactly 0 for u = w and with an error
+///   ‖e‖ = ‖w‖·‖ŵ − û‖, so 1 − C = ½‖û − ŵ‖² = ½(‖e‖/‖w‖)², exactly 0 for u = w and with an error
 ///   of second order in the rounding when the difference is radial;
 /// - a − b = −√c·δ unless a cap A_MAX is active.
 ///
@@ -299,7 +299,9 @@ pub fn tangent_z<F: Elem>(s: F, u: &[F], w: &[F], tu: &TangentRow<F>, tw: &Tange
         } else {
             -s * delta
         };
-        (ee / (F::of(2.0) * tw.r * tw.r), ad)
+        // ‖ŵ − û‖ = ‖e‖/‖w‖, without forming ‖w‖² (which underflows for tiny rows).
+        let rel = ee.sqrt() / tw.r;
+        (F::of(0.5) * rel * rel, ad)
     };
     let sh = ad.sinh();
     F::of(2.0) * sh * sh + tu.sinh2a * tw.sinh2a * omc

@@ -3,10 +3,10 @@
 // factor capped at 1 - 2 eps) or y * min(1, (1/sqrt(c) - 0.01) / sqrt(|y|^2 + 1e-8)) (mode 1,
 // compat clip). Launchers: ../src/hyp_ln.rs; CPU reference: reference/src/hyp_ln/.
 //
-// hyp_ln_forward_c<CAP>_<T>: one warp per row, HYP_LN_WARPS rows per CTA, the row in registers
-// (CAP elements per lane, D <= 32 CAP), loaded and stored with 16-byte vectors when vec != 0
-// (D a multiple of the vector width): one streaming read of x and one write of out (plus y and a
-// when those pointers are non-null). Row statistics in T; |y|^2 and the projection factor in
+// hyp_ln_forward_c<CAP>_<T>: one warp per row (max(1, 8/CAP) rows per warp, loaded together),
+// HYP_LN_WARPS warps per CTA, the row in registers (CAP elements per lane, D <= 32 CAP), loaded
+// and stored with 8- or 16-byte vectors when vec != 0 (D a multiple of the vector width): one
+// streaming read of x and one write of out (plus y and a when those pointers are non-null). Row statistics in T; |y|^2 and the projection factor in
 // double. hyp_ln_forward_rows_<T>: any D, one CTA per row (grid-stride), x re-read from L2.
 //
 // Exported (T = float for _f32, double for _f64):
@@ -16,47 +16,70 @@
 // CAP in {1, 2, 4, 8, 16, 32} for f32 and {1, 2, 4, 8, 16} for f64. y and a may be null.
 #define HYP_LN_WARPS 8
 #define HYP_LN_THREADS 256
+#define HYP_LN_ROW_ELEMS 8
 #include "include/hyp_ln_common.cuh"
+
+// Rows a warp handles at once: max(1, HYP_LN_ROW_ELEMS / CAP), all loaded before the first
+// reduction, so that a lane has at least HYP_LN_ROW_ELEMS elements of x in flight (short rows
+// would otherwise leave too few bytes in flight to saturate HBM).
+template <int CAP> struct RowsPerWarp {
+    static constexpr int R = CAP >= HYP_LN_ROW_ELEMS ? 1 : HYP_LN_ROW_ELEMS / CAP;
+};
 
 template <typename T, int CAP>
 __device__ void forward_warp(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
                              T* __restrict__ y, T* __restrict__ out, T* __restrict__ a_out, long long rows, int dim,
                              int vec, T eps, double c, double s, int mode) {
+    constexpr int R = RowsPerWarp<CAP>::R;
     const int lane = threadIdx.x & 31;
-    const long long row = (long long)blockIdx.x * HYP_LN_WARPS + (threadIdx.x >> 5);
-    if (row >= rows) return;
+    const long long row0 = ((long long)blockIdx.x * HYP_LN_WARPS + (threadIdx.x >> 5)) * R;
+    if (row0 >= rows) return;
     const bool vz = vec != 0;
-    const long long off = row * dim;
-    T v[CAP];
-    load_row<T, CAP, true>(x + off, dim, vz, lane, v);
-    T sum = T(0);
+    T v[R][CAP];
 #pragma unroll
-    for (int m = 0; m < CAP; ++m) sum += v[m];
-    const T mean = warp_sum(sum) / T(dim);
-    T sq = T(0);
+    for (int r = 0; r < R; ++r) {
+        if (row0 + r < rows) {
+            load_row<T, CAP, true>(x + (row0 + r) * dim, dim, vz, lane, v[r]);
+        } else {
 #pragma unroll
-    for (int m = 0; m < CAP; ++m) {
-        const T d = col<T, CAP>(vz, lane, m) < dim ? v[m] - mean : T(0);
-        sq += d * d;
+            for (int m = 0; m < CAP; ++m) v[r][m] = T(0);
+        }
     }
-    const T rstd = T(1) / Num<T>::sqrt_(warp_sum(sq) / T(dim) + eps);
     T g[CAP], b[CAP];
     load_row<T, CAP, false>(gamma, dim, vz, lane, g);
     load_row<T, CAP, false>(beta, dim, vz, lane, b);
-    double r2 = 0.0;
+    const double cap = (double)tanh_cap<T>();
 #pragma unroll
-    for (int m = 0; m < CAP; ++m) {
-        const T xh = col<T, CAP>(vz, lane, m) < dim ? (v[m] - mean) * rstd : T(0);
-        v[m] = xh * g[m] + b[m];
-        r2 += (double)v[m] * (double)v[m];
+    for (int r = 0; r < R; ++r) {
+        const long long row = row0 + r;
+        if (row >= rows) break;  // the same for every lane of the warp
+        const long long off = row * dim;
+        T sum = T(0);
+#pragma unroll
+        for (int m = 0; m < CAP; ++m) sum += v[r][m];
+        const T mean = warp_sum(sum) / T(dim);
+        T sq = T(0);
+#pragma unroll
+        for (int m = 0; m < CAP; ++m) {
+            const T d = col<T, CAP>(vz, lane, m) < dim ? v[r][m] - mean : T(0);
+            sq += d * d;
+        }
+        const T rstd = T(1) / Num<T>::sqrt_(warp_sum(sq) / T(dim) + eps);
+        double r2 = 0.0;
+#pragma unroll
+        for (int m = 0; m < CAP; ++m) {
+            const T xh = col<T, CAP>(vz, lane, m) < dim ? (v[r][m] - mean) * rstd : T(0);
+            v[r][m] = xh * g[m] + b[m];
+            r2 += (double)v[r][m] * (double)v[r][m];
+        }
+        const ProjScalars p = warp_proj_scalars(lane, mode, c, s, cap, warp_sum(r2));
+        if (y) store_row<T, CAP>(y + off, dim, vz, lane, v[r]);
+        const T phi = T(p.phi);
+#pragma unroll
+        for (int m = 0; m < CAP; ++m) v[r][m] *= phi;
+        store_row<T, CAP>(out + off, dim, vz, lane, v[r]);
+        if (a_out && lane == 0) a_out[row] = T(p.a);
     }
-    const ProjScalars p = warp_proj_scalars(lane, mode, c, s, (double)tanh_cap<T>(), warp_sum(r2));
-    if (y) store_row<T, CAP>(y + off, dim, vz, lane, v);
-    const T phi = T(p.phi);
-#pragma unroll
-    for (int m = 0; m < CAP; ++m) v[m] *= phi;
-    store_row<T, CAP>(out + off, dim, vz, lane, v);
-    if (a_out && lane == 0) a_out[row] = T(p.a);
 }
 
 template <typename T>

@@ -66,10 +66,18 @@ impl Plan {
         })
     }
 
+    /// Rows one warp of the forward kernel handles: max(1, ROW_ELEMS/CAP) (the kernel's
+    /// `RowsPerWarp`).
+    pub fn rows_per_warp(&self) -> u32 {
+        self.cap.map_or(1, |c| {
+            (k::hyp_ln::ROW_ELEMS / c.min(k::hyp_ln::ROW_ELEMS)).max(1)
+        })
+    }
+
     /// CTAs of the forward launch.
     pub(crate) fn forward_grid(&self) -> Result<u32> {
         let per = if self.cap.is_some() {
-            u64::from(k::hyp_ln::WARPS)
+            u64::from(k::hyp_ln::WARPS * self.rows_per_warp())
         } else {
             1
         };

@@ -8,7 +8,8 @@
 // read) and LIN_ATTN_AUG (a trailing column of ones). Direction: 0 causal (j <= i), 1 anti
 // (j >= i), 2 full. One grid z index per (b, h); every pointer is offset by its head.
 //
-// 1. lin_attn_states_<T>: per (chunk, 64 x 64 block of P), P_c = sum_{j in c} B_j^T C_j.
+// 1. lin_attn_states_<T>: per (chunk, 64 x 64 block of P), P_c = sum_{j in c} B_j^T C_j (a ones
+//    column of B or C adds P's last row / column as plain column sums, not as one more tile).
 // 2. lin_attn_prefix_<T>: per state element, the exclusive prefix (causal) or suffix (anti) over
 //    chunks in place, or (full) the total into chunk 0.
 // 3. lin_attn_output_<T>: per (chunk, 64 output columns): S = mask(A_c B_c^T) (64 x 64, in
@@ -26,7 +27,7 @@
 //       int b_stride, int b_width, int b_flags, const T* c, int c_stride, int c_width, int c_flags,
 //       const T* state, T* out, int out_stride, const T* mul, int mul_stride, T* den, T eps,
 //       long long n, int dir)
-// Grids: states (ceil(da/64) * ceil(dc/64), chunks, heads); prefix (ceil(size/256), heads);
+// Grids: states (ceil(b_width/64) * ceil(c_width/64), chunks, heads); prefix (ceil(size/256), heads);
 // output (ceil(c_width/64), chunks, heads). da = B's width (+1 with the
 // ones column), dc = C's; the state holds heads x chunks x da x dc values, size = da dc.
 #include "include/poincare.cuh"
@@ -96,31 +97,50 @@ __device__ void states(Op<T> b, Op<T> c, T* __restrict__ state, long long n) {
     b.p += head * n * b.stride;
     c.p += head * n * c.stride;
     const int da = b.wide(), dc = c.wide();
-    const int tiles_e = (dc + TL - 1) / TL;
+    // Tiles cover the real columns; a ones column of C (resp. B) makes P's last column
+    // z = sum_j B_j (resp. last row sum_j C_j), summed by the CTAs of the first column (row) tile.
+    const bool aug_b = (b.flags & LIN_ATTN_AUG) != 0, aug_c = (c.flags & LIN_ATTN_AUG) != 0;
+    const int tiles_e = (c.width + TL - 1) / TL;
     const int a0 = (blockIdx.x / tiles_e) * TL, e0 = (blockIdx.x % tiles_e) * TL;
     const long long row0 = (long long)blockIdx.y * CH;
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const bool col_sums = aug_c && e0 == 0 && tid < TL;           // z[a0 + tid]
+    const bool row_sums = aug_b && a0 == 0 && tid >= TL && tid < 2 * TL;  // sum_j C_j[e0 + tid - TL]
     T acc[4][4] = {};
+    T extra = T(0);
     for (int k0 = 0; k0 < CH; k0 += KT) {
         for (int t = tid; t < KT * TL; t += LIN_ATTN_THREADS) {
             const int kk = t / TL, col = t % TL;
-            bs[kk][col] = a0 + col < da ? b.at(row0 + k0 + kk, n, a0 + col) : T(0);
-            cs[kk][col] = e0 + col < dc ? c.at(row0 + k0 + kk, n, e0 + col) : T(0);
+            bs[kk][col] = a0 + col < b.width ? b.at(row0 + k0 + kk, n, a0 + col) : T(0);
+            cs[kk][col] = e0 + col < c.width ? c.at(row0 + k0 + kk, n, e0 + col) : T(0);
         }
         __syncthreads();
         mma_slice<T, KT>(bs, cs, ty, tx, acc);
+        if (col_sums) {
+#pragma unroll
+            for (int kk = 0; kk < KT; ++kk) extra += bs[kk][tid];
+        } else if (row_sums) {
+#pragma unroll
+            for (int kk = 0; kk < KT; ++kk) extra += cs[kk][tid - TL];
+        }
         __syncthreads();
     }
     T* st = state + (head * gridDim.y + blockIdx.y) * (long long)da * dc;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         const int a = a0 + ty * 4 + i;
-        if (a >= da) continue;
+        if (a >= b.width) continue;
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
             const int e = e0 + tx * 4 + j;
-            if (e < dc) st[(long long)a * dc + e] = acc[i][j];
+            if (e < c.width) st[(long long)a * dc + e] = acc[i][j];
         }
+    }
+    if (col_sums && a0 + tid < b.width) st[(long long)(a0 + tid) * dc + c.width] = extra;
+    if (row_sums && e0 + tid - TL < c.width) st[(long long)b.width * dc + e0 + tid - TL] = extra;
+    if (aug_b && aug_c && blockIdx.x == 0 && tid == 2 * TL) {
+        // The corner: the number of rows of the chunk.
+        st[(long long)b.width * dc + c.width] = T(min((long long)CH, n - row0));
     }
 }
 
@@ -134,17 +154,17 @@ template <typename T> __device__ void prefix(T* __restrict__ state, int chunks, 
         st[0] = run;
         return;
     }
-    // Loads of 8 chunks are issued before their adds, so the latency of the chain is paid once
-    // per 8 chunks.
-    for (int c0 = 0; c0 < chunks; c0 += 8) {
-        T v[8];
+    // Loads of 16 chunks are issued before their adds, so the latency of the chain is paid once
+    // per 16 chunks.
+    for (int c0 = 0; c0 < chunks; c0 += 16) {
+        T v[16];
 #pragma unroll
-        for (int u = 0; u < 8; ++u) {
+        for (int u = 0; u < 16; ++u) {
             const int c = dir == 0 ? c0 + u : chunks - 1 - (c0 + u);
             v[u] = c0 + u < chunks ? st[(long long)c * size] : T(0);
         }
 #pragma unroll
-        for (int u = 0; u < 8; ++u) {
+        for (int u = 0; u < 16; ++u) {
             if (c0 + u < chunks) {
                 const int c = dir == 0 ? c0 + u : chunks - 1 - (c0 + u);
                 st[(long long)c * size] = run;

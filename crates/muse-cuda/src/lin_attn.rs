@@ -199,12 +199,14 @@ pub(crate) fn product<T: GpuFloat>(
 
     let name = pick::<T>(k::lin_attn::STATES_F32, k::lin_attn::STATES_F64);
     let func = gpu.function(module, name)?;
-    let grid = GridSize::xyz(da.div_ceil(tile) * dc.div_ceil(tile), chunks, heads);
+    let (wb, wc) = (b.width as u32, c.width as u32);
+    let grid = GridSize::xyz(wb.div_ceil(tile) * wc.div_ceil(tile), chunks, heads);
     // SAFETY: (1) ten arguments in C order: pointer, i32 ×3, pointer, i32 ×3, pointer,
     // i64 = long long, T matching the symbol; (2) b and c point to heads·N rows of their stride
     // (Problem::upload, BackwardWs::new), read only at columns < width; the state holds at least
     // heads·chunks·da·dc values (ForwardWs::new sizes it for d·(dv+1), the largest da·dc of the
-    // four products); the grid is (⌈da/64⌉·⌈dc/64⌉, chunks, heads) as the kernel expects;
+    // four products); the grid is (⌈b.width/64⌉·⌈c.width/64⌉, chunks, heads) as the kernel
+    // expects;
     // (3) buffers synchronise `stream` before they are freed.
     unsafe {
         launch!(func<<<grid, threads, 0, stream>>>(

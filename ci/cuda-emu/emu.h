@@ -1,0 +1,104 @@
+// Minimal CUDA emulation on host threads: one std::thread per CUDA thread, blocks run one after
+// another, __shared__ = function-static storage (shared by the block's threads), __syncthreads =
+// block barrier, warp shuffles through per-warp slots and a warp barrier. Exited threads drop
+// out of both barriers (CUDA semantics for early return).
+#pragma once
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+using std::fmax;
+using std::fmin;
+using std::min;
+using std::max;
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+struct float2 { float x, y; };
+struct float4 { float x, y, z, w; };
+struct double2 { double x, y; };
+inline float2 make_float2(float a, float b) { return {a, b}; }
+inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+inline double2 make_double2(double a, double b) { return {a, b}; }
+
+template <typename T> inline T __ldg(const T* p) { return *p; }
+template <typename T> inline T __ldcs(const T* p) { return *p; }
+template <typename T> inline void __stcs(T* p, T v) { *p = v; }
+inline float __logf(float x) { return logf(x); }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+
+struct Block {
+    std::unique_ptr<std::barrier<>> block;
+    std::vector<std::unique_ptr<std::barrier<>>> warps;
+    std::vector<std::vector<uint64_t>> slots;
+};
+inline Block* g_block = nullptr;
+
+inline void __syncthreads() { g_block->block->arrive_and_wait(); }
+
+template <typename V> inline V shfl_impl(V v, int src_of_lane(int, int), int arg) {
+    const int t = threadIdx.x, w = t / 32, lane = t % 32;
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof(V));
+    g_block->slots[w][lane] = bits;
+    g_block->warps[w]->arrive_and_wait();
+    const uint64_t got = g_block->slots[w][src_of_lane(lane, arg)];
+    g_block->warps[w]->arrive_and_wait();
+    V out;
+    std::memcpy(&out, &got, sizeof(V));
+    return out;
+}
+inline int xor_lane(int lane, int o) { return lane ^ o; }
+inline int src_lane(int, int s) { return s; }
+template <typename V> inline V __shfl_xor_sync(unsigned, V v, int o) { return shfl_impl(v, xor_lane, o); }
+template <typename V> inline V __shfl_sync(unsigned, V v, int s) { return shfl_impl(v, src_lane, s); }
+
+// Runs `kernel` on grid x block (block.y = block.z = 1).
+inline void launch(dim3 grid, unsigned threads, const std::function<void()>& kernel) {
+    gridDim = grid;
+    blockDim = dim3{threads, 1, 1};
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+                Block b;
+                b.block = std::make_unique<std::barrier<>>(threads);
+                const unsigned nw = (threads + 31) / 32;
+                for (unsigned w = 0; w < nw; ++w) {
+                    b.warps.push_back(std::make_unique<std::barrier<>>(std::min(32u, threads - 32 * w)));
+                    b.slots.emplace_back(32, 0);
+                }
+                g_block = &b;
+                std::vector<std::thread> ts;
+                for (unsigned t = 0; t < threads; ++t) {
+                    ts.emplace_back([&, t] {
+                        threadIdx = dim3{t, 0, 0};
+                        blockIdx = dim3{bx, by, bz};
+                        kernel();
+                        b.warps[t / 32]->arrive_and_drop();
+                        b.block->arrive_and_drop();
+                    });
+                }
+                for (auto& th : ts) th.join();
+                g_block = nullptr;
+            }
+}

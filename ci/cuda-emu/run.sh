@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Host emulation of the hyperbolic kernels (hyp_ln, hyp_dist, lin_attn): the .cu files compiled as
+# C++ against emu.h (one std::thread per CUDA thread, __syncthreads = block barrier, warp shuffles
+# through a warp barrier, __shared__ = static storage, blocks run one after another), driven with
+# the launch sequences of crates/muse-cuda/src/{hyp_ln*,hyp_dist,lin_attn*}.rs and checked against
+# plain double (long double) references written in each driver. No GPU, no nvcc: it checks the
+# kernels' indexing, tiling, masking and reductions; not alignment faults, races that the
+# barriers hide, or the hardware's approximate functions (__logf runs as logf here).
+# Usage: bash ci/cuda-emu/run.sh   (needs g++ >= 11 for C++20 <barrier>)
+set -euo pipefail
+cd "$(dirname "$0")"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+for t in ln dist lin; do
+    g++ -std=c++20 -O1 -pthread -w -o "$out/$t" "$t.cpp"
+    "$out/$t"
+done

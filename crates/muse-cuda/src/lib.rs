@@ -32,6 +32,8 @@ pub mod hyp_attn_bwd;
 #[cfg(feature = "cuda")]
 pub mod hyp_attn_tc;
 #[cfg(feature = "cuda")]
+pub mod hyp_attn_tc_bwd;
+#[cfg(feature = "cuda")]
 pub mod poincare;
 #[cfg(feature = "cuda")]
 pub mod timing;

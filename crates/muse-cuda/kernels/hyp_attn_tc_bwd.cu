@@ -61,7 +61,7 @@ __device__ void bwd_prep(const bf16* __restrict__ x, const float* __restrict__ o
 
 // One pair's backward scalars.
 struct PairBwd {
-    float p, g, coef_q, coef_k, ds_part, db_part;
+    float p, g, coef_q, coef_k, dsv, ys, d;
 };
 
 // qa0/qa1: query terms (t0, t1); kb0/kb1: key terms; lse2 in base 2.
@@ -86,8 +86,12 @@ __device__ __forceinline__ PairBwd pair_bwd(float dot, float dp, float4 qa0, flo
     r.g = -kk * qa0.w * kb0.w;
     r.coef_q = kk * fmaf(qa1.w, dzda, kb0.z * qa0.w * cos_);
     r.coef_k = kk * fmaf(kb1.w, dzdb, qa0.z * kb0.w * cos_);
-    r.ds_part = fmaf(beta * dsv, d / s, kk * fmaf(dzda, qa1.z, dzdb * kb1.z));
-    r.db_part = -dsv * d;
+    // dL/ds per pair is dS * ys (ys = beta d/s - beta/(s sq) (dz/da r + dz/db rho)); kept apart
+    // so the dq kernel can re-centre the scalar sums on its own Delta (see bwd_dq).
+    const float rs = z > 0.f ? __frcp_rn(s * fmaxf(sq, 1e-6f)) : 0.f;
+    r.ys = beta * fmaf(d, 1.f / s, -rs * fmaf(dzda, qa1.z, dzdb * kb1.z));
+    r.dsv = dsv;
+    r.d = d;
     return r;
 }
 
@@ -180,6 +184,8 @@ __device__ void bwd_dq(BWD_TC_PARAMS, float* __restrict__ dq, float* __restrict_
 #pragma unroll
     for (int e = 0; e < OT; ++e) acc[e][0] = acc[e][1] = acc[e][2] = acc[e][3] = 0.f;
     float sumA = 0.f, sumB = 0.f, ds_acc = 0.f, db_acc = 0.f;
+    // Per row: sum_j P dP, sum_j P ys, sum_j P d (rows A, B), for the Delta re-centring.
+    float pdp[2] = {0.f, 0.f}, pys[2] = {0.f, 0.f}, pyd[2] = {0.f, 0.f};
     const int t_first = fr.x / BN, t_end = (lr.y + BN - 1) / BN;
     auto load = [&](int st, int t) {
         const int j0 = t * BN;
@@ -224,10 +230,13 @@ __device__ void bwd_dq(BWD_TC_PARAMS, float* __restrict__ dq, float* __restrict_
                                             k1s[st][jj], rowA ? lA : lB, rowA ? dA : dB, s, beta, scale2);
                 sc[nt][h] = vis ? pb.g : 0.f;
                 if (vis) {
-                    if (rowA) sumA += pb.coef_q;
-                    else sumB += pb.coef_q;
-                    ds_acc += pb.ds_part;
-                    db_acc += pb.db_part;
+                    const int w = rowA ? 0 : 1;
+                    (rowA ? sumA : sumB) += pb.coef_q;
+                    ds_acc += pb.dsv * pb.ys;
+                    db_acc -= pb.dsv * pb.d;
+                    pdp[w] = fmaf(pb.p, dp[nt][h], pdp[w]);
+                    pys[w] = fmaf(pb.p, pb.ys, pys[w]);
+                    pyd[w] = fmaf(pb.p, pb.d, pyd[w]);
                 }
             }
         }
@@ -237,6 +246,26 @@ __device__ void bwd_dq(BWD_TC_PARAMS, float* __restrict__ dq, float* __restrict_
     cp_wait<0>();
     sumA = quad_sum(sumA);
     sumB = quad_sum(sumB);
+    // dc and dbeta are sums of dS = P (dP - Delta) times a per-pair factor; they cancel heavily,
+    // and Delta = dO.o carries the bf16 rounding of P in the forward's P.V. Re-centre them on
+    // Delta' = sum_j P dP, the value consistent with this kernel's own P and dP:
+    // sum dS' y = sum dS y + (Delta - Delta') sum_j P y, row by row.
+#pragma unroll
+    for (int w = 0; w < 2; ++w) {
+        pdp[w] = quad_sum(pdp[w]);
+        pys[w] = quad_sum(pys[w]);
+        pyd[w] = quad_sum(pyd[w]);
+    }
+    if (cq == 0) {
+        if (rA < n) {
+            ds_acc += (dA - pdp[0]) * pys[0];
+            db_acc -= (dA - pdp[0]) * pyd[0];
+        }
+        if (rB < n) {
+            ds_acc += (dB - pdp[1]) * pys[1];
+            db_acc -= (dB - pdp[1]) * pyd[1];
+        }
+    }
     const bf16* qrA = q + (qb + (rA < n ? rA : 0)) * D;
     const bf16* qrB = q + (qb + (rB < n ? rB : 0)) * D;
     const float cA = sumA * qA1.y, cB = sumB * qB1.y;

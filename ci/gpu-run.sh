@@ -5,14 +5,15 @@
 # back). Never changes clocks or resets the GPU.
 #
 # STEPS (comma-separated, default all): tests, verify, roundtrip, torch (BK-Core baselines),
-# torch_hyp (hyperbolic baselines), sanitizer, bench. The tests step runs the `::cuda` halves (CI
+# torch_hyp (hyperbolic baselines), sanitizer, sass (cuobjdump of the cubins into logs/), bench.
+# TORCH_HYP_JSON names an earlier torch_hyp.json to use instead of running the script. The tests step runs the `::cuda` halves (CI
 # runs the CPU ones).
 # BENCH_FAMILIES (comma-separated stems) restricts `muse bench`; SANITIZER_FILTER the cases run
 # under compute-sanitizer.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
-STEPS=${STEPS:-tests,verify,roundtrip,torch,torch_hyp,sanitizer,bench}
+STEPS=${STEPS:-tests,verify,roundtrip,torch,torch_hyp,sanitizer,sass,bench}
 mkdir -p "$OUT" logs
 export MUSE_GIT_COMMIT MUSE_REQUIRE_GPU=1
 MUSE_GIT_COMMIT=$(python3 -c 'import json; print(json.load(open("gpu-bundle/manifest.json"))["commit"])')
@@ -37,6 +38,14 @@ if want roundtrip; then
 fi
 want torch && step torch timeout 240 python3 ci/baselines/torch_bk_core.py --out "$OUT/torch.json"
 want torch_hyp && step torch-hyp timeout 240 python3 ci/baselines/torch_hyp.py --out "$OUT/torch_hyp.json"
+[ -n "${TORCH_HYP_JSON:-}" ] && cp "$TORCH_HYP_JSON" logs/torch_hyp_earlier.json
+if want sass; then
+    mkdir -p logs/sass
+    for c in gpu-bundle/cubins/*.cubin; do
+        cuobjdump --dump-sass "$c" > "logs/sass/$(basename "$c" .cubin).sass" 2>&1
+    done
+    status sass 0 0
+fi
 SAN=logs/sanitizer
 mkdir -p "$SAN"
 if want sanitizer; then
@@ -49,7 +58,7 @@ if want sanitizer; then
 fi
 if want bench; then
     bench_args=(bench --backend cuda --out "$OUT" --sanitizer-dir "$SAN")
-    for f in "$OUT/torch.json" "$OUT/torch_hyp.json"; do
+    for f in "$OUT/torch.json" "$OUT/torch_hyp.json" logs/torch_hyp_earlier.json; do
         [ -s "$f" ] && bench_args+=(--torch-baseline "$f")
     done
     [ -n "${BENCH_FAMILIES:-}" ] && bench_args+=(--family "$BENCH_FAMILIES")

@@ -30,11 +30,17 @@ test_backends! {
     fn registered_case_passes(name: &str);
 }
 
-/// Every fixture with an exact output and every generated case is listed above, so none is
-/// silently left out of `cargo test`.
+/// Every fixture with an exact output and every generated case of every family is listed in a
+/// `registered_case_passes` grid (here, `hyp_attn.rs`, `poincare.rs`), so none is silently left out
+/// of `cargo test`.
 #[test]
 fn every_registered_case_is_tested() -> anyhow::Result<()> {
-    let listed = include_str!("bk_core_fixtures.rs");
+    let listed = [
+        include_str!("bk_core_fixtures.rs"),
+        include_str!("hyp_attn.rs"),
+        include_str!("poincare.rs"),
+    ]
+    .concat();
     let m = Manifest::discover()?;
     for case in suite::registry(&m)
         .iter()

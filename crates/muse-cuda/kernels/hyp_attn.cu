@@ -48,8 +48,8 @@ __device__ void prep(const T* __restrict__ x, T* __restrict__ vec, T* __restrict
     T* tr = terms + row * TERMS;
     if (FORM == FORM_EXACT) {
         const T r = Num<T>::sqrt_(n2);
-        const T inv = r > T(0) ? T(1) / r : T(0);
-        for (int d = lane; d < dim; d += 32) vr[d] = xr[d] * inv;
+        // Division, not a product with 1/r: the unit vector is then exactly +-1 in one dimension.
+        for (int d = lane; d < dim; d += 32) vr[d] = r > T(0) ? __fdiv_rn_any(xr[d], r) : T(0);
         if (lane == 0) {
             const TangentTerms<T> t = tangent_terms(s, r);
             tr[0] = t.a;

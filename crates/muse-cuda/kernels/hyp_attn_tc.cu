@@ -15,74 +15,17 @@
 //   hyp_attn_tc_prep_q(const bf16* x, float4* terms, int rows, int dim, float s)
 //   hyp_attn_tc_prep_k(const bf16* x, float4* terms, int rows, int dim, float s)
 //     q terms (E/sqrt2, 1/(sqrt2 E), sinh 2a, sinh 2a / r); k terms (1/F, F, sinh 2b, sinh 2b / rho)
-//   hyp_attn_tc_fwd_d64(TC_ARGS), hyp_attn_tc_fwd_d128(TC_ARGS)
+//   hyp_attn_tc_fwd_d64(TC_ARGS), hyp_attn_tc_fwd_d128(TC_ARGS), hyp_attn_tc_fwd_d64_occ4(TC_ARGS)
 //     TC_ARGS = const bf16* q, const bf16* k, const bf16* v, const float4* tq, const float4* tk,
 //       float* o, float* lse, int heads, int n, int m, float neg_beta_over_s_log2,
 //       int mask, int window, const int* lengths
 // Layouts: q [B*H*N, D], k, v [B*H*M, D], o [B*H*N, D] f32, lse [B*H*N] f32 (natural log).
-#include <stdint.h>
 #include "include/hyp_attn_common.cuh"
-
-// bf16 values travel as their 16-bit patterns (no cuda_bf16.h: the pinned toolchain has no CCCL).
-typedef unsigned short bf16;
-__device__ __forceinline__ float bf16_to_f32(bf16 x) { return __uint_as_float((uint32_t)x << 16); }
+#include "include/tc.cuh"
 
 #define HYP_ATTN_TC_BM 64
 #define HYP_ATTN_TC_THREADS 128
 #define HYP_ATTN_TC_PREP_WARPS 8
-
-__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void* p) {
-    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
-__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void* p) {
-    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
-// 16-byte async copy; src_bytes = 0 zero-fills the destination.
-__device__ __forceinline__ void cp16(void* dst, const void* src, int src_bytes) {
-    const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-// Two floats rounded to nearest-even bf16, `lo` in the low half (the lower column of a fragment).
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    uint32_t r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-
-__device__ __forceinline__ float fast_sqrt(float x) {
-    float y;
-    asm("sqrt.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-__device__ __forceinline__ float fast_lg2(float x) {
-    float y;
-    asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-__device__ __forceinline__ float fast_ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
 
 // Per-row terms of the tangent rows (warp per row): is_q selects the query or the key layout.
 __device__ void tc_prep(const bf16* __restrict__ x, float4* __restrict__ terms, int rows, int dim, float s, bool is_q) {
@@ -203,8 +146,7 @@ __device__ void tc_forward(const bf16* __restrict__ q, const bf16* __restrict__ 
                 const float sh = fmaf(qt.x, kt4.x, -qt.y * kt4.y);
                 float z = fmaf(-qt.w * kt4.w, sc[nt][h], qt.z * kt4.z);
                 z = fmaxf(fmaf(sh, sh, z), 0.f);
-                const float arg = z > 1e18f ? 2.f * z + 1.f : 1.f + z + fast_sqrt(fmaf(z, z, z + z));
-                float s2 = scale2 * fast_lg2(arg);
+                float s2 = scale2 * fast_lg2(one_plus_acosh_arg(z));
                 if (!full) {
                     const int j = j0 + jj;
                     const int2 rg = h < 2 ? rngA : rngB;
@@ -222,18 +164,21 @@ __device__ void tc_forward(const bf16* __restrict__ q, const bf16* __restrict__ 
         }
         const float nA = fmaxf(mA, tmA), nB = fmaxf(mB, tmB);
         const float uA = nA == -INFINITY ? 0.f : nA, uB = nB == -INFINITY ? 0.f : nB;
-        const float aA = fast_ex2(mA - uA), aB = fast_ex2(mB - uB);
+        // Rescale only rows whose running max moved (after the first tiles it rarely does).
+        if (nA != mA) {
+            const float aA = fast_ex2(mA - uA);
+            lA *= aA;
+#pragma unroll
+            for (int e = 0; e < OT; ++e) acc[e][0] *= aA, acc[e][1] *= aA;
+        }
+        if (nB != mB) {
+            const float aB = fast_ex2(mB - uB);
+            lB *= aB;
+#pragma unroll
+            for (int e = 0; e < OT; ++e) acc[e][2] *= aB, acc[e][3] *= aB;
+        }
         mA = nA;
         mB = nB;
-        lA *= aA;
-        lB *= aB;
-#pragma unroll
-        for (int e = 0; e < OT; ++e) {
-            acc[e][0] *= aA;
-            acc[e][1] *= aA;
-            acc[e][2] *= aB;
-            acc[e][3] *= aB;
-        }
         uint32_t pa[NT / 2][4];
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
@@ -290,3 +235,6 @@ extern "C" __global__ void hyp_attn_tc_prep_q(const bf16* x, float4* terms, int 
 extern "C" __global__ void hyp_attn_tc_prep_k(const bf16* x, float4* terms, int rows, int dim, float s) { tc_prep(x, terms, rows, dim, s, false); }
 extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_THREADS) hyp_attn_tc_fwd_d64(TC_ARGS) TC_CALL(64, 64)
 extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_THREADS) hyp_attn_tc_fwd_d128(TC_ARGS) TC_CALL(128, 32)
+// Schedule variant: registers capped at 128 for 4 CTAs (16 warps) per SM; benchmarked against the
+// default (3 CTAs, no spills), see ../src/hyp_attn_tc.rs `Schedule`.
+extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_THREADS, 4) hyp_attn_tc_fwd_d64_occ4(TC_ARGS) TC_CALL(64, 64)

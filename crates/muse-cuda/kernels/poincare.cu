@@ -127,11 +127,13 @@ __device__ void apply(int op, const T* __restrict__ xs, const T* __restrict__ ys
     case 9:
     case 12: {  // dist_tangent (+ vjp)
         const T rx = Num<T>::sqrt_(x2), ry = Num<T>::sqrt_(y.n2(dim));
-        const T ix = rx > T(0) ? T(1) / rx : T(0), iy = ry > T(0) ? T(1) / ry : T(0);
+        // Unit vectors by division, as the reference: x/|x| is exactly +-1 in one dimension, x*(1/|x|)
+        // need not be, and S_a S_b (up to 1e19) amplifies that rounding in 1 - C.
+        auto unit = [](T e, T r) { return r > T(0) ? __fdiv_rn_any(e, r) : T(0); };
         T acc = 0;
         for (int k = 0; k < dim; ++k) {
             // Two rounded products, never one fused: d = 0 exactly when x = y (see poincare.cuh).
-            const T d = mul_rn(x.p[k], ix) - mul_rn(y.p[k], iy);
+            const T d = unit(x.p[k], rx) - unit(y.p[k], ry);
             acc = fma(d, d, acc);
         }
         const T omc = (rx == T(0) || ry == T(0)) ? T(1) : T(0.5) * acc;
@@ -152,7 +154,7 @@ __device__ void apply(int op, const T* __restrict__ xs, const T* __restrict__ ys
         const T ang_u = -kk * tw.sinh2a * tu.sinh2a_over_r, ang_w = -kk * tu.sinh2a * tw.sinh2a_over_r;
         T* o2 = out2 + r * dim;
         for (int k = 0; k < dim; ++k) {
-            const T ui = mul_rn(x.p[k], ix), wi = mul_rn(y.p[k], iy);
+            const T ui = unit(x.p[k], rx), wi = unit(y.p[k], ry);
             o[k] = ga * ui + ang_u * (wi - cs * ui);
             o2[k] = gb * wi + ang_w * (ui - cs * wi);
         }

@@ -317,6 +317,9 @@ impl HypAttn for Cuda {
         dtype: Dtype,
     ) -> Result<HypAttnGrad> {
         args.check_d_o(&d_o)?;
+        if dtype == Dtype::Bf16 && crate::hyp_attn_tc::supports(args) {
+            return crate::hyp_attn_tc_bwd::grad_host(self.gpu()?, args, d_o);
+        }
         crate::hyp_attn_bwd::grad_host(self.gpu()?, args, d_o, dtype)
     }
 }

@@ -28,13 +28,13 @@ pub struct Problem {
     pub beta: f64,
     /// The mask.
     pub mask: Mask,
-    q: Buf<u16>,
-    k: Buf<u16>,
-    v: Buf<u16>,
-    lengths: Option<Buf<i32>>,
+    pub(crate) q: Buf<u16>,
+    pub(crate) k: Buf<u16>,
+    pub(crate) v: Buf<u16>,
+    pub(crate) lengths: Option<Buf<i32>>,
 }
 
-fn bf16_bits(x: ArrayView4<'_, f64>) -> Vec<u16> {
+pub(crate) fn bf16_bits(x: ArrayView4<'_, f64>) -> Vec<u16> {
     x.iter()
         .map(|&v| half::bf16::from_f64(v).to_bits())
         .collect()
@@ -121,26 +121,46 @@ fn launch_prep(
         .map_err(|e| err(&format!("launching {name}"), e))
 }
 
+/// The kernels' (mask, window) integers.
+pub(crate) fn mask_args(mask: Mask) -> (i32, i32) {
+    match mask {
+        Mask::None => (0, 0),
+        Mask::Causal => (1, 0),
+        Mask::Window(w) => (2, w.min(i32::MAX as usize) as i32),
+    }
+}
+
+/// A launch schedule of the D = 64 forward (the benches compare them; the default ships).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Schedule {
+    /// 128 threads, registers as the compiler wants them (3 CTAs per SM, no spills).
+    #[default]
+    Default,
+    /// Registers capped at 128 so that 4 CTAs (16 warps) share an SM (a few spills).
+    Occupancy4,
+}
+
 /// Queues the pre-pass and the tensor-core forward. No host wait.
 pub fn forward(gpu: &Gpu, p: &Problem, ws: &ForwardWs) -> Result<()> {
+    forward_with(gpu, p, ws, Schedule::Default)
+}
+
+/// [`forward`] with a chosen schedule (D = 128 has one).
+pub fn forward_with(gpu: &Gpu, p: &Problem, ws: &ForwardWs, schedule: Schedule) -> Result<()> {
     let d = p.dims;
     let s = p.c.sqrt();
     launch_prep(gpu, true, &p.q, &ws.tq, d.bh() * d.n, &d, s as f32)?;
     launch_prep(gpu, false, &p.k, &ws.tk, d.bh() * d.m, &d, s as f32)?;
-    let name = if d.d == 64 {
-        k::hyp_attn_tc::FWD_D64
-    } else {
-        k::hyp_attn_tc::FWD_D128
+    let name = match (d.d, schedule) {
+        (64, Schedule::Default) => k::hyp_attn_tc::FWD_D64,
+        (64, Schedule::Occupancy4) => k::hyp_attn_tc::FWD_D64_OCC4,
+        _ => k::hyp_attn_tc::FWD_D128,
     };
     let func = gpu.function(&gpu.hyp_attn_tc, name)?;
     let stream = &gpu.stream;
     let grid = ((d.n as u32).div_ceil(k::hyp_attn_tc::BM), grid_y(&d)?, 1);
     let (heads, n, m) = (as_i32("H", d.heads)?, as_i32("N", d.n)?, as_i32("M", d.m)?);
-    let (mask, window) = match p.mask {
-        Mask::None => (0, 0),
-        Mask::Causal => (1, 0),
-        Mask::Window(w) => (2, w.min(i32::MAX as usize) as i32),
-    };
+    let (mask, window) = mask_args(p.mask);
     let scale2 = (-p.beta / s) as f32;
     let lengths = p.lengths.as_ref().map_or(DevicePointer::null(), Buf::ptr);
     // SAFETY: (1) fourteen arguments in C order: three bf16* (u16 bit patterns), two float4*

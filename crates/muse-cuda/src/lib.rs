@@ -40,6 +40,8 @@ pub mod hyp_attn_bwd;
 #[cfg(feature = "cuda")]
 pub mod hyp_attn_tc;
 #[cfg(feature = "cuda")]
+pub mod hyp_attn_tc_bwd;
+#[cfg(feature = "cuda")]
 pub mod hyp_dist;
 #[cfg(feature = "cuda")]
 pub mod hyp_ln;

@@ -68,7 +68,8 @@ pub fn check(baseline: &Report, current: &Report, max_slowdown: Option<f64>) -> 
                 .not_comparable
                 .push(format!("{key}: backend `{}` did not run", b.backend)),
             Some(n) => {
-                let kpi = b.target.is_some() && TIME_UNITS.contains(&b.unit.as_str());
+                let kpi = (b.target.is_some() || b.goal.is_some())
+                    && TIME_UNITS.contains(&b.unit.as_str());
                 if let Some(limit) = max_slowdown.filter(|_| kpi) {
                     if baseline.device != current.device {
                         out.not_comparable.push(format!(

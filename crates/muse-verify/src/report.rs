@@ -34,6 +34,10 @@ pub struct Record {
     pub target: Option<Target>,
     /// Whether `value` meets `target` (true when there is no target).
     pub pass: bool,
+    /// An issue's goal that is reported, not gated: shown as met or missed in the report (the
+    /// reason for a miss goes in the report's meta); the speed gate still compares its times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<Target>,
 }
 
 /// Where a measurement was taken: kernel, backend, case, shape and dtype. Records are made
@@ -73,7 +77,30 @@ impl Site<'_> {
             unit: unit.into(),
             target,
             pass: target.is_none_or(|t| t.holds(value)),
+            goal: None,
         }
+    }
+
+    /// A record of `metric` measured against a goal (reported, not gated).
+    ///
+    /// ```
+    /// use muse_verify::{report::Site, Target};
+    /// let site = Site { kernel: "k", backend: "cuda", case: "c", shape: &[1], dtype: "bf16" };
+    /// let r = site.goal("time_over_sdpa", 2.2, "x", Target::AtMost(2.0));
+    /// assert!(r.pass && r.goal_met() == Some(false));
+    /// ```
+    pub fn goal(&self, metric: &str, value: f64, unit: &str, goal: Target) -> Record {
+        Record {
+            goal: Some(goal),
+            ..self.record(metric, value, unit, None)
+        }
+    }
+}
+
+impl Record {
+    /// Whether the value meets its goal (`None` without one).
+    pub fn goal_met(&self) -> Option<bool> {
+        self.goal.map(|g| g.holds(self.value))
     }
 }
 
@@ -274,6 +301,39 @@ impl Report {
             }
             s.push('\n');
         }
+        let goals: Vec<&Record> = self.records.iter().filter(|r| r.goal.is_some()).collect();
+        if !goals.is_empty() {
+            s.push_str(
+                "## Goals (reported, not gated; reasons for misses in the meta above)
+
+| kernel | backend | case | dtype | metric | value | unit | goal | met |
+",
+            );
+            s.push_str(
+                "|---|---|---|---|---|---|---|---|---|
+",
+            );
+            for r in goals {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    r.kernel,
+                    r.backend,
+                    r.case,
+                    r.dtype,
+                    r.metric,
+                    fmt_value(r.value),
+                    r.unit,
+                    r.goal.map_or_else(String::new, |t| t.to_string()),
+                    if r.goal_met() == Some(true) {
+                        "met"
+                    } else {
+                        "**missed**"
+                    }
+                );
+            }
+            s.push('\n');
+        }
         let mut kernels: Vec<&str> = self.records.iter().map(|r| r.kernel.as_str()).collect();
         kernels.dedup();
         kernels.sort_unstable();
@@ -296,8 +356,16 @@ impl Report {
                     r.metric,
                     fmt_value(r.value),
                     r.unit,
-                    r.target.map_or_else(|| "—".into(), |t| t.to_string()),
-                    if r.pass { "PASS" } else { "**FAIL**" }
+                    match (r.target, r.goal) {
+                        (Some(t), _) => t.to_string(),
+                        (None, Some(g)) => format!("goal {g}"),
+                        (None, None) => "—".into(),
+                    },
+                    match r.goal_met() {
+                        Some(false) => "missed",
+                        _ if r.pass => "PASS",
+                        _ => "**FAIL**",
+                    }
                 );
             }
             s.push('\n');

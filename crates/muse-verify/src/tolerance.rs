@@ -139,6 +139,13 @@ pub mod tol {
     /// Hyperbolic attention f32 gradients: relative L2 ≤ 1e-4 per gradient (design §16; the
     /// issue's "stated relative bound" for the GPU gradients).
     pub const HYP_ATTN_GRAD_F32: f64 = 1e-4;
+    /// Hyperbolic attention gradients with bf16 inputs against f64 on the same rounded inputs:
+    /// relative L2 ≤ 2e-2 (design §16; P and the gradient coefficients enter the tensor cores as
+    /// bf16, 2⁻⁹ relative each).
+    pub const HYP_ATTN_GRAD_BF16: f64 = 2e-2;
+    /// dc and dβ with bf16 inputs: sums of per-pair f32 terms (no bf16 rounding enters them), held
+    /// to 1e-3 of the condition-scaled value.
+    pub const HYP_ATTN_SCALAR_BF16: f64 = 1e-3;
     /// dc and dβ in f32: |Δ| ≤ 1e-4·|want| (design §16).
     pub const HYP_ATTN_SCALAR_F32: f64 = 1e-4;
     /// Poincaré ops in f32, row-relative (max|Δ| ≤ 1e-5·max|want| of the row) for points with

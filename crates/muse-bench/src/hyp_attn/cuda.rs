@@ -5,6 +5,7 @@
 use muse_cuda::hyp_attn::{self as simt, ForwardWs, Problem};
 use muse_cuda::hyp_attn_bwd::{backward, BackwardWs};
 use muse_cuda::hyp_attn_tc as tc;
+use muse_cuda::hyp_attn_tc_bwd as tcb;
 use muse_cuda::Gpu;
 use muse_reference::hyp_attn::{HypAttnArgs, Mask};
 use muse_reference::Dtype;
@@ -202,19 +203,34 @@ fn measure(ctx: &mut CudaCtx<'_>, s: &Shape, mufu: f64) -> Result<f64> {
     let pairs = s.pairs();
     let causal = s.mask == Mask::Causal;
     recs.extend(event_timing(&at, &t, None));
+    if let (Some(b), true) = (sdpa_f, causal) {
+        // The forward goal as an absolute time (the speed gate watches goals' times).
+        recs.push(at.goal(
+            "time_median_goal",
+            t.median_us,
+            "us",
+            Target::AtMost(FWD_OVER_SDPA * b),
+        ));
+    }
     let pps = pairs / (t.median_us * 1e-6);
     recs.push(at.record("pairs_per_s", pps, "1/s", None));
-    recs.push(at.record(
-        "mufu_roofline_frac",
-        pps * MUFU_PER_PAIR / mufu,
-        "",
-        causal.then_some(Target::AtLeast(MUFU_FRAC)),
-    ));
+    let frac = pps * MUFU_PER_PAIR / mufu;
+    recs.push(match causal {
+        true => at.goal("mufu_roofline_frac", frac, "", Target::AtLeast(MUFU_FRAC)),
+        false => at.record("mufu_roofline_frac", frac, "", None),
+    });
     let tokens = (KPI_BH.0 * s.n) as f64;
     recs.push(at.record("tokens_per_s", tokens / (t.median_us * 1e-6), "1/s", None));
     if let Some(b) = sdpa_f {
-        let target = causal.then_some(Target::AtMost(FWD_OVER_SDPA));
-        recs.push(at.record("time_over_sdpa_flash", t.median_us / b, "x", target));
+        recs.push(match causal {
+            true => at.goal(
+                "time_over_sdpa_flash",
+                t.median_us / b,
+                "x",
+                Target::AtMost(FWD_OVER_SDPA),
+            ),
+            false => at.record("time_over_sdpa_flash", t.median_us / b, "x", None),
+        });
     }
     if let Some(b) = cudnn_f {
         recs.push(at.record("time_over_sdpa_cudnn", t.median_us / b, "x", None));
@@ -232,66 +248,113 @@ fn measure(ctx: &mut CudaCtx<'_>, s: &Shape, mufu: f64) -> Result<f64> {
         "",
         Some(Target::AtMost(2.0)),
     ));
+    if s.d == 64 {
+        let t4 = time_events(gpu, 5, ctx.runs, || {
+            tc::forward_with(gpu, &p, &ws, tc::Schedule::Occupancy4)
+        })?;
+        recs.push(at.record("time_median_schedule_occupancy4", t4.median_us, "us", None));
+    }
+
+    // Tensor-core backward (bf16): workspace peak, timing, ratios.
+    gpu.reset_peak();
+    let base = gpu.live_bytes();
+    let bws = tcb::BackwardWs::new(gpu, &p, d_o.view())?;
+    tcb::backward(gpu, &p, &ws, &bws)?;
+    gpu.sync("hyp_attn tensor-core backward")?;
+    let bpeak = (gpu.peak_bytes() - base) as f64;
+    let tb = time_events(gpu, 5, ctx.runs, || tcb::backward(gpu, &p, &ws, &bws))?;
+    let bsite = site("hyp_attn_bwd", "bf16");
+    recs.extend(event_timing(&bsite, &tb, None));
+    recs.push(bsite.goal(
+        "bwd_over_fwd",
+        tb.median_us / t.median_us,
+        "x",
+        Target::AtMost(BWD_OVER_FWD),
+    ));
+    recs.push(bsite.record("alloc_peak_bwd_workspace", bpeak, "bytes", None));
+    recs.push(bsite.record(
+        "alloc_peak_bwd_over_io",
+        bpeak / io,
+        "",
+        Some(Target::AtMost(3.0)),
+    ));
+    let fb = site("hyp_attn_fwd_bwd", "bf16");
+    let fwd_bwd = t.median_us + tb.median_us;
+    recs.push(fb.record("time_median", fwd_bwd, "us", None));
+    if let Some(b) = sdpa_fb {
+        recs.push(match causal {
+            true => fb.goal(
+                "time_over_sdpa_flash",
+                fwd_bwd / b,
+                "x",
+                Target::AtMost(FWD_BWD_OVER_SDPA),
+            ),
+            false => fb.record("time_over_sdpa_flash", fwd_bwd / b, "x", None),
+        });
+        if causal {
+            recs.push(fb.goal(
+                "time_median_goal",
+                fwd_bwd,
+                "us",
+                Target::AtMost(FWD_BWD_OVER_SDPA * b),
+            ));
+        }
+    }
     let o_tc = ws.o.to_vec()?;
-    drop((ws, p));
+    let g_tc = [bws.dq.to_vec()?, bws.dk.to_vec()?, bws.dv.to_vec()?];
+    drop((bws, ws, p));
 
     // SIMT forward and backward (f32) on the same bf16-rounded inputs: agreement with the
-    // tensor-core output, then timings where they take at most seconds.
-    let sp = Problem::<f32>::upload(gpu, &args, Dtype::Bf16)?;
-    let fws = ForwardWs::new(gpu, &sp)?;
-    simt::forward(gpu, &sp, &fws)?;
-    let o_simt = fws.o.to_vec()?;
-    let (mut max_d, mut sq) = (0.0f64, 0.0f64);
-    for (a, b) in o_tc.iter().zip(&o_simt) {
-        let e = f64::from(a - b).abs();
-        max_d = max_d.max(e);
-        sq += e * e;
-    }
-    let max_v = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    recs.push(at.record(
-        "o_max_abs_diff_vs_simt_f32_over_max_v",
-        max_d / max_v,
-        "",
-        Some(Target::AtMost(1e-2)),
-    ));
-    recs.push(at.record(
-        "o_mse_vs_simt_f32",
-        sq / o_tc.len() as f64,
-        "",
-        Some(Target::Below(1e-6)),
-    ));
+    // tensor-core outputs (N ≤ 4096), timings at N = 1024 only (they take up to seconds).
     if s.n <= 4096 {
-        let tf = time_events(gpu, 2, SIMT_RUNS, || simt::forward(gpu, &sp, &fws))?;
-        recs.extend(event_timing(&site("hyp_attn_fwd", "f32"), &tf, None));
-        gpu.reset_peak();
-        let base = gpu.live_bytes();
-        let bws = BackwardWs::new(gpu, &sp, d_o.view(), Dtype::F32)?;
-        backward(gpu, &sp, &fws, &bws)?;
-        gpu.sync("hyp_attn backward")?;
-        let bpeak = (gpu.peak_bytes() - base) as f64;
-        // The backward needs the SIMT pre-pass rows, which the tensor-core forward does not
-        // write: time them together.
-        let tb = time_events(gpu, 2, SIMT_RUNS, || {
-            simt::prep(gpu, &sp, &fws)?;
-            backward(gpu, &sp, &fws, &bws)
-        })?;
-        let fb = site("hyp_attn_bwd", "f32");
-        recs.extend(event_timing(&fb, &tb, None));
-        recs.push(fb.record(
-            "bwd_over_fwd",
-            tb.median_us / tf.median_us,
-            "x",
-            Some(Target::AtMost(BWD_OVER_FWD)),
+        let sp = Problem::<f32>::upload(gpu, &args, Dtype::Bf16)?;
+        let fws = ForwardWs::new(gpu, &sp)?;
+        simt::forward(gpu, &sp, &fws)?;
+        let o_simt = fws.o.to_vec()?;
+        let max_v = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let (max_d, mse) = diff(&o_tc, &o_simt);
+        recs.push(at.record(
+            "o_max_abs_diff_vs_simt_f32_over_max_v",
+            max_d / max_v,
+            "",
+            Some(Target::AtMost(1e-2)),
         ));
-        recs.push(fb.record("alloc_peak_bwd_workspace", bpeak, "bytes", None));
-        let fwd_bwd = t.median_us + tb.median_us;
-        let fbs = site("hyp_attn_fwd_bwd", "bf16+f32");
-        recs.push(fbs.record("time_median", fwd_bwd, "us", None));
-        if let Some(b) = sdpa_fb {
-            let target = causal.then_some(Target::AtMost(FWD_BWD_OVER_SDPA));
-            recs.push(fbs.record("time_over_sdpa_flash", fwd_bwd / b, "x", target));
+        recs.push(at.record("o_mse_vs_simt_f32", mse, "", Some(Target::Below(1e-6))));
+        let bws = BackwardWs::new(gpu, &sp, d_o.view(), Dtype::Bf16)?;
+        backward(gpu, &sp, &fws, &bws)?;
+        let g_simt = [bws.dq.to_vec()?, bws.dk.to_vec()?, bws.dv.to_vec()?];
+        for (name, (g, w)) in ["dq", "dk", "dv"].iter().zip(g_tc.iter().zip(&g_simt)) {
+            let metric = format!("{name}_rel_l2_vs_simt_f32");
+            recs.push(bsite.record(&metric, rel_l2(g, w), "", Some(Target::AtMost(2e-2))));
+        }
+        if s.n <= 1024 {
+            let tf = time_events(gpu, 2, SIMT_RUNS, || simt::forward(gpu, &sp, &fws))?;
+            recs.extend(event_timing(&site("hyp_attn_fwd", "f32"), &tf, None));
+            let tsb = time_events(gpu, 2, SIMT_RUNS, || {
+                simt::prep(gpu, &sp, &fws)?;
+                backward(gpu, &sp, &fws, &bws)
+            })?;
+            recs.extend(event_timing(&site("hyp_attn_bwd", "f32"), &tsb, None));
         }
     }
     ctx.report.records.extend(recs);
     Ok(t.median_us)
+}
+
+/// max|a − b| and the mean squared difference of two f32 vectors.
+fn diff(a: &[f32], b: &[f32]) -> (f64, f64) {
+    let (mut max_d, mut sq) = (0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        let e = f64::from(x - y).abs();
+        max_d = max_d.max(e);
+        sq += e * e;
+    }
+    (max_d, sq / a.len().max(1) as f64)
+}
+
+/// ‖a − b‖₂ / ‖b‖₂.
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
 }

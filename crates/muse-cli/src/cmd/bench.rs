@@ -80,7 +80,7 @@ fn print_targets(report: &Report) {
     let shown = report
         .records
         .iter()
-        .filter(|r| r.target.is_some() || r.metric.starts_with("speedup"));
+        .filter(|r| r.target.is_some() || r.goal.is_some() || r.metric.starts_with("speedup"));
     for r in shown {
         println!(
             "{:<26} {:<10} {:<16} {:<4} {:<24} {:>12.4} {:<5} {}",
@@ -91,10 +91,18 @@ fn print_targets(report: &Report) {
             r.metric,
             r.value,
             r.unit,
-            r.target.map_or(String::new(), |t| format!(
-                "{t}: {}",
-                if r.pass { "PASS" } else { "FAIL" }
-            ))
+            match (r.target, r.goal) {
+                (Some(t), _) => format!("{t}: {}", if r.pass { "PASS" } else { "FAIL" }),
+                (None, Some(g)) => format!(
+                    "goal {g}: {}",
+                    if r.goal_met() == Some(true) {
+                        "met"
+                    } else {
+                        "missed"
+                    }
+                ),
+                (None, None) => String::new(),
+            }
         );
     }
 }

@@ -33,6 +33,9 @@ template <> struct Num<double> {
 // fma(x, a, -(y*b)) leaves the rounding error of y*b instead of 0.
 __device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
 __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+// Correctly rounded division (never rewritten as a product with a reciprocal).
+__device__ __forceinline__ float __fdiv_rn_any(float a, float b) { return __fdiv_rn(a, b); }
+__device__ __forceinline__ double __fdiv_rn_any(double a, double b) { return __ddiv_rn(a, b); }
 
 // tanh(t)/t for t >= 0.
 template <typename T> __device__ __forceinline__ T tanh_over(T t) {

@@ -192,6 +192,12 @@ fn grad_records(
 ) -> Vec<Record> {
     let (rule, sbound) = match dtype {
         Dtype::F64 => (Rule::F64Grad, tol::HYP_F64_REL),
+        Dtype::Bf16 => (
+            Rule::Grad {
+                bound: tol::HYP_ATTN_GRAD_BF16,
+            },
+            tol::HYP_ATTN_SCALAR_BF16,
+        ),
         _ => (
             Rule::Grad {
                 bound: tol::HYP_ATTN_GRAD_F32,
@@ -249,14 +255,28 @@ fn check<B: Backend>(
         };
         let documented = args.form() == Form::Flash && max_tangent_norm(args) > FLASH_F32_MAX_NORM;
         out.extend(forward_records(&site, dtype, &got, want, max_v, documented));
-        if let (Some((d_o, wg)), true) = (want_grad, dtype != Dtype::Bf16) {
+        if let Some((d_o, wg)) = want_grad {
             let site = Site {
                 kernel: "hyp_attn_bwd",
                 ..site
             };
             let g = be.hyp_attn_grad(args, d_o.view(), dtype)?;
-            let scales = backward::scalar_scales(args, d_o.view());
-            out.extend(grad_records(&site, dtype, &g, wg, scales));
+            if dtype == Dtype::Bf16 {
+                // Against f64 on the same bf16-rounded inputs and upstream gradient.
+                let (q, k, v, dr) = (
+                    round(args.q()),
+                    round(args.k()),
+                    round(args.v()),
+                    round(d_o.view()),
+                );
+                let a = rebuild(args, q.view(), k.view(), v.view())?;
+                let w = Cpu.hyp_attn_grad(&a, dr.view(), Dtype::F64)?;
+                let scales = backward::scalar_scales(&a, dr.view());
+                out.extend(grad_records(&site, dtype, &g, &w, scales));
+            } else {
+                let scales = backward::scalar_scales(args, d_o.view());
+                out.extend(grad_records(&site, dtype, &g, wg, scales));
+            }
         }
     }
     Ok(out)

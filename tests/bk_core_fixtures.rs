@@ -39,6 +39,7 @@ fn every_registered_case_is_tested() -> anyhow::Result<()> {
         include_str!("bk_core_fixtures.rs"),
         include_str!("hyp_attn.rs"),
         include_str!("poincare.rs"),
+        include_str!("hyp_fixtures.rs"),
     ]
     .concat();
     let m = Manifest::discover()?;

@@ -10,7 +10,7 @@ use muse::verify::tolerance::tol;
 use muse::Backend;
 use ndarray::{Ix1, Ix2, Ix4};
 
-use crate::common::test_backends;
+use crate::common::{registered_case_passes, test_backends};
 use crate::hyp_common::{assert_dist, assert_tol, fixture, fixture_flat};
 
 fn flat<D: ndarray::Dimension>(a: &ndarray::Array<f64, D>) -> Vec<f64> {
@@ -156,4 +156,22 @@ test_backends! {
     #[case::causal_b1h2_n130_d64("causal_b1h2_n130_d64")]
     #[case::noncausal_b1h1_n20_d8("noncausal_b1h1_n20_d8")]
     fn lin_attn_matches_fixture(name: &str);
+}
+
+// The same fixtures through the verification suite (the records `muse verify` writes).
+test_backends! {
+    #[case::hyp_ln_exp0_r7_d256("hyp_ln/exp0_r7_d256")]
+    #[case::hyp_ln_exp0_r128_d64_saturated("hyp_ln/exp0_r128_d64_saturated")]
+    #[case::hyp_ln_exp0_r5_d1("hyp_ln/exp0_r5_d1")]
+    #[case::hyp_ln_clip_r16_d256("hyp_ln/clip_r16_d256")]
+    #[case::lin_attn_causal_b2h2_n37_d16_dv24("lin_attn/causal_b2h2_n37_d16_dv24")]
+    #[case::lin_attn_causal_n1_d1("lin_attn/causal_n1_d1")]
+    #[case::lin_attn_causal_b1h2_n130_d64("lin_attn/causal_b1h2_n130_d64")]
+    #[case::lin_attn_noncausal_b1h1_n20_d8("lin_attn/noncausal_b1h1_n20_d8")]
+    #[case::hyp_dist_tangent_c2_d96("hyp_dist/tangent_c2_d96")]
+    #[case::hyp_dist_ball_c0693_d3("hyp_dist/ball_c0.693_d3")]
+    #[case::hyp_dist_tangent_c001_d256("hyp_dist/tangent_c0.01_d256")]
+    #[case::hyp_dist_ball_c0693_d200("hyp_dist/ball_c0.693_d200")]
+    #[case::hyp_dist_tangent_c0693_d1("hyp_dist/tangent_c0.693_d1")]
+    fn registered_case_passes(name: &str);
 }

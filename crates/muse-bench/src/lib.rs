@@ -34,6 +34,10 @@ pub mod bk_core;
 mod cuda;
 mod error;
 pub mod hyp_attn;
+pub mod hyp_dist;
+pub mod hyp_ln;
+mod hyp_small;
+pub mod lin_attn;
 pub mod records;
 pub mod timing;
 
@@ -50,7 +54,13 @@ pub use cuda::CudaCtx;
 pub use error::{Error, Result};
 
 /// Every family with KPI benchmarks, in report order. A new family adds one line here.
-pub const FAMILIES: &[&dyn Family] = &[&bk_core::BkCore, &hyp_attn::HypAttnFamily];
+pub const FAMILIES: &[&dyn Family] = &[
+    &bk_core::BkCore,
+    &hyp_attn::HypAttnFamily,
+    &hyp_ln::HypLnFamily,
+    &lin_attn::LinAttnFamily,
+    &hyp_dist::HypDistFamily,
+];
 
 /// One kernel family's KPI benchmarks.
 pub trait Family: Sync {
@@ -96,7 +106,7 @@ pub fn select(names: &[String]) -> Result<Vec<&'static dyn Family>> {
     {
         return Err(Error::Option {
             flag: format!("--family {bad}"),
-            rule: "unknown family; known: bk_core, hyp_attn",
+            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist",
         });
     }
     Ok(FAMILIES

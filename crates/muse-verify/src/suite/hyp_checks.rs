@@ -23,6 +23,16 @@ pub enum Rule {
     },
     /// A documented failure of the original's maths in f32: errors recorded without a target.
     Report,
+    /// Element rule of a [`Tolerance`](crate::Tolerance) (worst element's multiple of the allowed
+    /// error ≤ 1) and MSE < 1e-6.
+    Elem(crate::Tolerance),
+    /// max|Δ| ≤ `bound`·max(`floor`, max|want|) and MSE < 1e-6.
+    Scaled {
+        /// The relative bound.
+        bound: f64,
+        /// Floor of the scale.
+        floor: f64,
+    },
     /// f32 (or bf16) gradient: relative L2 ≤ `bound` and MSE < 1e-6.
     Grad {
         /// The relative-L2 bound.
@@ -81,6 +91,19 @@ pub fn tensor(site: &Site<'_>, name: &str, got: &[f64], want: &[f64], rule: Rule
                 s.max_abs / scale.max(f64::MIN_POSITIVE),
                 Some(Target::AtMost(tol::HYP_ATTN_BF16_MAX)),
             ));
+        }
+        Rule::Elem(t) => {
+            let v = crate::stats::Verdict::real(got, want, t);
+            out.push(rec("mse", s.mse, Some(Target::Below(tol::MSE_MAX))));
+            out.push(rec(
+                "err_over_tol",
+                v.worst_ratio,
+                Some(Target::AtMost(1.0)),
+            ));
+        }
+        Rule::Scaled { bound, floor } => {
+            out.push(rec("mse", s.mse, Some(Target::Below(tol::MSE_MAX))));
+            out.push(rec("err_rel_max", rel(floor), Some(Target::AtMost(bound))));
         }
         Rule::Report => {
             out.clear();

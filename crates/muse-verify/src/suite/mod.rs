@@ -26,6 +26,9 @@ pub mod checks;
 pub mod compat;
 pub mod hyp_attn;
 pub mod hyp_checks;
+pub mod hyp_dist;
+pub mod hyp_ln;
+pub mod lin_attn;
 pub mod poincare;
 
 use crate::{fixtures::Manifest, Record};
@@ -102,6 +105,12 @@ families! {
     Poincare => poincare,
     /// Hyperbolic attention: fixtures, generated tensor-core shapes, mask claims.
     HypAttn => hyp_attn,
+    /// Fused LayerNorm + hyperbolic projection: fixtures, forward and backward.
+    HypLn => hyp_ln,
+    /// Tangent-space linear attention: fixtures, forward and backward.
+    LinAttn => lin_attn,
+    /// Pairwise distance matrix: fixtures, tangent and ball inputs.
+    HypDist => hyp_dist,
 }
 
 /// One registered verification case.

@@ -46,7 +46,8 @@ if want sass; then
     done
     status sass 0 0
 fi
-SAN=logs/sanitizer
+# SANITIZER_LOGS: a folder with memcheck.log / racecheck.log of an earlier call (for a bench-only call).
+SAN=${SANITIZER_LOGS:-logs/sanitizer}
 mkdir -p "$SAN"
 if want sanitizer; then
     filter=${SANITIZER_FILTER:-n2,n4096_random,long/benchmark_b1_n65536,poincare/ball_c0.693_d64,small_causal,d96_causal,window16_dv48,masked_rows,decode_n1_m513,lm_window64,gen/none_b1h2_n200_m333_d128_dv128,hyp_ln/exp0_r7_d256,hyp_ln/clip_r16_d256,lin_attn/causal_b2h2_n37_d16_dv24,lin_attn/causal_b1h2_n130_d64,hyp_dist/tangent_c2_d96,hyp_dist/ball_c0.693_d200}

@@ -19,10 +19,13 @@ for line in sys.stdin:
 cp "$tests" gpu-bundle/bin/muse-tests
 cargo build --release -p muse-cli --features cuda
 cp target/release/muse gpu-bundle/bin/muse
-# The cubins too, for SASS inspection there (cuobjdump is on the GPU machine, not here).
-cubins=$(ls -td target/release/build/muse-cuda-*/out 2>/dev/null | while read -r d; do [ -f "$d/hyp_attn_tc.cubin" ] && echo "$d" && break; done)
-mkdir -p gpu-bundle/cubins
-[ -n "$cubins" ] && cp "$cubins"/*.cubin gpu-bundle/cubins/
+# With MUSE_BUNDLE_CUBINS=1, the cubins too, for SASS inspection there (cuobjdump is on the GPU
+# machine, not here; gpu-run's `sass` step).
+if [ "${MUSE_BUNDLE_CUBINS:-0}" = 1 ]; then
+    cubins=$(ls -td target/release/build/muse-cuda-*/out 2>/dev/null | while read -r d; do [ -f "$d/hyp_attn_tc.cubin" ] && echo "$d" && break; done)
+    mkdir -p gpu-bundle/cubins
+    [ -n "$cubins" ] && cp "$cubins"/*.cubin gpu-bundle/cubins/
+fi
 strip --strip-debug gpu-bundle/bin/*
 sha=$(git rev-parse --short=12 HEAD)
 [ -z "$(git status --porcelain --untracked-files=no)" ] || sha="$sha-dirty"

@@ -39,7 +39,7 @@ fi
 want torch && step torch timeout 240 python3 ci/baselines/torch_bk_core.py --out "$OUT/torch.json"
 want torch_hyp && step torch-hyp timeout 240 python3 ci/baselines/torch_hyp.py --out "$OUT/torch_hyp.json"
 [ -n "${TORCH_HYP_JSON:-}" ] && cp "$TORCH_HYP_JSON" logs/torch_hyp_earlier.json
-if want sass; then
+if want sass && [ -d gpu-bundle/cubins ]; then
     mkdir -p logs/sass
     for c in gpu-bundle/cubins/*.cubin; do
         cuobjdump --dump-sass "$c" > "logs/sass/$(basename "$c" .cubin).sass" 2>&1

@@ -20,6 +20,7 @@ fn main() {
         "MUSE_CUDA_ARCH",
         "MUSE_CUDA_FATBIN",
         "MUSE_ALLOW_NVCC_MISMATCH",
+        "MUSE_CUDA_LINEINFO",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -148,10 +149,14 @@ fn compile(nvcc: &Path, arch: &str, fatbin: bool, cu: &Path, out: &Path) {
     } else {
         cmd.args(["-cubin", &format!("-arch={arch}")]);
     }
+    // Line tables quadruple the cubins (and the binaries that embed them); opt in for
+    // compute-sanitizer or profiler source attribution.
+    if std::env::var("MUSE_CUDA_LINEINFO").is_ok_and(|v| v == "1") {
+        cmd.arg("-lineinfo");
+    }
     cmd.args([
         "-O3",
         "-std=c++17",
-        "-lineinfo",
         "-Ikernels/include",
         "-Xptxas",
         "-v",

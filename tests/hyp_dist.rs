@@ -74,7 +74,7 @@ fn hyp_dist_f64_matches_reference<B: Backend>(
         &format!("{input:?} D{d} f64"),
         &flat(&got),
         &flat(&want),
-        tol::F64,
+        tol::HYP_F64_CROSS,
     )?;
     for bb in 0..b {
         for hh in 0..h {
@@ -259,7 +259,7 @@ fn hyp_dist_random_shapes_match_reference<B: Backend>(be: &B) -> anyhow::Result<
                     "f64",
                     &flat(&got),
                     &flat(&hyp_dist::forward::<f64>(&args, Dtype::F64)),
-                    tol::F64,
+                    tol::HYP_F64_CROSS,
                 )?;
                 let got = be.hyp_dist(&args, Dtype::F32)?;
                 let want = hyp_dist::forward::<f64>(&args, Dtype::F32);

@@ -19,11 +19,11 @@ for stem in verification-cuda kpi-cuda; do
     fi
     cp "$dir/$stem.json" "$dir/$stem.md" reports/
 done
-cp "$dir/kpi-cuda.svg" reports/
+cp "$dir"/kpi-cuda*.svg reports/
 commit=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commit"])' "$dir/kpi-cuda.json")
 run="reports/runs/$(date -u +%Y-%m-%d)-$commit"
 mkdir -p "$run"
-for f in torch.json logs.tgz; do
+for f in torch.json torch_hyp.json logs.tgz; do
     [ -f "$dir/$f" ] && cp "$dir/$f" "$run/"
 done
 echo "gpu-accept: reports/ updated, raw files in $run"

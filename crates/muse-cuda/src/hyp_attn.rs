@@ -79,13 +79,6 @@ pub(crate) fn flat<T: GpuFloat>(x: ArrayView4<'_, f64>, dtype: Dtype) -> Vec<T> 
 impl<T: GpuFloat> Problem<T> {
     /// Uploads checked arguments with the inputs rounded to `dtype` (bf16 values travel as f32).
     pub fn upload(gpu: &'static Gpu, args: &HypAttnArgs<'_>, dtype: Dtype) -> Result<Self> {
-        let lengths = args
-            .lengths()
-            .map(|l| {
-                let l: Result<Vec<i32>> = l.iter().map(|&x| as_i32("lengths", x)).collect();
-                gpu.upload(&l?)
-            })
-            .transpose()?;
         Ok(Self {
             dims: Dims::of(args),
             c: args.curvature().c(),
@@ -95,22 +88,35 @@ impl<T: GpuFloat> Problem<T> {
             q: gpu.upload(&flat::<T>(args.q(), dtype))?,
             k: gpu.upload(&flat::<T>(args.k(), dtype))?,
             v: gpu.upload(&flat::<T>(args.v(), dtype))?,
-            lengths,
+            lengths: upload_lengths(gpu, args)?,
         })
     }
+}
 
-    pub(crate) fn mask_args(&self) -> (i32, i32) {
-        match self.mask {
-            Mask::None => (0, 0),
-            Mask::Causal => (1, 0),
-            Mask::Window(w) => (2, w.min(i32::MAX as usize) as i32),
-        }
-    }
+/// The per-batch key lengths of `args` as device ints (`None` when every key is valid).
+pub(crate) fn upload_lengths(
+    gpu: &'static Gpu,
+    args: &HypAttnArgs<'_>,
+) -> Result<Option<Buf<i32>>> {
+    args.lengths()
+        .map(|l| {
+            let l: Result<Vec<i32>> = l.iter().map(|&x| as_i32("lengths", x)).collect();
+            gpu.upload(&l?)
+        })
+        .transpose()
+}
 
-    pub(crate) fn lengths_ptr(&self) -> DevicePointer<i32> {
-        self.lengths
-            .as_ref()
-            .map_or(DevicePointer::null(), Buf::ptr)
+/// The kernels' `lengths` argument: null when every key is valid.
+pub(crate) fn lengths_ptr(lengths: &Option<Buf<i32>>) -> DevicePointer<i32> {
+    lengths.as_ref().map_or(DevicePointer::null(), Buf::ptr)
+}
+
+/// The kernels' (mask, window) integers.
+pub(crate) fn mask_args(mask: Mask) -> (i32, i32) {
+    match mask {
+        Mask::None => (0, 0),
+        Mask::Causal => (1, 0),
+        Mask::Window(w) => (2, w.min(i32::MAX as usize) as i32),
     }
 }
 
@@ -243,9 +249,9 @@ pub fn forward_simt<T: GpuFloat>(gpu: &Gpu, p: &Problem<T>, ws: &ForwardWs<T>) -
         as_i32("D", d.d)?,
         as_i32("Dv", d.dv)?,
     );
-    let (mask, window) = p.mask_args();
+    let (mask, window) = mask_args(p.mask);
     let (s, c, beta) = (T::of(p.c.sqrt()), T::of(p.c), T::of(p.beta));
-    let lengths = p.lengths_ptr();
+    let lengths = lengths_ptr(&p.lengths);
     // SAFETY: (1) eighteen arguments in C order: seven T*, five int, three T, two int, one int*,
     // T matching the symbol; (2) vq/vk hold B·H·N·D and B·H·M·D, tq/tk rows·TERMS, v B·H·M·Dv,
     // o B·H·N·Dv, lse B·H·N elements (ForwardWs::new for these dims), lengths null or B ints each
@@ -267,21 +273,32 @@ pub fn forward<T: GpuFloat>(gpu: &Gpu, p: &Problem<T>, ws: &ForwardWs<T>) -> Res
 
 /// Copies o and lse back as (B, H, N, Dv) and (B, H, N).
 pub fn download<T: GpuFloat>(p: &Problem<T>, ws: &ForwardWs<T>) -> Result<HypAttnOut> {
-    let d = p.dims;
-    let o = ws.o.to_vec()?;
-    let lse = ws.lse.to_vec()?;
+    download_out(&p.dims, &ws.o, &ws.lse)
+}
+
+/// o (B·H·N·Dv values) and lse (B·H·N) of either forward path, widened to f64.
+pub(crate) fn download_out<T: GpuFloat>(d: &Dims, o: &Buf<T>, lse: &Buf<T>) -> Result<HypAttnOut> {
+    let lse = lse.to_vec()?;
     Ok(HypAttnOut {
-        o: Array4::from_shape_vec(
-            (d.batch, d.heads, d.n, d.dv),
-            o.into_iter().map(T::to_f64_exact).collect(),
-        )
-        .expect("invariant: o holds B·H·N·Dv values"),
+        o: to_array4(o, (d.batch, d.heads, d.n, d.dv))?,
         lse: Array3::from_shape_vec(
             (d.batch, d.heads, d.n),
             lse.into_iter().map(T::to_f64_exact).collect(),
         )
         .expect("invariant: lse holds B·H·N values"),
     })
+}
+
+/// A device buffer of `shape`'s element count as an f64 array.
+pub(crate) fn to_array4<T: GpuFloat>(
+    b: &Buf<T>,
+    shape: (usize, usize, usize, usize),
+) -> Result<Array4<f64>> {
+    let v = b.to_vec()?;
+    Ok(
+        Array4::from_shape_vec(shape, v.into_iter().map(T::to_f64_exact).collect())
+            .expect("invariant: the buffer holds the shape's element count"),
+    )
 }
 
 fn forward_host<T: GpuFloat>(

@@ -6,11 +6,13 @@
 use cust::launch;
 use muse_reference::hyp_attn::{Form, HypAttnArgs, HypAttnGrad};
 use muse_reference::{Dtype, Error, Result};
-use ndarray::{Array4, ArrayView4};
+use ndarray::ArrayView4;
 
 use crate::bk_core::pick;
 use crate::device::{err, k, Buf, Gpu, GpuFloat};
-use crate::hyp_attn::{flat, forward, grid_y, Dims, ForwardWs, Problem};
+use crate::hyp_attn::{
+    flat, forward, grid_y, lengths_ptr, mask_args, to_array4, Dims, ForwardWs, Problem,
+};
 use crate::poincare::as_i32;
 
 /// The backward's upstream gradient, workspace and outputs.
@@ -92,9 +94,9 @@ pub fn backward<T: GpuFloat>(
         as_i32("M", d.m)?,
         as_i32("D", d.d)?,
     );
-    let (mask, window) = p.mask_args();
+    let (mask, window) = mask_args(p.mask);
     let (s, beta) = (T::of(p.c.sqrt()), T::of(p.beta));
-    let lengths = p.lengths_ptr();
+    let lengths = lengths_ptr(&p.lengths);
     let name = pick::<T>(k::hyp_attn_bwd::DQ_F32, k::hyp_attn_bwd::DQ_F64);
     let func = gpu.function(&gpu.hyp_attn_bwd, name)?;
     let grid = dq_grid(&d)?;
@@ -143,14 +145,6 @@ pub fn scalar_grads<T: GpuFloat>(p: &Problem<T>, ws: &BackwardWs<T>) -> Result<(
     Ok((ds / (2.0 * p.c.sqrt()), db))
 }
 
-fn to4<T: GpuFloat>(b: &Buf<T>, shape: (usize, usize, usize, usize)) -> Result<Array4<f64>> {
-    let v = b.to_vec()?;
-    Ok(
-        Array4::from_shape_vec(shape, v.into_iter().map(T::to_f64_exact).collect())
-            .expect("invariant: the buffer holds the shape's element count"),
-    )
-}
-
 fn run<T: GpuFloat>(
     gpu: &'static Gpu,
     args: &HypAttnArgs<'_>,
@@ -168,9 +162,9 @@ fn run<T: GpuFloat>(
     let d = p.dims;
     let (dc, dbeta) = scalar_grads(&p, &ws)?;
     Ok(HypAttnGrad {
-        dq: to4(&ws.dq, (d.batch, d.heads, d.n, d.d))?,
-        dk: to4(&ws.dk, (d.batch, d.heads, d.m, d.d))?,
-        dv: to4(&ws.dv, (d.batch, d.heads, d.m, d.dv))?,
+        dq: to_array4(&ws.dq, (d.batch, d.heads, d.n, d.d))?,
+        dk: to_array4(&ws.dk, (d.batch, d.heads, d.m, d.d))?,
+        dv: to_array4(&ws.dv, (d.batch, d.heads, d.m, d.dv))?,
         dc,
         dbeta,
     })

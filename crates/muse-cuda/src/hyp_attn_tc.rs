@@ -3,13 +3,12 @@
 //! kernels of `hyp_attn.rs`.
 
 use cust::launch;
-use cust::memory::DevicePointer;
 use muse_reference::hyp_attn::{Form, HypAttnArgs, HypAttnOut, Mask};
 use muse_reference::Result;
-use ndarray::{Array3, Array4, ArrayView4};
+use ndarray::ArrayView4;
 
 use crate::device::{err, k, Buf, Gpu};
-use crate::hyp_attn::{grid_y, Dims};
+use crate::hyp_attn::{download_out, grid_y, lengths_ptr, mask_args, upload_lengths, Dims};
 use crate::poincare::as_i32;
 
 /// Whether the tensor-core kernel runs these arguments (exact form, D = Dv ∈ {64, 128}).
@@ -50,13 +49,6 @@ impl Problem {
                 what: "the tensor-core kernel needs the exact form and D = Dv in {64, 128}".into(),
             });
         }
-        let lengths = args
-            .lengths()
-            .map(|l| {
-                let l: Result<Vec<i32>> = l.iter().map(|&x| as_i32("lengths", x)).collect();
-                gpu.upload(&l?)
-            })
-            .transpose()?;
         Ok(Self {
             dims: Dims::of(args),
             c: args.curvature().c(),
@@ -65,7 +57,7 @@ impl Problem {
             q: gpu.upload(&bf16_bits(args.q()))?,
             k: gpu.upload(&bf16_bits(args.k()))?,
             v: gpu.upload(&bf16_bits(args.v()))?,
-            lengths,
+            lengths: upload_lengths(gpu, args)?,
         })
     }
 }
@@ -121,15 +113,6 @@ fn launch_prep(
         .map_err(|e| err(&format!("launching {name}"), e))
 }
 
-/// The kernels' (mask, window) integers.
-pub(crate) fn mask_args(mask: Mask) -> (i32, i32) {
-    match mask {
-        Mask::None => (0, 0),
-        Mask::Causal => (1, 0),
-        Mask::Window(w) => (2, w.min(i32::MAX as usize) as i32),
-    }
-}
-
 /// A launch schedule of the D = 64 forward (the benches compare them; the default ships).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Schedule {
@@ -162,7 +145,7 @@ pub fn forward_with(gpu: &Gpu, p: &Problem, ws: &ForwardWs, schedule: Schedule) 
     let (heads, n, m) = (as_i32("H", d.heads)?, as_i32("N", d.n)?, as_i32("M", d.m)?);
     let (mask, window) = mask_args(p.mask);
     let scale2 = (-p.beta / s) as f32;
-    let lengths = p.lengths.as_ref().map_or(DevicePointer::null(), Buf::ptr);
+    let lengths = lengths_ptr(&p.lengths);
     // SAFETY: (1) fourteen arguments in C order: three bf16* (u16 bit patterns), two float4*
     // (f32 buffers of 4 per row), two float*, three int, one float, two int, one const int*;
     // (2) q holds B·H·N·D, k and v B·H·M·D bf16 values (Problem::upload, D = Dv ∈ {64, 128} as the
@@ -184,19 +167,5 @@ pub(crate) fn forward_host(gpu: &'static Gpu, args: &HypAttnArgs<'_>) -> Result<
     ws.o.poison()?;
     ws.lse.poison()?;
     forward(gpu, &p, &ws)?;
-    let d = p.dims;
-    let o = ws.o.to_vec()?;
-    let lse = ws.lse.to_vec()?;
-    Ok(HypAttnOut {
-        o: Array4::from_shape_vec(
-            (d.batch, d.heads, d.n, d.dv),
-            o.into_iter().map(f64::from).collect(),
-        )
-        .expect("invariant: o holds B·H·N·D values"),
-        lse: Array3::from_shape_vec(
-            (d.batch, d.heads, d.n),
-            lse.into_iter().map(f64::from).collect(),
-        )
-        .expect("invariant: lse holds B·H·N values"),
-    })
+    download_out(&p.dims, &ws.o, &ws.lse)
 }

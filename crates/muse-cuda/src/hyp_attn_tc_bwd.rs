@@ -7,11 +7,11 @@ use cust::launch;
 use cust::memory::DevicePointer;
 use muse_reference::hyp_attn::{HypAttnArgs, HypAttnGrad};
 use muse_reference::Result;
-use ndarray::{Array4, ArrayView4};
+use ndarray::ArrayView4;
 
 use crate::device::{err, k, Buf, Gpu};
-use crate::hyp_attn::grid_y;
-use crate::hyp_attn_tc::{bf16_bits, forward, mask_args, ForwardWs, Problem};
+use crate::hyp_attn::{grid_y, lengths_ptr, mask_args, to_array4};
+use crate::hyp_attn_tc::{bf16_bits, forward, ForwardWs, Problem};
 use crate::poincare::as_i32;
 
 /// The backward's upstream gradient (bf16), row terms, Δ, outputs (f32) and scalar partials.
@@ -125,7 +125,7 @@ pub fn backward(gpu: &Gpu, p: &Problem, fws: &ForwardWs, ws: &BackwardWs) -> Res
     let (heads, n, m) = (as_i32("H", d.heads)?, as_i32("N", d.n)?, as_i32("M", d.m)?);
     let (mask, window) = mask_args(p.mask);
     let beta = p.beta as f32;
-    let lengths = p.lengths.as_ref().map_or(DevicePointer::null(), Buf::ptr);
+    let lengths = lengths_ptr(&p.lengths);
     let stream = &gpu.stream;
     let threads = k::hyp_attn_tc_bwd::THREADS;
     let (dq_name, dkdv_name) = if d.d == 64 {
@@ -163,14 +163,6 @@ pub fn backward(gpu: &Gpu, p: &Problem, fws: &ForwardWs, ws: &BackwardWs) -> Res
     .map_err(|e| err(&format!("launching {dkdv_name}"), e))
 }
 
-fn to4(b: &Buf<f32>, shape: (usize, usize, usize, usize)) -> Result<Array4<f64>> {
-    let v = b.to_vec()?;
-    Ok(
-        Array4::from_shape_vec(shape, v.into_iter().map(f64::from).collect())
-            .expect("invariant: the buffer holds the shape's element count"),
-    )
-}
-
 /// The bf16 gradient through the tensor cores (forward recomputed), widened to f64.
 pub(crate) fn grad_host(
     gpu: &'static Gpu,
@@ -189,9 +181,9 @@ pub(crate) fn grad_host(
     let ds: f64 = ws.part_ds.to_vec()?.into_iter().map(f64::from).sum();
     let dbeta: f64 = ws.part_db.to_vec()?.into_iter().map(f64::from).sum();
     Ok(HypAttnGrad {
-        dq: to4(&ws.dq, (d.batch, d.heads, d.n, d.d))?,
-        dk: to4(&ws.dk, (d.batch, d.heads, d.m, d.d))?,
-        dv: to4(&ws.dv, (d.batch, d.heads, d.m, d.dv))?,
+        dq: to_array4(&ws.dq, (d.batch, d.heads, d.n, d.d))?,
+        dk: to_array4(&ws.dk, (d.batch, d.heads, d.m, d.d))?,
+        dv: to_array4(&ws.dv, (d.batch, d.heads, d.m, d.dv))?,
         dc: ds / (2.0 * p.c.sqrt()),
         dbeta,
     })

@@ -16,7 +16,7 @@ pub mod forward;
 
 use ndarray::{Array3, Array4, ArrayView4};
 
-use crate::poincare::{check_finite, Curvature};
+use crate::poincare::{check_finite, check_nonempty, Curvature};
 use crate::{Cpu, Dtype, Error, Result};
 
 pub(crate) const OP: &str = "hyp_attn";
@@ -148,12 +148,8 @@ impl<'a> HypAttnArgs<'a> {
         beta: f64,
         mask: Mask,
     ) -> Result<Self> {
+        check_nonempty(OP, "q", &["B", "H", "N", "D"], q.shape())?;
         let (b, h, n, d) = q.dim();
-        for (dim, size) in [("B", b), ("H", h), ("N", n), ("D", d)] {
-            if size == 0 {
-                return Err(empty("q", dim, q.shape()));
-            }
-        }
         let (kb, kh, m, kd) = k.dim();
         if m == 0 {
             return Err(empty("k", "M", k.shape()));

@@ -328,3 +328,17 @@ fn compat_forms_reproduce_the_originals_self_distance() {
         let _ = a;
     }
 }
+
+#[test]
+fn an_empty_dimension_is_named() {
+    let (q0, k, v) = (
+        Array4::<f64>::zeros((1, 2, 0, 4)),
+        Array4::<f64>::zeros((1, 2, 3, 4)),
+        Array4::<f64>::zeros((1, 2, 3, 5)),
+    );
+    let e = HypAttnArgs::new(q0.view(), k.view(), v.view(), 1.0, 1.0, Mask::None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "hyp_attn: N must be at least 1 (`q` has shape [1, 2, 0, 4])"
+    );
+}

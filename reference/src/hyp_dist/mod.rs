@@ -17,7 +17,7 @@ use ndarray::{Array4, ArrayView2, ArrayView4, Axis};
 
 use crate::poincare::maps::TangentRow;
 use crate::poincare::scalar::{acosh1p, dist2};
-use crate::poincare::{check_finite, check_in_ball, Curvature};
+use crate::poincare::{check_finite, check_in_ball, check_nonempty, Curvature};
 use crate::{Cpu, Dtype, Elem, Error, Result};
 
 const OP: &str = "hyp_dist";
@@ -99,22 +99,8 @@ impl<'a> HypDistArgs<'a> {
         c: f64,
         input: HypDistInput,
     ) -> Result<Self> {
-        for (arg, a) in [("x", &x), ("y", &y)] {
-            let sh = a.shape();
-            for (dim, size) in ["B", "H", if arg == "x" { "N" } else { "M" }, "D"]
-                .into_iter()
-                .zip(sh)
-            {
-                if *size == 0 {
-                    return Err(Error::Empty {
-                        op: OP,
-                        arg,
-                        dim,
-                        shape: sh.to_vec(),
-                    });
-                }
-            }
-        }
+        check_nonempty(OP, "x", &["B", "H", "N", "D"], x.shape())?;
+        check_nonempty(OP, "y", &["B", "H", "M", "D"], y.shape())?;
         let (b, h, _, d) = x.dim();
         let (yb, yh, _, yd) = y.dim();
         if (yb, yh, yd) != (b, h, d) {

@@ -22,7 +22,7 @@ pub use cpu::{backward, forward};
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
-use crate::poincare::{check_finite, Curvature};
+use crate::poincare::{check_finite, check_nonempty, Curvature};
 use crate::{Cpu, Dtype, Error, Result};
 
 pub(crate) const OP: &str = "hyp_ln";
@@ -138,17 +138,8 @@ impl<'a> HypLnArgs<'a> {
         beta_ln: ArrayView1<'a, f64>,
         cfg: HypLnConfig,
     ) -> Result<Self> {
-        let (rows, dim) = x.dim();
-        for (d, size) in [("R", rows), ("D", dim)] {
-            if size == 0 {
-                return Err(Error::Empty {
-                    op: OP,
-                    arg: "x",
-                    dim: d,
-                    shape: x.shape().to_vec(),
-                });
-            }
-        }
+        check_nonempty(OP, "x", &["R", "D"], x.shape())?;
+        let dim = x.ncols();
         for (arg, v) in [("gamma", &gamma), ("beta_ln", &beta_ln)] {
             if v.len() != dim {
                 return Err(Error::Shape {

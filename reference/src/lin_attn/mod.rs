@@ -23,7 +23,7 @@ pub use cpu::{backward, forward};
 
 use ndarray::{Array4, ArrayView4};
 
-use crate::poincare::check_finite;
+use crate::poincare::{check_finite, check_nonempty};
 use crate::{Cpu, Dtype, Error, Result};
 
 pub(crate) const OP: &str = "lin_attn";
@@ -113,18 +113,8 @@ impl<'a> LinAttnArgs<'a> {
         v: ArrayView4<'a, f64>,
         cfg: LinAttnConfig,
     ) -> Result<Self> {
-        for (arg, a, last) in [("q", &q, "d"), ("v", &v, "dv")] {
-            for (dim, &size) in ["B", "H", "N", last].into_iter().zip(a.shape()) {
-                if size == 0 {
-                    return Err(Error::Empty {
-                        op: OP,
-                        arg,
-                        dim,
-                        shape: a.shape().to_vec(),
-                    });
-                }
-            }
-        }
+        check_nonempty(OP, "q", &["B", "H", "N", "d"], q.shape())?;
+        check_nonempty(OP, "v", &["B", "H", "N", "dv"], v.shape())?;
         let (b, h, n, _) = q.dim();
         if k.dim() != q.dim() {
             return Err(Error::Shape {

@@ -84,6 +84,24 @@ pub fn check_in_ball(
     Ok(())
 }
 
+/// Fails on the first size-0 dimension of `shape`, naming it by `dims` (in order).
+pub fn check_nonempty(
+    op: &'static str,
+    arg: &'static str,
+    dims: &[&'static str],
+    shape: &[usize],
+) -> Result<()> {
+    match dims.iter().zip(shape).find(|(_, &size)| size == 0) {
+        Some((&dim, _)) => Err(Error::Empty {
+            op,
+            arg,
+            dim,
+            shape: shape.to_vec(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Fails on the first NaN/±inf of `x`, naming its index.
 pub fn check_finite<D: ndarray::Dimension>(
     op: &'static str,

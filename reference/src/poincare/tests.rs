@@ -198,3 +198,14 @@ fn f32_exp0_stays_inside_the_ball_at_large_norms() {
         assert!(r < 1.0 && r > 0.9999, "s|exp0 v| = {r} at t = {t}");
     }
 }
+
+#[test]
+fn check_nonempty_names_the_first_size_0_dimension() {
+    use super::check_nonempty;
+    assert!(check_nonempty("op", "q", &["B", "H", "N", "D"], &[1, 2, 3, 4]).is_ok());
+    let e = check_nonempty("op", "q", &["B", "H", "N", "D"], &[1, 0, 0, 4]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "op: H must be at least 1 (`q` has shape [1, 0, 0, 4])"
+    );
+}

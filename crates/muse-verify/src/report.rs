@@ -102,9 +102,7 @@ impl Record {
     pub fn goal_met(&self) -> Option<bool> {
         self.goal.map(|g| g.holds(self.value))
     }
-}
 
-impl Record {
     /// The identity of a record across runs: kernel, backend, case, shape, dtype, metric.
     pub fn key(&self) -> String {
         format!(
@@ -276,64 +274,26 @@ impl Report {
             self.records.len() - failed,
             failed
         );
-        let kpis: Vec<&Record> = self
+        let kpis = self
             .records
             .iter()
             .filter(|r| r.target.is_some() && ["s", "ms", "us"].contains(&r.unit.as_str()))
-            .collect();
-        if !kpis.is_empty() {
-            s.push_str("## KPIs\n\n| kernel | backend | case | dtype | metric | value | unit | target | pass |\n");
-            s.push_str("|---|---|---|---|---|---|---|---|---|\n");
-            for r in kpis {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    r.kernel,
-                    r.backend,
-                    r.case,
-                    r.dtype,
-                    r.metric,
-                    fmt_value(r.value),
-                    r.unit,
-                    r.target.map_or_else(String::new, |t| t.to_string()),
-                    if r.pass { "PASS" } else { "**FAIL**" }
-                );
-            }
-            s.push('\n');
-        }
-        let goals: Vec<&Record> = self.records.iter().filter(|r| r.goal.is_some()).collect();
-        if !goals.is_empty() {
-            s.push_str(
-                "## Goals (reported, not gated; reasons for misses in the meta above)
-
-| kernel | backend | case | dtype | metric | value | unit | goal | met |
-",
-            );
-            s.push_str(
-                "|---|---|---|---|---|---|---|---|---|
-",
-            );
-            for r in goals {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    r.kernel,
-                    r.backend,
-                    r.case,
-                    r.dtype,
-                    r.metric,
-                    fmt_value(r.value),
-                    r.unit,
-                    r.goal.map_or_else(String::new, |t| t.to_string()),
-                    if r.goal_met() == Some(true) {
-                        "met"
-                    } else {
-                        "**missed**"
-                    }
-                );
-            }
-            s.push('\n');
-        }
+            .map(|r| (r, r.target, if r.pass { "PASS" } else { "**FAIL**" }));
+        push_summary(&mut s, "KPIs", ["target", "pass"], kpis);
+        let goals = self.records.iter().filter(|r| r.goal.is_some()).map(|r| {
+            let met = if r.goal_met() == Some(true) {
+                "met"
+            } else {
+                "**missed**"
+            };
+            (r, r.goal, met)
+        });
+        push_summary(
+            &mut s,
+            "Goals (reported, not gated; reasons for misses in the meta above)",
+            ["goal", "met"],
+            goals,
+        );
         let mut kernels: Vec<&str> = self.records.iter().map(|r| r.kernel.as_str()).collect();
         kernels.dedup();
         kernels.sort_unstable();
@@ -374,6 +334,41 @@ impl Report {
     }
 }
 
+/// A summary table (the KPIs, the goals) under `heading`, nothing when `rows` is empty: one row
+/// per record with its bound and verdict, headed `cols`, as the last two columns.
+fn push_summary<'a>(
+    s: &mut String,
+    heading: &str,
+    cols: [&str; 2],
+    rows: impl Iterator<Item = (&'a Record, Option<Target>, &'static str)>,
+) {
+    let mut rows = rows.peekable();
+    if rows.peek().is_none() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "## {heading}\n\n| kernel | backend | case | dtype | metric | value | unit | {} | {} |",
+        cols[0], cols[1]
+    );
+    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    for (r, bound, verdict) in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.kernel,
+            r.backend,
+            r.case,
+            r.dtype,
+            r.metric,
+            fmt_value(r.value),
+            r.unit,
+            bound.map_or_else(String::new, |t| t.to_string()),
+            verdict
+        );
+    }
+    s.push('\n');
+}
 /// Formats a value compactly: plain for moderate magnitudes, scientific otherwise.
 pub fn fmt_value(v: f64) -> String {
     let a = v.abs();
@@ -453,6 +448,23 @@ mod tests {
         let back: Report = serde_json::from_str(&text).unwrap();
         assert!(back.records[0].value.is_nan() && !back.records[0].pass);
         assert_eq!(back.records[1], r.records[1]);
+    }
+
+    #[test]
+    fn markdown_summarises_timed_targets_and_goals() {
+        let mut r = Report::new("cpu");
+        assert!(!r.to_markdown("t").contains("## KPIs"));
+        r.records
+            .push(SITE.record("time", 3.0, "ms", Some(Target::AtMost(2.0))));
+        r.records
+            .push(SITE.goal("ratio", 1.5, "x", Target::AtMost(1.0)));
+        let md = r.to_markdown("t");
+        assert!(md.contains(
+            "## KPIs\n\n| kernel | backend | case | dtype | metric | value | unit | target | pass |\n|---|---|---|---|---|---|---|---|---|\n| k | cpu | c | f64 | time | 3 | ms | <= 2 | **FAIL** |\n\n"
+        ), "{md}");
+        assert!(md.contains(
+            "## Goals (reported, not gated; reasons for misses in the meta above)\n\n| kernel | backend | case | dtype | metric | value | unit | goal | met |\n|---|---|---|---|---|---|---|---|---|\n| k | cpu | c | f64 | ratio | 1.5 | x | <= 1 | **missed** |\n\n"
+        ), "{md}");
     }
 
     #[test]

@@ -1,25 +1,16 @@
 //! `muse attention` end to end: .npy round trips in f64 and f32 against the library, rows with no
 //! visible key, and every refusal of the contract (exit code 2, the argument named).
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use muse_reference::hyp_attn::{HypAttn, HypAttnArgs, Mask};
 use muse_reference::{Cpu, Dtype};
 use ndarray::{Array3, Array4};
 use ndarray_npy::{read_npy, write_npy};
 
-fn muse(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_muse"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{muse, stderr};
 
 fn arr(shape: (usize, usize, usize, usize), seed: f64, scale: f64) -> Array4<f64> {
     Array4::from_shape_fn(shape, |(b, h, i, e)| {

@@ -1,26 +1,17 @@
 //! The `muse` binary end to end: `bk-core` round-trips .npy data and refuses bad input with a
 //! clear message and exit code 2; `gate` fails on a regression.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use muse_reference::bk_core::{BkCore, BkCoreArgs};
 use muse_reference::{Cpu, Precision};
 use ndarray::{Array2, Array3};
 use ndarray_npy::{read_npy, write_npy};
+
+use common::{muse, stderr};
 use num_complex::Complex64;
-
-fn muse(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_muse"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn inputs() -> (Array2<f64>, Array2<f64>, Array2<f64>) {
     let a = Array2::from_shape_fn((3, 17), |(r, i)| ((r * 17 + i) as f64 * 0.7).sin());

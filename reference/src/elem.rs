@@ -3,7 +3,18 @@ use std::fmt::{Debug, Display};
 use num_traits::{Float, FromPrimitive};
 
 /// A floating-point element type the kernels compute in (`f32` or `f64`).
-pub trait Elem: Float + FromPrimitive + Debug + Display + Send + Sync + 'static {
+pub trait Elem:
+    Float
+    + num_traits::NumAssign
+    + FromPrimitive
+    + ndarray::LinalgScalar
+    + ndarray::ScalarOperand
+    + Debug
+    + Display
+    + Send
+    + Sync
+    + 'static
+{
     /// The matching [`Precision`].
     const PRECISION: Precision;
     /// Converts from `f64`, rounding to nearest.

@@ -4,7 +4,7 @@
 //! stem. The op traits defined here ([`bk_core::BkCore`]) are the parity contract every backend
 //! implements, so the same test body runs on [`Cpu`] and on the CUDA backend.
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // not `forbid`: ndarray's `s!` expands to an inner `allow`
 
 pub mod bk_core;
 pub mod dense;
@@ -14,6 +14,7 @@ pub mod hyp_attn;
 pub mod hyp_dist;
 pub mod hyp_ln;
 pub mod lin_attn;
+pub mod model;
 pub mod poincare;
 
 pub use elem::{Dtype, Elem, Precision};

@@ -1,0 +1,256 @@
+//! Weights in safetensors with the original's `state_dict()` names (one
+//! `safetensors.torch.save_file(model.state_dict(), …)` converts a PyTorch checkpoint; tied
+//! aliases may be present, then they must equal their tensor, or absent).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use ndarray::{Array1, Array2, Array3};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::spec::{state_dict, StoredDtype, CORE};
+use crate::Config;
+use muse_reference::model::{ArSsm, BlockWeights, Htt, Linear, LocalAttn, ModelWeights, Norm};
+use muse_reference::Elem;
+
+/// Every tensor of one model, by its original name, as f32 (complex tensors as interleaved
+/// re, im pairs).
+#[derive(Debug, Clone)]
+pub struct Weights {
+    /// The config the tensors fit.
+    pub config: Config,
+    /// name → (shape, data); aliases of tied tensors are not stored.
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+fn dtype_name(d: Dtype) -> String {
+    format!("{d:?}")
+}
+
+impl Weights {
+    /// Reads and validates a safetensors file against `config`: refuses a missing or unexpected
+    /// tensor, a wrong shape or dtype, a non-finite value, or a tied alias that differs from its
+    /// tensor, naming the tensor.
+    pub fn load(config: &Config, path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("`--weights`: cannot read {}", path.display()))?;
+        Self::from_bytes(config, &bytes).with_context(|| format!("`--weights {}`", path.display()))
+    }
+
+    /// [`Weights::load`] on the bytes of a safetensors file.
+    pub fn from_bytes(config: &Config, bytes: &[u8]) -> Result<Self> {
+        let st = SafeTensors::deserialize(bytes).context("not a safetensors file")?;
+        let mut found: HashMap<String, safetensors::tensor::TensorView<'_>> =
+            st.tensors().into_iter().collect();
+        let mut tensors = BTreeMap::new();
+        for spec in state_dict(config) {
+            let Some(view) = found.remove(&spec.name) else {
+                if spec.alias_of.is_some() {
+                    continue;
+                }
+                bail!(
+                    "tensor `{}` is missing (expected shape {:?}, {}; the file does not fit this config)",
+                    spec.name,
+                    spec.shape,
+                    spec.dtype.torch_name()
+                );
+            };
+            let want = match spec.dtype {
+                StoredDtype::F32 => Dtype::F32,
+                StoredDtype::C64 => Dtype::C64,
+            };
+            if view.dtype() != want {
+                bail!(
+                    "tensor `{}` has dtype {}, expected {}",
+                    spec.name,
+                    dtype_name(view.dtype()),
+                    dtype_name(want)
+                );
+            }
+            if view.shape() != spec.shape.as_slice() {
+                bail!(
+                    "tensor `{}` has shape {:?}, expected {:?} for this config",
+                    spec.name,
+                    view.shape(),
+                    spec.shape
+                );
+            }
+            let data: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                bail!("tensor `{}` holds {} at flat index {i}", spec.name, data[i]);
+            }
+            if let Some(primary) = &spec.alias_of {
+                let (_, p) = &tensors[primary];
+                if *p != data {
+                    bail!(
+                        "tensor `{}` is tied to `{primary}` in the original but differs from it",
+                        spec.name
+                    );
+                }
+                continue;
+            }
+            tensors.insert(spec.name, (spec.shape, data));
+        }
+        if let Some(extra) = found.keys().min() {
+            bail!(
+                "unexpected tensor `{extra}` ({} unexpected in all): the file does not fit this config",
+                found.len()
+            );
+        }
+        Ok(Self {
+            config: config.clone(),
+            tensors,
+        })
+    }
+
+    /// Writes every `state_dict()` entry, tied aliases included (as `state_dict()` lists them),
+    /// with the config and `metadata` in the header.
+    pub fn save(&self, path: &Path, metadata: &[(&str, String)]) -> Result<()> {
+        let mut bufs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for spec in state_dict(&self.config) {
+            let key = spec.alias_of.as_ref().unwrap_or(&spec.name);
+            let (shape, data) = &self.tensors[key];
+            let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let dt = match spec.dtype {
+                StoredDtype::F32 => Dtype::F32,
+                StoredDtype::C64 => Dtype::C64,
+            };
+            bufs.push((spec.name.clone(), dt, shape.clone(), bytes));
+        }
+        let views = bufs
+            .iter()
+            .map(|(n, dt, s, b)| {
+                Ok((
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(*dt, s.clone(), b)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+        let mut info: HashMap<String, String> = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        info.insert("config".into(), self.config.to_json());
+        let bytes = safetensors::serialize(views, Some(info))?;
+        std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    fn get(&self, name: &str) -> &(Vec<usize>, Vec<f32>) {
+        &self.tensors[name]
+    }
+
+    fn vec<F: Elem>(&self, name: &str) -> Array1<F> {
+        self.get(name)
+            .1
+            .iter()
+            .map(|&v| F::of(f64::from(v)))
+            .collect()
+    }
+
+    fn scalar<F: Elem>(&self, name: &str) -> F {
+        F::of(f64::from(self.get(name).1[0]))
+    }
+
+    fn mat<F: Elem>(&self, name: &str) -> Array2<F> {
+        let (shape, data) = self.get(name);
+        let rows = shape[0];
+        Array2::from_shape_vec(
+            (rows, data.len() / rows),
+            data.iter().map(|&v| F::of(f64::from(v))).collect(),
+        )
+        .expect("validated shape")
+    }
+
+    fn linear<F: Elem>(&self, name: &str, bias: bool) -> Linear<F> {
+        Linear {
+            w: self.mat(&format!("{name}.weight")),
+            b: bias.then(|| self.vec(&format!("{name}.bias"))),
+        }
+    }
+
+    fn norm<F: Elem>(&self, name: &str) -> Norm<F> {
+        Norm {
+            weight: self.vec(&format!("{name}.weight")),
+            bias: self.vec(&format!("{name}.bias")),
+        }
+    }
+
+    /// The tensors the logits depend on, converted to `F` and split per layer.
+    pub fn model<F: Elem>(&self) -> ModelWeights<F> {
+        let emb = format!("{CORE}token_embedding");
+        let core = |part: &str| {
+            let (s, d) = self.get(&format!("{emb}.{part}"));
+            let (a, r, c) = if part == "core1" {
+                (s[0], s[2], s[3])
+            } else {
+                (s[0], s[1], s[3])
+            };
+            Array3::from_shape_vec((a, r, c), d.iter().map(|&v| F::of(f64::from(v))).collect())
+                .expect("validated shape")
+        };
+        let blocks = (0..self.config.n_layers)
+            .map(|i| {
+                let blk = format!("{CORE}blocks.{i}");
+                let bk = format!("{blk}.bk_layer");
+                let ha = format!("{bk}.hybrid_attn");
+                let (la, ga) = (format!("{ha}.local_attn"), format!("{ha}.global_attn"));
+                let h0 = |n: &str| -> Array1<f64> {
+                    self.get(&format!("{bk}.{n}"))
+                        .1
+                        .iter()
+                        .map(|&v| f64::from(v))
+                        .collect()
+                };
+                let conv = {
+                    let (s, d) = self.get(&format!("{ga}.T_conv.weight"));
+                    Array2::from_shape_vec(
+                        (s[0], 3),
+                        d.iter().map(|&v| F::of(f64::from(v))).collect(),
+                    )
+                    .expect("validated shape")
+                };
+                BlockWeights {
+                    norm: self.norm(&format!("{blk}.layer_norm")),
+                    v_proj: self.linear(&format!("{bk}.v_proj"), true),
+                    epsilon: self.scalar(&format!("{bk}.epsilon_param")),
+                    gamma: self.scalar(&format!("{bk}.gamma")),
+                    h0: [h0("h0_diag_base"), h0("h0_super_base"), h0("h0_sub_base")],
+                    gate_sensitivity: self.scalar(&format!("{ha}.gate_sensitivity")),
+                    attn: LocalAttn {
+                        wq: self.mat(&format!("{la}.W_q.weight")),
+                        wk: self.mat(&format!("{la}.W_k.weight")),
+                        wv: self.mat(&format!("{la}.W_v.weight")),
+                        wo: self.mat(&format!("{la}.W_o.weight")),
+                        log_c: self.scalar(&format!("{la}.log_c")),
+                        beta: self.scalar(&format!("{la}.attention.beta")),
+                        bias: self.scalar(&format!("{la}.attention.attention_bias")),
+                    },
+                    ssm: ArSsm {
+                        gate1: self.linear(&format!("{ga}.complexity_gate.0"), true),
+                        gate2: self.linear(&format!("{ga}.complexity_gate.2"), true),
+                        u: self.linear(&format!("{ga}.U_proj"), false),
+                        v: self.linear(&format!("{ga}.V_proj"), false),
+                        conv,
+                        out: self.linear(&format!("{ga}.output_proj"), true),
+                    },
+                    out_norm: self.norm(&format!("{ha}.layer_norm")),
+                }
+            })
+            .collect();
+        ModelWeights {
+            htt: Htt {
+                core1: core("core1"),
+                core2: core("core2"),
+                phase: self.vec(&format!("{emb}.phase_shift")),
+            },
+            pos: self.mat(&format!("{CORE}position_embedding.weight")),
+            blocks,
+            final_norm: self.norm(&format!("{CORE}layer_norm_final")),
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The local path of the hybrid attention (design model.md §3.5–3.6): heads of width D/H attend
+//! causally inside non-overlapping windows of W positions, with no context across windows.
+//!
+//! The exact path runs [`crate::hyp_attn`] with `Mask::Window(W)` (the verified kernel reference);
+//! the two compat paths are written out per window, in the original's order of operations.
+
+use ndarray::{s, Array2, Array3, Array4, ArrayView1, ArrayView3, Axis};
+
+use super::{linear, softplus, AttnPath, Linear, LocalAttn};
+use crate::hyp_attn::{HypAttn, HypAttnArgs, Mask};
+use crate::{Cpu, Dtype, Elem, Result};
+
+/// Rounds to TF32 as the tensor cores read an fp32 operand: the low 13 mantissa bits dropped.
+fn tf32<F: Elem>(x: F) -> F {
+    let bits = (x.to_f64_exact() as f32).to_bits() & !0x1FFF;
+    F::of(f64::from(f32::from_bits(bits)))
+}
+
+fn norm<F: Elem>(x: ArrayView1<'_, F>) -> F {
+    x.iter().fold(F::zero(), |a, &v| a + v * v).sqrt()
+}
+
+/// The original's logmap0 (design §3.6 step 3): (1/√c)·atanh(√c·min(‖y‖, 1/√c − 1e-5))·y/‖y‖,
+/// with ‖y‖ ≥ 1e-5, in its order of operations (the clamp makes the result depend on the last
+/// bit of √c·(1/√c − 1e-5)).
+fn log0_orig<F: Elem>(y: &mut [F], c: F) {
+    let (eps, sc) = (F::of(1e-5), c.sqrt());
+    let yn = y.iter().fold(F::zero(), |a, &v| a + v * v).sqrt().max(eps);
+    let arg = sc * yn.min(F::one() / sc - eps);
+    let f = F::one() / sc * arg.atanh();
+    y.iter_mut().for_each(|v| *v = f * (*v / yn));
+}
+
+/// The original's expmap0: (1/√c)·tanh(√c‖v‖)·v/‖v‖ with ‖v‖ ≥ 1e-5.
+fn exp0_orig<F: Elem>(v: ArrayView1<'_, F>, c: F) -> Vec<F> {
+    let sc = c.sqrt();
+    let r = norm(v).max(F::of(1e-5));
+    let f = F::one() / sc * (sc * r).tanh();
+    v.iter().map(|&e| f * (e / r)).collect()
+}
+
+/// One window's compat attention for one head: rows `q` (W', dh), `k`, `v`; returns (W', dh).
+fn compat_window<F: Elem>(
+    q: ArrayView3<'_, F>,
+    k: ArrayView3<'_, F>,
+    v: ArrayView3<'_, F>,
+    (c, beta, bias): (F, F, F),
+    path: AttnPath,
+) -> Array3<F> {
+    // q, k, v: (1, W', dh) views of one head.
+    let (q, k, v) = (
+        q.index_axis(Axis(0), 0),
+        k.index_axis(Axis(0), 0),
+        v.index_axis(Axis(0), 0),
+    );
+    let (w, dh) = q.dim();
+    let two = F::of(2.0);
+    let ball = |x: ArrayView1<'_, F>| Array2::from_shape_vec((1, dh), exp0_orig(x, c)).expect("dh");
+    let (xq, xk): (Array2<F>, Array2<F>) = match path {
+        AttnPath::TorchBall => {
+            let map = |m: ndarray::ArrayView2<'_, F>| {
+                let rows: Vec<_> = m.outer_iter().map(ball).collect();
+                ndarray::concatenate(Axis(0), &rows.iter().map(|r| r.view()).collect::<Vec<_>>())
+                    .expect("rows")
+            };
+            (map(q), map(k))
+        }
+        _ => (q.to_owned(), k.to_owned()),
+    };
+    let tf = matches!(path, AttnPath::FastBench { tf32: true });
+    let round = |x: F| if tf { tf32(x) } else { x };
+    let nq: Vec<F> = xq.outer_iter().map(|r| r.dot(&r)).collect();
+    let nk: Vec<F> = xk.outer_iter().map(|r| r.dot(&r)).collect();
+    let mut out = Array3::zeros((1, w, dh));
+    for i in 0..w {
+        let scores: Vec<F> = (0..=i)
+            .map(|j| {
+                let dot = (0..dh).fold(F::zero(), |a, e| a + round(xq[[i, e]]) * round(xk[[j, e]]));
+                let diff2 = nq[i] - two * dot + nk[j];
+                match path {
+                    AttnPath::TorchBall => {
+                        let one = F::one();
+                        let den = ((one - c * nq[i]) * (one - c * nk[j])).max(F::of(1e-5));
+                        let x = (one + two * c * diff2 / den).max(F::of(1.0 + 1e-5));
+                        -beta * (F::one() / c.sqrt() * x.acosh()) - bias
+                    }
+                    _ => {
+                        let d = (diff2.max(F::zero()) + F::of(1e-8)).sqrt()
+                            * (F::one() + c * (nq[i] + nk[j])).sqrt();
+                        -beta * d
+                    }
+                }
+            })
+            .collect();
+        let m = scores.iter().fold(F::neg_infinity(), |a, &s| a.max(s));
+        let p: Vec<F> = scores.iter().map(|&s| (s - m).exp()).collect();
+        let l = p.iter().fold(F::zero(), |a, &x| a + x);
+        let mut o: Vec<F> = (0..dh)
+            .map(|e| (0..=i).fold(F::zero(), |a, j| a + round(p[j]) * round(v[[j, e]])) / l)
+            .collect();
+        if path == AttnPath::TorchBall {
+            o = exp0_orig(ArrayView1::from(&o), c);
+        }
+        log0_orig(&mut o, c);
+        out.slice_mut(s![0, i, ..]).assign(&ArrayView1::from(&o));
+    }
+    out
+}
+
+/// Splits (B, N, D) into heads (B, H, N, D/H).
+fn heads<F: Elem>(x: &Array3<F>, h: usize) -> Array4<F> {
+    let (b, n, d) = x.dim();
+    x.to_shape((b, n, h, d / h))
+        .expect("D = H·dh")
+        .permuted_axes([0, 2, 1, 3])
+        .to_owned()
+}
+
+/// The windowed local attention on x (B, N, D): (B, N, D). N need not be a multiple of W (the
+/// last window is shorter, as the original's zero padding leaves it).
+pub fn window_attention<F: Elem>(
+    w: &LocalAttn<F>,
+    x: ArrayView3<'_, F>,
+    n_heads: usize,
+    window: usize,
+    path: AttnPath,
+) -> Result<Array3<F>> {
+    let (b, n, d) = x.dim();
+    let proj = |m: &Array2<F>| {
+        linear(
+            &Linear {
+                w: m.clone(),
+                b: None,
+            },
+            x,
+        )
+    };
+    let (q, k, v) = (
+        heads(&proj(&w.wq), n_heads),
+        heads(&proj(&w.wk), n_heads),
+        heads(&proj(&w.wv), n_heads),
+    );
+    let c = softplus(w.log_c);
+    let beta = softplus(w.beta);
+    let o: Array4<F> = match path {
+        AttnPath::Exact => {
+            let f64s = |a: &Array4<F>| a.mapv(|v| v.to_f64_exact());
+            let (q64, k64, v64) = (f64s(&q), f64s(&k), f64s(&v));
+            let args = HypAttnArgs::new(
+                q64.view(),
+                k64.view(),
+                v64.view(),
+                c.to_f64_exact(),
+                beta.to_f64_exact(),
+                Mask::Window(window),
+            )?;
+            Cpu.hyp_attn(&args, Dtype::from(F::PRECISION))?
+                .o
+                .mapv(F::of)
+        }
+        _ => {
+            let mut o = Array4::zeros(q.dim());
+            for bb in 0..b {
+                for hh in 0..n_heads {
+                    for start in (0..n).step_by(window) {
+                        let r = s![bb..=bb, hh, start..(start + window).min(n), ..];
+                        let win = compat_window(
+                            q.slice(r),
+                            k.slice(r),
+                            v.slice(r),
+                            (c, beta, w.bias),
+                            path,
+                        );
+                        o.slice_mut(r).assign(&win);
+                    }
+                }
+            }
+            o
+        }
+    };
+    let merged = o
+        .permuted_axes([0, 2, 1, 3])
+        .as_standard_layout()
+        .into_shape_with_order((b, n, d))
+        .expect("heads merge")
+        .to_owned();
+    Ok(linear(
+        &Linear {
+            w: w.wo.clone(),
+            b: None,
+        },
+        merged.view(),
+    ))
+}

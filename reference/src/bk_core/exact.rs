@@ -57,10 +57,10 @@ impl<F: Elem> RowSweeps<F> {
             .map(|i| {
                 let mut d = alpha[i];
                 if i > 0 {
-                    d = d - r[i - 1].inv() * k[i - 1];
+                    d -= r[i - 1].inv() * k[i - 1];
                 }
                 if i + 1 < n {
-                    d = d - s[i + 1].inv() * k[i];
+                    d -= s[i + 1].inv() * k[i];
                 }
                 d.inv()
             })
@@ -147,7 +147,7 @@ pub fn backward<F: Elem>(
         for j in 0..n {
             let q = sw.g[j] * sw.g[j] * (acc_a[j] + x[j] + acc_c[j]);
             grad.a[[row, j]] = -q.re.to_f64_exact();
-            q_sum = q_sum + q;
+            q_sum += q;
         }
         for j in 0..n.saturating_sub(1) {
             let p = (acc_a[j] + x[j]) / sw.r[j] + (x[j + 1] + acc_c[j + 1]) / sw.s[j + 1];

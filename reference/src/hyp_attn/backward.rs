@@ -69,7 +69,7 @@ fn backward_with_scales<F: Elem>(
                 let mut o = vec![F::zero(); dv];
                 for (pj, vj) in p.iter().zip(&v[lo..hi]) {
                     for (a, &x) in o.iter_mut().zip(vj) {
-                        *a = *a + *pj * x;
+                        *a += *pj * x;
                     }
                 }
                 let delta_i = dot(&dout[i], &o);
@@ -77,14 +77,14 @@ fn backward_with_scales<F: Elem>(
                     let j = lo + jj;
                     let ds_ij = pij * (dot(&dout[i], &v[j]) - delta_i);
                     for (a, &x) in dvv[j].iter_mut().zip(&dout[i]) {
-                        *a = *a + pij * x;
+                        *a += pij * x;
                     }
                     let d_ij = prep.dist(i, j);
                     let db_ij = ds_ij * d_ij;
-                    dbeta = dbeta - db_ij;
+                    dbeta -= db_ij;
                     let (tq, tk) = prep.terms(i, j);
                     let ds_pair = pair_vjp(s, tq, tk, -beta * ds_ij, &mut dq[i], &mut dk[j]);
-                    ds = ds + ds_pair;
+                    ds += ds_pair;
                     // Both terms of δ·∂d/∂s (−δd/s and the radial part) count: they can cancel
                     // exactly (D = 1), so the scale is the size of the terms, not of their sum.
                     let dist_term = beta * ds_ij * d_ij / s;

@@ -152,7 +152,7 @@ pub fn forward<F: Elem>(args: &HypAttnArgs<'_>, dtype: Dtype) -> HypAttnOut {
                 let mut acc = vec![F::zero(); dv];
                 for (pj, vj) in sm.p.iter().zip(&v[range.0..range.1]) {
                     for (a, &x) in acc.iter_mut().zip(vj) {
-                        *a = *a + *pj * x;
+                        *a += *pj * x;
                     }
                 }
                 for (e, a) in acc.iter().enumerate() {

@@ -200,11 +200,11 @@ pub fn backward<F: Elem>(p: &Params<F>, x: &[F], g: &[F], acc: &mut GradAcc<F>, 
     // dx is the scratch for dx̂ = ḡ_y ∘ γ.
     for d in 0..dim {
         let gy = phi * g[d] + coef * y[d];
-        acc.dgamma[d] = acc.dgamma[d] + gy * xh[d];
-        acc.dbeta[d] = acc.dbeta[d] + gy;
+        acc.dgamma[d] += gy * xh[d];
+        acc.dbeta[d] += gy;
         dx[d] = gy * p.gamma[d];
-        m1 = m1 + dx[d];
-        m2 = m2 + dx[d] * xh[d];
+        m1 += dx[d];
+        m2 += dx[d] * xh[d];
     }
     let (m1, m2) = (m1 / n, m2 / n);
     for d in 0..dim {

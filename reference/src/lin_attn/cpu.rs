@@ -120,7 +120,7 @@ pub fn backward<F: Elem>(
             let mut dot = F::zero();
             for e in 0..dv {
                 g[i * (dv + 1) + e] = up[i * dv + e] / m;
-                dot = dot + up[i * dv + e] * fwd.o[i * dv + e];
+                dot += up[i * dv + e] * fwd.o[i * dv + e];
             }
             g[i * (dv + 1) + dv] = if fwd.den[i] > eps {
                 -dot / m
@@ -139,8 +139,8 @@ pub fn backward<F: Elem>(
         let mut dk = product(sched, &vp, &g_all, &qp, n, tdir);
         let dvv = product(sched, &kp, &qp, &g_num, n, tdir);
         for ((&xq, &xk), (gq, gk)) in q.iter().zip(&k).zip(dq.iter_mut().zip(dk.iter_mut())) {
-            *gq = *gq * phi_prime(xq);
-            *gk = *gk * phi_prime(xk);
+            *gq *= phi_prime(xq);
+            *gk *= phi_prime(xk);
         }
         store(&mut grad.dq, bh, &dq);
         store(&mut grad.dk, bh, &dk);

@@ -133,7 +133,7 @@ pub fn recurrent<F: Elem>(
         for p in 0..da {
             let bv = b.at(j, p);
             for e in 0..dc {
-                state[p * dc + e] = state[p * dc + e] + bv * c.at(j, e);
+                state[p * dc + e] += bv * c.at(j, e);
             }
         }
     };
@@ -186,7 +186,7 @@ pub fn chunked<F: Elem>(
                 for q in 0..da {
                     let bv = b.at(j, q);
                     for e in 0..dc {
-                        p[q * dc + e] = p[q * dc + e] + bv * c.at(j, e);
+                        p[q * dc + e] += bv * c.at(j, e);
                     }
                 }
             }
@@ -202,7 +202,7 @@ pub fn chunked<F: Elem>(
     for &ch in &order {
         for (r, p) in running.iter_mut().zip(states[ch].iter_mut()) {
             let before = *r;
-            *r = *r + *p;
+            *r += *p;
             *p = before;
         }
     }
@@ -230,7 +230,7 @@ pub fn chunked<F: Elem>(
                 let mut acc = (0..da).fold(F::zero(), |acc, q| acc + a.at(i, q) * s[q * dc + e]);
                 if dir != Direction::Full {
                     for j in r.clone() {
-                        acc = acc + score[(i - r.start) * chunk + j - r.start] * c.at(j, e);
+                        acc += score[(i - r.start) * chunk + j - r.start] * c.at(j, e);
                     }
                 }
                 out[i * dc + e] = acc;

@@ -61,7 +61,7 @@ fn depthwise_conv<F: Elem>(
                     continue;
                 }
                 for ch in 0..d {
-                    y[[bb, t, ch]] = y[[bb, t, ch]] + taps[[ch, k]] * x[[bb, src as usize, ch]];
+                    y[[bb, t, ch]] += taps[[ch, k]] * x[[bb, src as usize, ch]];
                 }
             }
         }

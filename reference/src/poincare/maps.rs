@@ -62,7 +62,7 @@ pub fn keep_inside<F: Elem>(s: F, x: &mut [F]) {
     if t > tanh_cap() {
         let scale = tanh_cap::<F>() / t;
         for e in x.iter_mut() {
-            *e = *e * scale;
+            *e *= scale;
         }
     }
 }

@@ -415,7 +415,7 @@ fn apply<F: Elem>(args: &PoincareArgs<'_>) -> PoincareOut {
             BallOp::DistTangentVjp => {
                 let delta = F::of(args.g.map_or(0.0, |g| g[[r, 0]]));
                 let ds = grad::dist_tangent_vjp(s, &x, &y, delta, &mut buf, &mut buf2);
-                dc = dc + ds / (F::of(2.0) * s);
+                dc += ds / (F::of(2.0) * s);
                 None
             }
             BallOp::Lambda => Some(maps::lambda(c, &x)),

@@ -28,6 +28,8 @@ enum Cmd {
     BkCore(cmd::bk_core::Args),
     /// Compute hyperbolic attention on .npy inputs and write o and lse as .npy.
     Attention(cmd::attention::Args),
+    /// The Phase 8 language model: parameter counts, seeded init, logits for token ids.
+    Model(cmd::model::Args),
     /// Compare a fresh report with a committed baseline (the CI regression gate).
     Gate(cmd::gate::Args),
     /// Render a report's Markdown from its JSON.
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Cmd::Bench(args) => cmd::bench::run(args),
         Cmd::BkCore(args) => cmd::bk_core::run(args),
         Cmd::Attention(args) => cmd::attention::run(args),
+        Cmd::Model(args) => cmd::model::run(args),
         Cmd::Gate(args) => cmd::gate::run(args),
         Cmd::Report(args) => cmd::report::run(args),
     };

@@ -44,8 +44,22 @@ impl Weights {
         let mut found: HashMap<String, safetensors::tensor::TensorView<'_>> =
             st.tensors().into_iter().collect();
         let mut tensors = BTreeMap::new();
-        for spec in state_dict(config) {
-            let Some(view) = found.remove(&spec.name) else {
+        let specs = state_dict(config);
+        for spec in &specs {
+            // A tied tensor may be stored under any of its names (`safetensors.torch.save_model`
+            // keeps one of them); the canonical name is the embedding's.
+            let stored = std::iter::once(&spec.name)
+                .chain(
+                    specs
+                        .iter()
+                        .filter(|s| {
+                            spec.alias_of.is_none() && s.alias_of.as_ref() == Some(&spec.name)
+                        })
+                        .map(|s| &s.name),
+                )
+                .find(|n| found.contains_key(*n))
+                .cloned();
+            let Some(view) = stored.and_then(|n| found.remove(&n)) else {
                 if spec.alias_of.is_some() {
                     continue;
                 }
@@ -85,7 +99,7 @@ impl Weights {
                 bail!("tensor `{}` holds {} at flat index {i}", spec.name, data[i]);
             }
             if let Some(primary) = &spec.alias_of {
-                let (_, p) = &tensors[primary];
+                let (_, p): &(Vec<usize>, Vec<f32>) = &tensors[primary];
                 if *p != data {
                     bail!(
                         "tensor `{}` is tied to `{primary}` in the original but differs from it",
@@ -94,7 +108,7 @@ impl Weights {
                 }
                 continue;
             }
-            tensors.insert(spec.name, (spec.shape, data));
+            tensors.insert(spec.name.clone(), (spec.shape.clone(), data));
         }
         if let Some(extra) = found.keys().min() {
             bail!(

@@ -236,6 +236,22 @@ fn loading_refuses_what_does_not_fit_naming_the_tensor() {
         ),
         "{msg}"
     );
+    // Only one name of each tied group, as `safetensors.torch.save_model` keeps it (the first in
+    // sorted order: `phase7_model.htt_embedding.*`).
+    let p = dir.join("dedup.safetensors");
+    std::fs::write(
+        &p,
+        bytes_with(&w, |n, _, _| {
+            !n.contains("token_embedding.") && !n.contains("lm_head.embedding.")
+        }),
+    )
+    .expect("write");
+    assert_eq!(
+        Weights::load(&cfg, &p)
+            .expect("deduplicated file loads")
+            .tensors,
+        w.tensors
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -4,6 +4,7 @@ pub mod attention;
 pub mod bench;
 pub mod bk_core;
 pub mod gate;
+pub mod model;
 pub mod report;
 pub mod verify;
 

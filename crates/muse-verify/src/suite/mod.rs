@@ -29,6 +29,7 @@ pub mod hyp_checks;
 pub mod hyp_dist;
 pub mod hyp_ln;
 pub mod lin_attn;
+pub mod model;
 pub mod poincare;
 
 use crate::{fixtures::Manifest, Record};
@@ -111,6 +112,8 @@ families! {
     LinAttn => lin_attn,
     /// Pairwise distance matrix: fixtures, tangent and ball inputs.
     HypDist => hyp_dist,
+    /// The language model: layers and forwards against the numpy oracle, parity with the original.
+    Model => model,
 }
 
 /// One registered verification case.

@@ -107,3 +107,20 @@ fn forwards_match_the_numpy_oracle() {
         );
     }
 }
+
+#[test]
+fn fixture_files_match_their_manifests() {
+    use sha2::{Digest, Sha256};
+    for (sub, key) in [("oracle", "sha256"), ("parity", "files")] {
+        let d = dir().join("..").join(sub);
+        let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("manifest.json")).expect("manifest")).expect("json");
+        let files = m[key].as_object().expect("file map");
+        assert!(files.len() >= 9, "{sub}");
+        for (name, v) in files {
+            let want = v.as_str().or_else(|| v["sha256"].as_str()).expect("sha256");
+            let got = Sha256::digest(std::fs::read(d.join(name)).expect("file"));
+            let got: String = got.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(got, want, "{sub}/{name}");
+        }
+    }
+}

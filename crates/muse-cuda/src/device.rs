@@ -264,6 +264,28 @@ impl<T: DeviceCopy> Buf<T> {
     }
 }
 
+impl<T: DeviceCopy> Buf<T> {
+    /// Overwrites the buffer's first `host.len()` elements from the host (waits for queued work
+    /// first, since a kernel may still read the old contents).
+    pub fn copy_from_host(&mut self, host: &[T]) -> Result<()> {
+        if host.len() > self.buf.len() {
+            return Err(Error::Backend {
+                backend: "cuda",
+                message: format!(
+                    "copy of {} elements into a buffer of {}",
+                    host.len(),
+                    self.buf.len()
+                ),
+            });
+        }
+        self.gpu
+            .sync("waiting for kernels before overwriting a buffer")?;
+        let mut head = self.buf.index(..host.len());
+        head.copy_from(host)
+            .map_err(|e| err("copying to the device", e))
+    }
+}
+
 impl<T: DeviceCopy> Drop for Buf<T> {
     fn drop(&mut self) {
         // Queued work may still use the buffer: wait before it is freed. A failed sync was

@@ -34,6 +34,8 @@ pub mod bk_core_bwd;
 #[cfg(feature = "cuda")]
 mod device;
 #[cfg(feature = "cuda")]
+pub mod gemm;
+#[cfg(feature = "cuda")]
 pub mod hyp_attn;
 #[cfg(feature = "cuda")]
 pub mod hyp_attn_bwd;
@@ -53,6 +55,8 @@ mod lazy;
 pub mod lin_attn;
 #[cfg(feature = "cuda")]
 pub mod lin_attn_bwd;
+#[cfg(feature = "cuda")]
+pub mod model;
 #[cfg(feature = "cuda")]
 pub mod poincare;
 #[cfg(feature = "cuda")]

@@ -111,6 +111,36 @@ impl Model {
         self.forward_cpu_with::<F>(ids, &profile.numerics())
     }
 
+    /// The model on the GPU under `profile` (weights uploaded, decoder table built). `tf32` runs
+    /// the GEMMs on TF32 tensor cores (about 6e-4 relative error per dot); verification uses
+    /// full fp32.
+    #[cfg(feature = "cuda")]
+    pub fn cuda(
+        &self,
+        profile: Profile,
+        tf32: bool,
+    ) -> Result<muse_cuda::model::forward::CudaModel> {
+        let gpu = muse_cuda::Cuda::new()?.gpu()?;
+        let math = if tf32 {
+            muse_cuda::gemm::GemmMath::Tf32
+        } else {
+            muse_cuda::gemm::GemmMath::Fp32
+        };
+        Ok(muse_cuda::model::forward::CudaModel::new(
+            gpu,
+            self.config().dims(),
+            &self.weights.model::<f32>(),
+            profile.numerics(),
+            math,
+        )?)
+    }
+
+    /// Without the `cuda` feature: the reason the GPU path is missing.
+    #[cfg(not(feature = "cuda"))]
+    pub fn cuda(&self, _profile: Profile, _tf32: bool) -> Result<std::convert::Infallible> {
+        anyhow::bail!("{}", muse_cuda::NOT_COMPILED)
+    }
+
     /// [`Model::forward_cpu`] with explicit numerics (e.g. a profile with a knob changed).
     pub fn forward_cpu_with<F: Elem>(
         &self,

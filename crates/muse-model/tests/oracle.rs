@@ -113,7 +113,10 @@ fn fixture_files_match_their_manifests() {
     use sha2::{Digest, Sha256};
     for (sub, key) in [("oracle", "sha256"), ("parity", "files")] {
         let d = dir().join("..").join(sub);
-        let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("manifest.json")).expect("manifest")).expect("json");
+        let m: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(d.join("manifest.json")).expect("manifest"),
+        )
+        .expect("json");
         let files = m[key].as_object().expect("file map");
         assert!(files.len() >= 9, "{sub}");
         for (name, v) in files {

@@ -1,0 +1,113 @@
+//! The one GEMM op of the crate: row-major C = A·Wᵀ (+ β C) in f32 through cuBLAS, loaded at run
+//! time by `cudarc` (nothing links at build time; toolchain-and-testing.md §8), on the GPU's stream.
+//!
+//! `COMPUTE_32F` (full fp32) is the default and what verification uses; TF32 tensor cores
+//! (`COMPUTE_32F_FAST_TF32`, about 6e-4 relative error per dot at K = 512) are opt-in.
+
+use std::ffi::c_void;
+use std::sync::{Mutex, OnceLock};
+
+use cudarc::cublas::{result as cublas, sys};
+use muse_reference::{Error, Result};
+
+use crate::device::{Buf, Gpu};
+
+/// How a GEMM multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GemmMath {
+    /// IEEE fp32 products and sums.
+    #[default]
+    Fp32,
+    /// TF32 tensor cores (10-bit mantissa inputs, fp32 accumulation).
+    Tf32,
+}
+
+struct Handle(sys::cublasHandle_t);
+// SAFETY: the handle is only used under the mutex below (one call at a time), always with the
+// process-wide GPU's context current and its one stream.
+unsafe impl Send for Handle {}
+
+static HANDLE: OnceLock<std::result::Result<Mutex<Handle>, String>> = OnceLock::new();
+
+fn cublas_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Backend {
+        backend: "cuda",
+        message: format!("cuBLAS {what}: {e}"),
+    }
+}
+
+fn handle(gpu: &Gpu) -> Result<&'static Mutex<Handle>> {
+    HANDLE
+        .get_or_init(|| {
+            let h = std::panic::catch_unwind(cublas::create_handle)
+                .map_err(|_| {
+                    "libcublas.so could not be loaded (is the CUDA toolkit's cuBLAS installed?)"
+                        .to_string()
+                })?
+                .map_err(|e| format!("creating a handle: {e}"))?;
+            // SAFETY: `h` is a live handle and the stream outlives the process-wide GPU.
+            unsafe { cublas::set_stream(h, gpu.stream.as_inner() as sys::cudaStream_t) }
+                .map_err(|e| format!("binding the stream: {e}"))?;
+            Ok(Mutex::new(Handle(h)))
+        })
+        .as_ref()
+        .map_err(|m| cublas_err("unavailable", m))
+}
+
+/// Row-major `C[m, n] = A[m, k]·W[n, k]ᵀ + beta·C` (W stored (out, in), as `nn.Linear`).
+pub fn gemm_nt(
+    gpu: &Gpu,
+    (m, n, k): (usize, usize, usize),
+    a: &Buf<f32>,
+    w: &Buf<f32>,
+    c: &Buf<f32>,
+    beta: f32,
+    math: GemmMath,
+) -> Result<()> {
+    if a.len() < m * k || w.len() < n * k || c.len() < m * n {
+        return Err(Error::Backend {
+            backend: "cuda",
+            message: format!("gemm: buffers too small for ({m}, {n}, {k})"),
+        });
+    }
+    let int = |x: usize| {
+        i32::try_from(x).map_err(|_| cublas_err("gemm", format!("dimension {x} exceeds i32")))
+    };
+    let (mi, ni, ki) = (int(m)?, int(n)?, int(k)?);
+    let alpha = 1.0f32;
+    let compute = match math {
+        GemmMath::Fp32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        GemmMath::Tf32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+    };
+    let guard = handle(gpu)?
+        .lock()
+        .map_err(|_| cublas_err("gemm", "a previous call panicked"))?;
+    let f32t = sys::cudaDataType::CUDA_R_32F;
+    // Column-major: Cᵀ (n × m, ld n) = W (k × n col-major, ld k)ᵀ · Aᵀ (k × m, ld k).
+    // SAFETY: the pointers are live device buffers of the sizes checked above; alpha and beta are
+    // host scalars that outlive the call; the handle is bound to the GPU's stream and guarded.
+    unsafe {
+        cublas::gemm_ex(
+            guard.0,
+            sys::cublasOperation_t::CUBLAS_OP_T,
+            sys::cublasOperation_t::CUBLAS_OP_N,
+            ni,
+            mi,
+            ki,
+            (&alpha as *const f32).cast::<c_void>(),
+            w.ptr().as_raw() as *const c_void,
+            f32t,
+            ki,
+            a.ptr().as_raw() as *const c_void,
+            f32t,
+            ki,
+            (&beta as *const f32).cast::<c_void>(),
+            c.ptr().as_raw() as *mut c_void,
+            f32t,
+            ni,
+            compute,
+            sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .map_err(|e| cublas_err("gemm_ex", e))
+}

@@ -1,0 +1,316 @@
+//! The language model on the GPU: launchers of `../kernels/model.cu` (this file) and the
+//! device-resident forward ([`forward::CudaModel`], `model/forward.rs`). The GEMMs run through
+//! [`crate::gemm`]; BK-Core through [`crate::bk_core`].
+
+pub mod forward;
+
+use cust::launch;
+use cust::memory::DevicePointer;
+use muse_reference::Result;
+
+use crate::device::{err, k, Buf, Gpu};
+use crate::lazy::LazyModule;
+
+pub(crate) static MODULE: LazyModule = LazyModule::new(k::model::CUBIN, "model");
+
+const THREADS: u32 = k::model::THREADS;
+const WARPS: u32 = k::model::WARPS;
+
+/// Head widths the window-attention kernel holds in its per-thread arrays.
+pub const MAX_HEAD_DIM: usize = k::model::MAX_DH as usize;
+
+fn blocks(n: usize) -> u32 {
+    n.div_ceil(THREADS as usize) as u32
+}
+
+fn row_blocks(rows: usize) -> u32 {
+    rows.div_ceil(WARPS as usize) as u32
+}
+
+/// The HTT shapes a launch needs: (r, d1, d2, v1, v2).
+#[derive(Debug, Clone, Copy)]
+pub struct HttShape {
+    /// Rank.
+    pub r: i32,
+    /// d1.
+    pub d1: i32,
+    /// d2.
+    pub d2: i32,
+    /// v1.
+    pub v1: i32,
+    /// v2.
+    pub v2: i32,
+}
+
+/// h = HTT(ids) + pos, (rows, dim).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn embed(
+    gpu: &Gpu,
+    ids: &Buf<i32>,
+    (core1, core2, cos): (&Buf<f32>, &Buf<f32>, &Buf<f32>),
+    pos: &Buf<f32>,
+    h: &Buf<f32>,
+    (rows, n, dim): (usize, usize, usize),
+    s: HttShape,
+) -> Result<()> {
+    let m = MODULE.get(gpu)?;
+    let f = gpu.function(m, k::model::EMBED)?;
+    let stream = &gpu.stream;
+    let (rows_i, n_i, dim_i) = (rows as i32, n as i32, dim as i32);
+    // SAFETY: 14 arguments in the C order of `model_embed`; ids holds rows ints < vocab, the
+    // cores (v1·r·d1, v2·r·d2), cos (r), pos (n_seq·dim ≥ n·dim) and h (rows·dim) are live
+    // buffers of those sizes; every Buf synchronises the stream before it is freed.
+    unsafe {
+        launch!(f<<<blocks(rows * dim), THREADS, 0, stream>>>(
+            ids.ptr(), core1.ptr(), core2.ptr(), cos.ptr(), pos.ptr(), h.ptr(), rows_i, n_i, dim_i,
+            s.r, s.d1, s.d2, s.v1, s.v2
+        ))
+    }
+    .map_err(|e| err("launching model_embed", e))
+}
+
+/// The decoder's table (vpad, dim).
+pub(crate) fn htt_table(
+    gpu: &Gpu,
+    (core1, core2, cos): (&Buf<f32>, &Buf<f32>, &Buf<f32>),
+    table: &Buf<f32>,
+    (vocab, vpad, dim): (usize, usize, usize),
+    s: HttShape,
+) -> Result<()> {
+    let m = MODULE.get(gpu)?;
+    let f = gpu.function(m, k::model::HTT_TABLE)?;
+    let stream = &gpu.stream;
+    let (v, vp, d) = (vocab as i32, vpad as i32, dim as i32);
+    // SAFETY: 12 arguments in the C order of `model_htt_table`; table holds vpad·dim floats,
+    // the cores and cos as in `embed`.
+    unsafe {
+        launch!(f<<<blocks(vpad * dim), THREADS, 0, stream>>>(
+            core1.ptr(), core2.ptr(), cos.ptr(), table.ptr(), v, vp, d, s.r, s.d1, s.d2, s.v1, s.v2
+        ))
+    }
+    .map_err(|e| err("launching model_htt_table", e))
+}
+
+/// y = LayerNorm(x)·g + b over rows of `dim`.
+pub(crate) fn layer_norm(
+    gpu: &Gpu,
+    x: &Buf<f32>,
+    (g, b): (&Buf<f32>, &Buf<f32>),
+    y: &Buf<f32>,
+    rows: usize,
+    dim: usize,
+) -> Result<()> {
+    let m = MODULE.get(gpu)?;
+    let f = gpu.function(m, k::model::LAYER_NORM)?;
+    let stream = &gpu.stream;
+    let (r, d) = (rows as i32, dim as i32);
+    // SAFETY: 6 arguments in the C order of `model_layer_norm`; x and y hold rows·dim floats, g
+    // and b dim; one warp per row, WARPS rows per CTA of THREADS.
+    unsafe {
+        launch!(f<<<row_blocks(rows), THREADS, 0, stream>>>(x.ptr(), g.ptr(), b.ptr(), y.ptr(), r, d))
+    }
+    .map_err(|e| err("launching model_layer_norm", e))
+}
+
+/// BK-Core inputs a (batch, n), b and c (batch, n − 1) in T from the potential v (rows).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bk_prep<T: crate::GpuFloat>(
+    gpu: &Gpu,
+    v: &Buf<f32>,
+    vb: f32,
+    h0: [&Buf<f64>; 3],
+    (a, b, c): (&Buf<T>, &Buf<T>, &Buf<T>),
+    (batch, n): (usize, usize),
+    clamp: bool,
+) -> Result<()> {
+    let m = MODULE.get(gpu)?;
+    let name = crate::bk_core::pick::<T>(k::model::BK_PREP_F32, k::model::BK_PREP_F64);
+    let f = gpu.function(m, name)?;
+    let stream = &gpu.stream;
+    let (bi, ni, cl) = (batch as i32, n as i32, i32::from(clamp));
+    // SAFETY: 11 arguments in the C order of `model_bk_prep_<T>` (T matching the symbol `pick`
+    // chose); v holds batch·n floats, the H0 buffers n_seq ≥ n doubles (n_seq − 1 ≥ n − 1 for the
+    // off-diagonals), a batch·n and b, c batch·(n − 1) elements of T (at least 1).
+    unsafe {
+        launch!(f<<<blocks(batch * n), THREADS, 0, stream>>>(
+            v.ptr(), vb, h0[0].ptr(), h0[1].ptr(), h0[2].ptr(), a.ptr(), b.ptr(), c.ptr(), bi, ni, cl
+        ))
+    }
+    .map_err(|e| err(&format!("launching {name}"), e))
+}
+
+/// gate = σ(gs·|Im G|) from G (2·rows, interleaved).
+pub(crate) fn gate<T: crate::GpuFloat>(
+    gpu: &Gpu,
+    g: &Buf<T>,
+    gs: f32,
+    out: &Buf<f32>,
+    rows: usize,
+) -> Result<()> {
+    let m = MODULE.get(gpu)?;
+    let name = crate::bk_core::pick::<T>(k::model::GATE_F32, k::model::GATE_F64);
+    let f = gpu.function(m, name)?;
+    let stream = &gpu.stream;
+    let r = rows as i32;
+    // SAFETY: 4 arguments in the C order of `model_gate_<T>`; g holds 2·rows elements of T, out
+    // rows floats.
+    unsafe { launch!(f<<<blocks(rows), THREADS, 0, stream>>>(g.ptr(), gs, out.ptr(), r)) }
+        .map_err(|e| err(&format!("launching {name}"), e))
+}
+
+/// The AR-SSM's depthwise conv: t (rows, dim) from x.
+pub(crate) fn ssm_conv(
+    gpu: &Gpu,
+    x: &Buf<f32>,
+    taps: &Buf<f32>,
+    t: &Buf<f32>,
+    (batch, n, dim): (usize, usize, usize),
+    causal: bool,
+) -> Result<()> {
+    let m = MODULE.get(gpu)?;
+    let f = gpu.function(m, k::model::SSM_CONV)?;
+    let stream = &gpu.stream;
+    let (b, ni, d, c) = (batch as i32, n as i32, dim as i32, i32::from(causal));
+    // SAFETY: 7 arguments in the C order of `model_ssm_conv`; x and t hold batch·n·dim floats,
+    // taps dim·3.
+    unsafe {
+        launch!(f<<<blocks(batch * n * dim), THREADS, 0, stream>>>(x.ptr(), taps.ptr(), t.ptr(), b, ni, d, c))
+    }
+    .map_err(|e| err("launching model_ssm_conv", e))
+}
+
+/// The activation of [`bias_act`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Act {
+    None = 0,
+    Relu = 1,
+    Sigmoid = 2,
+}
+
+/// y = act(y + bias) (+ res), y (rows, cols).
+pub(crate) fn bias_act(
+    gpu: &Gpu,
+    y: &Buf<f32>,
+    bias: Option<&Buf<f32>>,
+    res: Option<&Buf<f32>>,
+    (rows, cols): (usize, usize),
+    act: Act,
+) -> Result<()> {
+    let m = MODULE.get(gpu)?;
+    let f = gpu.function(m, k::model::BIAS_ACT)?;
+    let stream = &gpu.stream;
+    let null = DevicePointer::<f32>::null();
+    let (bp, rp) = (bias.map_or(null, Buf::ptr), res.map_or(null, Buf::ptr));
+    let (r, c, a) = (rows as i64, cols as i32, act as i32);
+    // SAFETY: 6 arguments in the C order of `model_bias_act`; y (and res when non-null) hold
+    // rows·cols floats, bias (when non-null) cols.
+    unsafe { launch!(f<<<blocks(rows * cols), THREADS, 0, stream>>>(y.ptr(), bp, rp, r, c, a)) }
+        .map_err(|e| err("launching model_bias_act", e))
+}
+
+/// ug, vg (rows, rank) from uv (rows, 2·rank) and the gates g (rows, rank).
+pub(crate) fn ssm_gate_uv(
+    gpu: &Gpu,
+    uv: &Buf<f32>,
+    g: &Buf<f32>,
+    (ug, vg): (&Buf<f32>, &Buf<f32>),
+    (rows, rank): (usize, usize),
+) -> Result<()> {
+    let m = MODULE.get(gpu)?;
+    let f = gpu.function(m, k::model::SSM_GATE_UV)?;
+    let stream = &gpu.stream;
+    let (r, k_) = (rows as i64, rank as i32);
+    // SAFETY: 6 arguments in the C order of `model_ssm_gate_uv`; uv holds rows·2·rank floats,
+    // g, ug and vg rows·rank.
+    unsafe {
+        launch!(f<<<blocks(rows * rank), THREADS, 0, stream>>>(uv.ptr(), g.ptr(), ug.ptr(), vg.ptr(), r, k_))
+    }
+    .map_err(|e| err("launching model_ssm_gate_uv", e))
+}
+
+/// out = scan(ug)·vg along the sequence; `bs` = 0 for the cumsum, else the pseudo-cumsum block.
+pub(crate) fn ssm_scan(
+    gpu: &Gpu,
+    (ug, vg): (&Buf<f32>, &Buf<f32>),
+    out: &Buf<f32>,
+    (batch, n, rank): (usize, usize, usize),
+    bs: usize,
+) -> Result<()> {
+    let m = MODULE.get(gpu)?;
+    let f = gpu.function(m, k::model::SSM_SCAN)?;
+    let stream = &gpu.stream;
+    let threads = if bs == 0 {
+        batch * rank
+    } else {
+        batch * n * rank
+    };
+    let (b, ni, r, bsi) = (batch as i32, n as i32, rank as i32, bs as i32);
+    // SAFETY: 7 arguments in the C order of `model_ssm_scan`; ug, vg and out hold batch·n·rank
+    // floats; the grid covers one thread per (b, r) (cumsum) or per element (pseudo).
+    unsafe {
+        launch!(f<<<blocks(threads), THREADS, 0, stream>>>(ug.ptr(), vg.ptr(), out.ptr(), b, ni, r, bsi))
+    }
+    .map_err(|e| err("launching model_ssm_scan", e))
+}
+
+/// The scalars of one window-attention launch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttnScalars {
+    pub c: f32,
+    pub beta: f32,
+    pub bias: f32,
+    pub form: i32,
+}
+
+/// o (rows, heads·dh) from qkv (rows, 3·heads·dh), windows of `window` keys.
+pub(crate) fn window_attn(
+    gpu: &Gpu,
+    qkv: &Buf<f32>,
+    o: &Buf<f32>,
+    (batch, n, heads, dh, window): (usize, usize, usize, usize, usize),
+    s: AttnScalars,
+) -> Result<()> {
+    let m = MODULE.get(gpu)?;
+    let f = gpu.function(m, k::model::WINDOW_ATTN)?;
+    let stream = &gpu.stream;
+    let grid = cust::function::GridSize::xyz(n.div_ceil(window) as u32, heads as u32, batch as u32);
+    let block = window.next_multiple_of(32) as u32;
+    let (b, ni, h, d, w) = (
+        batch as i32,
+        n as i32,
+        heads as i32,
+        dh as i32,
+        window as i32,
+    );
+    // SAFETY: 11 arguments in the C order of `model_window_attn`; qkv holds batch·n·3·heads·dh
+    // floats and o batch·n·heads·dh; dh ≤ MODEL_MAX_DH (checked by the caller), window ≤ 1024.
+    unsafe {
+        launch!(f<<<grid, block, 0, stream>>>(qkv.ptr(), o.ptr(), b, ni, h, d, w, s.c, s.beta, s.bias, s.form))
+    }
+    .map_err(|e| err("launching model_window_attn", e))
+}
+
+/// h += LN(gate·local + (1 − gate)·global)·g + b, rows of `dim`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mix_ln_res(
+    gpu: &Gpu,
+    (local, global): (&Buf<f32>, &Buf<f32>),
+    gate: &Buf<f32>,
+    (g, b): (&Buf<f32>, &Buf<f32>),
+    h: &Buf<f32>,
+    rows: usize,
+    dim: usize,
+) -> Result<()> {
+    let m = MODULE.get(gpu)?;
+    let f = gpu.function(m, k::model::MIX_LN_RES)?;
+    let stream = &gpu.stream;
+    let (r, d) = (rows as i32, dim as i32);
+    // SAFETY: 8 arguments in the C order of `model_mix_ln_res`; local, global and h hold rows·dim
+    // floats, gate rows, g and b dim; one warp per row.
+    unsafe {
+        launch!(f<<<row_blocks(rows), THREADS, 0, stream>>>(
+            local.ptr(), global.ptr(), gate.ptr(), g.ptr(), b.ptr(), h.ptr(), r, d
+        ))
+    }
+    .map_err(|e| err("launching model_mix_ln_res", e))
+}

@@ -1,0 +1,577 @@
+//! The device-resident forward of the language model: ids → logits with every activation on the
+//! GPU, one stream, no host round trip between layers. The structure is the CPU reference's
+//! (`reference/src/model/block.rs`); each step names the reference function it mirrors.
+
+use std::sync::Mutex;
+
+use muse_reference::model::{
+    htt_factors, softplus, AttnPath, Conv, ModelDims, ModelWeights, Numerics, Scan,
+};
+use muse_reference::{Error, Result};
+use ndarray::{Array3, ArrayView2};
+use num_complex::Complex64;
+
+use super::{AttnScalars, HttShape, MAX_HEAD_DIM};
+use crate::bk_core::{self, ForwardWs, Problem};
+use crate::device::{Buf, Gpu};
+use crate::gemm::{gemm_nt, GemmMath};
+use crate::model as kern;
+
+const OP: &str = "model";
+
+/// CUDA events between the stages of one forward, for the per-layer time breakdown.
+#[derive(Default)]
+pub struct StageTimer {
+    marks: Vec<(&'static str, cust::event::Event)>,
+}
+
+impl StageTimer {
+    fn mark(&mut self, gpu: &Gpu, stage: &'static str) -> Result<()> {
+        let e = cust::event::Event::new(cust::event::EventFlags::DEFAULT)
+            .map_err(|e| crate::device::err("creating an event", e))?;
+        e.record(&gpu.stream)
+            .map_err(|e| crate::device::err("recording an event", e))?;
+        self.marks.push((stage, e));
+        Ok(())
+    }
+
+    /// Microseconds per stage name, summed over the blocks, in first-seen order.
+    pub fn totals(&self) -> Result<Vec<(&'static str, f64)>> {
+        let mut out: Vec<(&'static str, f64)> = Vec::new();
+        for w in self.marks.windows(2) {
+            let (_, start) = &w[0];
+            let (name, stop) = &w[1];
+            stop.synchronize()
+                .map_err(|e| crate::device::err("waiting for an event", e))?;
+            let us = f64::from(
+                stop.elapsed_time_f32(start)
+                    .map_err(|e| crate::device::err("reading an event", e))?,
+            ) * 1e3;
+            match out.iter_mut().find(|(n, _)| n == name) {
+                Some((_, t)) => *t += us,
+                None => out.push((name, us)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct Lin {
+    w: Buf<f32>,
+    b: Option<Buf<f32>>,
+}
+
+struct BlockDev {
+    norm: (Buf<f32>, Buf<f32>),
+    v_w: Buf<f32>,
+    v_b: f32,
+    h0: [Buf<f64>; 3],
+    z_im: f64,
+    gs: f32,
+    wqkv: Buf<f32>,
+    wo: Buf<f32>,
+    attn: AttnScalars,
+    g1: Lin,
+    g2: Lin,
+    uv: Buf<f32>,
+    taps: Buf<f32>,
+    out: Lin,
+    out_norm: (Buf<f32>, Buf<f32>),
+}
+
+/// BK-Core on the device in the precision the profile needs.
+enum Bk {
+    F32(Problem<f32>, ForwardWs<f32>),
+    F64(Problem<f64>, ForwardWs<f64>),
+}
+
+/// Activations for one (B, N).
+struct Workspace {
+    batch: usize,
+    n: usize,
+    ids: Buf<i32>,
+    h: Buf<f32>,
+    x: Buf<f32>,
+    qkv: Buf<f32>,
+    o: Buf<f32>,
+    local: Buf<f32>,
+    v: Buf<f32>,
+    gate: Buf<f32>,
+    t: Buf<f32>,
+    gh: Buf<f32>,
+    gg: Buf<f32>,
+    uv: Buf<f32>,
+    ug: Buf<f32>,
+    vg: Buf<f32>,
+    kv: Buf<f32>,
+    global: Buf<f32>,
+    logits: Buf<f32>,
+    bk: Bk,
+}
+
+/// The model's weights on the GPU with the numerics of one profile.
+pub struct CudaModel {
+    gpu: &'static Gpu,
+    dims: ModelDims,
+    num: Numerics,
+    math: GemmMath,
+    shape: HttShape,
+    core1: Buf<f32>,
+    core2: Buf<f32>,
+    cos: Buf<f32>,
+    table: Buf<f32>,
+    vpad: usize,
+    pos: Buf<f32>,
+    blocks: Vec<BlockDev>,
+    final_norm: (Buf<f32>, Buf<f32>),
+    ws: Mutex<Option<Workspace>>,
+}
+
+fn up(gpu: &'static Gpu, a: impl IntoIterator<Item = f32>) -> Result<Buf<f32>> {
+    gpu.upload(&a.into_iter().collect::<Vec<_>>())
+}
+
+fn form_of(path: AttnPath) -> i32 {
+    match path {
+        AttnPath::Exact => 0,
+        AttnPath::FastBench { tf32: false } => 1,
+        AttnPath::FastBench { tf32: true } => 2,
+        AttnPath::TorchBall => 3,
+    }
+}
+
+impl CudaModel {
+    /// Uploads `w` and builds the decoder table. `math` picks fp32 or TF32 GEMMs.
+    pub fn new(
+        gpu: &'static Gpu,
+        dims: ModelDims,
+        w: &ModelWeights<f32>,
+        num: Numerics,
+        math: GemmMath,
+    ) -> Result<Self> {
+        let dh = dims.d_model / dims.heads;
+        if dh > MAX_HEAD_DIM || dims.window > 1024 {
+            return Err(Error::Unsupported {
+                op: OP,
+                backend: "cuda",
+                what: format!(
+                    "head width {dh} (at most {MAX_HEAD_DIM}) or window {} (at most 1024)",
+                    dims.window
+                ),
+            });
+        }
+        let (v1, v2, d1, d2) = htt_factors(dims.vocab, dims.d_model);
+        let shape = HttShape {
+            r: dims.htt_rank as i32,
+            d1: d1 as i32,
+            d2: d2 as i32,
+            v1: v1 as i32,
+            v2: v2 as i32,
+        };
+        let lin = |l: &muse_reference::model::Linear<f32>| -> Result<Lin> {
+            Ok(Lin {
+                w: up(gpu, l.w.iter().copied())?,
+                b: l.b
+                    .as_ref()
+                    .map(|b| up(gpu, b.iter().copied()))
+                    .transpose()?,
+            })
+        };
+        let norm = |n: &muse_reference::model::Norm<f32>| -> Result<(Buf<f32>, Buf<f32>)> {
+            Ok((
+                up(gpu, n.weight.iter().copied())?,
+                up(gpu, n.bias.iter().copied())?,
+            ))
+        };
+        let mut blocks = Vec::with_capacity(w.blocks.len());
+        for b in &w.blocks {
+            let im = softplus(b.epsilon) + 1e-6f32 + b.gamma;
+            let z_im = f64::from(im);
+            let a = &b.attn;
+            blocks.push(BlockDev {
+                norm: norm(&b.norm)?,
+                v_w: up(gpu, b.v_proj.w.iter().copied())?,
+                v_b: b.v_proj.b.as_ref().map_or(0.0, |v| v[0]),
+                h0: [
+                    gpu.upload(b.h0[0].as_slice().expect("contiguous"))?,
+                    gpu.upload(b.h0[1].as_slice().expect("contiguous"))?,
+                    gpu.upload(b.h0[2].as_slice().expect("contiguous"))?,
+                ],
+                z_im,
+                gs: b.gate_sensitivity,
+                wqkv: up(
+                    gpu,
+                    a.wq.iter().chain(a.wk.iter()).chain(a.wv.iter()).copied(),
+                )?,
+                wo: up(gpu, a.wo.iter().copied())?,
+                attn: AttnScalars {
+                    c: softplus(a.log_c),
+                    beta: softplus(a.beta),
+                    bias: a.bias,
+                    form: form_of(num.attention),
+                },
+                g1: lin(&b.ssm.gate1)?,
+                g2: lin(&b.ssm.gate2)?,
+                uv: up(gpu, b.ssm.u.w.iter().chain(b.ssm.v.w.iter()).copied())?,
+                taps: up(gpu, b.ssm.conv.iter().copied())?,
+                out: lin(&b.ssm.out)?,
+                out_norm: norm(&b.out_norm)?,
+            });
+        }
+        let vpad = dims.vocab.next_multiple_of(64);
+        let core1 = up(gpu, w.htt.core1.iter().copied())?;
+        let core2 = up(gpu, w.htt.core2.iter().copied())?;
+        let cos = up(gpu, w.htt.phase.iter().map(|t| t.cos()))?;
+        let table = gpu.alloc::<f32>(vpad * dims.d_model)?;
+        kern::htt_table(
+            gpu,
+            (&core1, &core2, &cos),
+            &table,
+            (dims.vocab, vpad, dims.d_model),
+            shape,
+        )?;
+        Ok(Self {
+            gpu,
+            dims,
+            num,
+            math,
+            shape,
+            core1,
+            core2,
+            cos,
+            table,
+            vpad,
+            pos: up(gpu, w.pos.iter().copied())?,
+            blocks,
+            final_norm: norm(&w.final_norm)?,
+            ws: Mutex::new(None),
+        })
+    }
+
+    /// The dims.
+    pub fn dims(&self) -> &ModelDims {
+        &self.dims
+    }
+
+    fn workspace(&self, batch: usize, n: usize) -> Result<Workspace> {
+        let g = self.gpu;
+        let (rows, d, r) = (batch * n, self.dims.d_model, self.dims.ssm_rank);
+        let f = |len| g.alloc::<f32>(len);
+        let off = batch * (n - 1);
+        let bk = if self.num.complex64 {
+            let p = Problem {
+                batch,
+                n,
+                z: Complex64::new(0.0, 0.0),
+                a: g.alloc(rows)?,
+                b: g.alloc(off)?,
+                c: g.alloc(off)?,
+            };
+            let ws = ForwardWs::new(g, &p)?;
+            Bk::F64(p, ws)
+        } else {
+            let p = Problem {
+                batch,
+                n,
+                z: Complex64::new(0.0, 0.0),
+                a: g.alloc(rows)?,
+                b: g.alloc(off)?,
+                c: g.alloc(off)?,
+            };
+            let ws = ForwardWs::new(g, &p)?;
+            Bk::F32(p, ws)
+        };
+        Ok(Workspace {
+            batch,
+            n,
+            ids: g.alloc(rows)?,
+            h: f(rows * d)?,
+            x: f(rows * d)?,
+            qkv: f(rows * 3 * d)?,
+            o: f(rows * d)?,
+            local: f(rows * d)?,
+            v: f(rows)?,
+            gate: f(rows)?,
+            t: f(rows * d)?,
+            gh: f(rows * self.dims.ssm_hidden)?,
+            gg: f(rows * r)?,
+            uv: f(rows * 2 * r)?,
+            ug: f(rows * r)?,
+            vg: f(rows * r)?,
+            kv: f(rows * r)?,
+            global: f(rows * d)?,
+            logits: f(rows * self.vpad)?,
+            bk,
+        })
+    }
+
+    /// Drops the cached activations (their bytes leave the allocation peak).
+    pub fn release_workspace(&self) {
+        if let Ok(mut ws) = self.ws.lock() {
+            *ws = None;
+        }
+    }
+
+    fn check_ids(&self, ids: &ArrayView2<'_, usize>) -> Result<Vec<i32>> {
+        let (b, n) = ids.dim();
+        if b == 0 || n == 0 || n > self.dims.n_seq {
+            return Err(Error::Domain {
+                op: OP,
+                arg: "ids",
+                rule: format!(
+                    "must be (B, N) with B >= 1 and 1 <= N <= n_seq = {}, got ({b}, {n})",
+                    self.dims.n_seq
+                ),
+            });
+        }
+        ids.iter()
+            .map(|&t| {
+                if t < self.dims.vocab {
+                    Ok(t as i32)
+                } else {
+                    Err(Error::Domain {
+                        op: OP,
+                        arg: "ids",
+                        rule: format!("must be < vocab_size = {}, got {t}", self.dims.vocab),
+                    })
+                }
+            })
+            .collect()
+    }
+
+    /// Queues the whole forward for the ids already in the workspace (no host wait). With
+    /// `trace`, each block's output is copied out (a host wait per block; verification only).
+    fn run(
+        &self,
+        ws: &mut Workspace,
+        mut trace: Option<&mut Vec<Array3<f32>>>,
+        mut timer: Option<&mut StageTimer>,
+    ) -> Result<()> {
+        let g = self.gpu;
+        let mut mark = |name: &'static str| -> Result<()> {
+            match timer.as_deref_mut() {
+                Some(t) => t.mark(g, name),
+                None => Ok(()),
+            }
+        };
+        mark("start")?;
+        let d = &self.dims;
+        let (batch, n) = (ws.batch, ws.n);
+        let (rows, dm, r) = (batch * n, d.d_model, d.ssm_rank);
+        let dh = dm / d.heads;
+        let m = self.math;
+        kern::embed(
+            g,
+            &ws.ids,
+            (&self.core1, &self.core2, &self.cos),
+            &self.pos,
+            &ws.h,
+            (rows, n, dm),
+            self.shape,
+        )?;
+        mark("embedding")?;
+        for blk in &self.blocks {
+            // layer_norm(w.norm, h)
+            kern::layer_norm(g, &ws.h, (&blk.norm.0, &blk.norm.1), &ws.x, rows, dm)?;
+            // bk_gate: v = clamp(v_proj(x), ±3), G = BK-Core(H0 + diag v, z), gate = σ(γ|Im G|)
+            gemm_nt(g, (rows, 1, dm), &ws.x, &blk.v_w, &ws.v, 0.0, m)?;
+            let h0 = [&blk.h0[0], &blk.h0[1], &blk.h0[2]];
+            match &mut ws.bk {
+                Bk::F64(p, bws) => {
+                    p.z = Complex64::new(0.0, f64::from(blk.z_im as f32));
+                    kern::bk_prep(g, &ws.v, blk.v_b, h0, (&p.a, &p.b, &p.c), (batch, n), true)?;
+                    bk_core::forward(g, p, bws)?;
+                    kern::gate(g, &bws.g, blk.gs, &ws.gate, rows)?;
+                }
+                Bk::F32(p, bws) => {
+                    p.z = Complex64::new(0.0, blk.z_im);
+                    kern::bk_prep(g, &ws.v, blk.v_b, h0, (&p.a, &p.b, &p.c), (batch, n), false)?;
+                    bk_core::forward(g, p, bws)?;
+                    kern::gate(g, &bws.g, blk.gs, &ws.gate, rows)?;
+                }
+            }
+            mark("layer_norm + potential + bk_core + gate")?;
+            // window_attention: q|k|v in one GEMM, the windows, W_o
+            gemm_nt(g, (rows, 3 * dm, dm), &ws.x, &blk.wqkv, &ws.qkv, 0.0, m)?;
+            kern::window_attn(
+                g,
+                &ws.qkv,
+                &ws.o,
+                (batch, n, d.heads, dh, d.window),
+                blk.attn,
+            )?;
+            gemm_nt(g, (rows, dm, dm), &ws.o, &blk.wo, &ws.local, 0.0, m)?;
+            mark("attention (qkv, windows, W_o)")?;
+            // ar_ssm
+            kern::ssm_conv(
+                g,
+                &ws.x,
+                &blk.taps,
+                &ws.t,
+                (batch, n, dm),
+                self.num.conv == Conv::Causal,
+            )?;
+            gemm_nt(
+                g,
+                (rows, d.ssm_hidden, dm),
+                &ws.x,
+                &blk.g1.w,
+                &ws.gh,
+                0.0,
+                m,
+            )?;
+            kern::bias_act(
+                g,
+                &ws.gh,
+                blk.g1.b.as_ref(),
+                None,
+                (rows, d.ssm_hidden),
+                kern::Act::Relu,
+            )?;
+            gemm_nt(
+                g,
+                (rows, r, d.ssm_hidden),
+                &ws.gh,
+                &blk.g2.w,
+                &ws.gg,
+                0.0,
+                m,
+            )?;
+            kern::bias_act(
+                g,
+                &ws.gg,
+                blk.g2.b.as_ref(),
+                None,
+                (rows, r),
+                kern::Act::Sigmoid,
+            )?;
+            gemm_nt(g, (rows, 2 * r, dm), &ws.x, &blk.uv, &ws.uv, 0.0, m)?;
+            kern::ssm_gate_uv(g, &ws.uv, &ws.gg, (&ws.ug, &ws.vg), (rows, r))?;
+            let bs = match self.num.scan {
+                Scan::Cumsum => 0,
+                Scan::Pseudo { bs } => bs,
+            };
+            kern::ssm_scan(g, (&ws.ug, &ws.vg), &ws.kv, (batch, n, r), bs)?;
+            gemm_nt(g, (rows, dm, r), &ws.kv, &blk.out.w, &ws.global, 0.0, m)?;
+            kern::bias_act(
+                g,
+                &ws.global,
+                blk.out.b.as_ref(),
+                Some(&ws.t),
+                (rows, dm),
+                kern::Act::None,
+            )?;
+            mark("ar_ssm")?;
+            // h + LN(g·local + (1 − g)·global)
+            kern::mix_ln_res(
+                g,
+                (&ws.local, &ws.global),
+                &ws.gate,
+                (&blk.out_norm.0, &blk.out_norm.1),
+                &ws.h,
+                rows,
+                dm,
+            )?;
+            mark("mix + layer_norm + residual")?;
+            if let Some(t) = trace.as_deref_mut() {
+                let h = ws.h.to_vec()?;
+                t.push(Array3::from_shape_vec((batch, n, dm), h).expect("rows·D"));
+            }
+        }
+        kern::layer_norm(
+            g,
+            &ws.h,
+            (&self.final_norm.0, &self.final_norm.1),
+            &ws.x,
+            rows,
+            dm,
+        )?;
+        gemm_nt(
+            g,
+            (rows, self.vpad, dm),
+            &ws.x,
+            &self.table,
+            &ws.logits,
+            0.0,
+            m,
+        )?;
+        mark("final layer_norm + decoder")
+    }
+
+    /// Uploads ids and queues the forward; the logits stay on the device (for timing).
+    pub fn enqueue(&self, ids: ArrayView2<'_, usize>) -> Result<()> {
+        self.forward_inner(ids, None, None, false).map(|_| ())
+    }
+
+    /// One forward with CUDA events between its stages: microseconds per stage (blocks summed).
+    pub fn stage_times(&self, ids: ArrayView2<'_, usize>) -> Result<Vec<(&'static str, f64)>> {
+        let mut t = StageTimer::default();
+        self.forward_inner(ids, None, Some(&mut t), false)?;
+        self.gpu.sync("stage timing")?;
+        t.totals()
+    }
+
+    fn forward_inner(
+        &self,
+        ids: ArrayView2<'_, usize>,
+        trace: Option<&mut Vec<Array3<f32>>>,
+        timer: Option<&mut StageTimer>,
+        download: bool,
+    ) -> Result<Option<Array3<f32>>> {
+        let host_ids = self.check_ids(&ids)?;
+        let (batch, n) = ids.dim();
+        let mut guard = self.ws.lock().map_err(|_| Error::Backend {
+            backend: "cuda",
+            message: "model workspace poisoned".into(),
+        })?;
+        if guard.as_ref().is_none_or(|w| (w.batch, w.n) != (batch, n)) {
+            *guard = None;
+            *guard = Some(self.workspace(batch, n)?);
+        }
+        let ws = guard.as_mut().expect("just set");
+        ws.ids.copy_from_host(&host_ids)?;
+        self.run(ws, trace, timer)?;
+        if !download {
+            return Ok(None);
+        }
+        let raw = ws.logits.to_vec()?;
+        let v = self.dims.vocab;
+        let mut out = Array3::zeros((batch, n, v));
+        for (row, dst) in out
+            .as_slice_mut()
+            .expect("standard layout")
+            .chunks_mut(v)
+            .enumerate()
+        {
+            dst.copy_from_slice(&raw[row * self.vpad..row * self.vpad + v]);
+        }
+        if let Some(((b, i, j), x)) = out.indexed_iter().find(|(_, x)| !x.is_finite()) {
+            return Err(Error::NonFinite {
+                op: OP,
+                arg: "logits",
+                index: vec![b, i, j],
+                value: f64::from(*x),
+            });
+        }
+        Ok(Some(out))
+    }
+
+    /// Logits (B, N, V) for ids (B, N).
+    pub fn forward(&self, ids: ArrayView2<'_, usize>) -> Result<Array3<f32>> {
+        Ok(self
+            .forward_inner(ids, None, None, true)?
+            .expect("downloaded"))
+    }
+
+    /// Logits and every block's output (B, N, D), for per-layer verification.
+    pub fn forward_trace(
+        &self,
+        ids: ArrayView2<'_, usize>,
+    ) -> Result<(Array3<f32>, Vec<Array3<f32>>)> {
+        let mut t = Vec::new();
+        let logits = self
+            .forward_inner(ids, Some(&mut t), None, true)?
+            .expect("downloaded");
+        Ok((logits, t))
+    }
+}

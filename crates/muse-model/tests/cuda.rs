@@ -1,0 +1,126 @@
+//! The model's CUDA path against the CPU reference and the original (run on the GPU machine with
+//! `--features cuda`; without it this file is empty). Bounds (design model.md §9): CUDA f32 vs the
+//! CPU f64 oracle per block 1e-5 relative (exact profile), logits 1e-4; the compat profiles inherit
+//! the noise floors stated in parity.rs (TF32 flips: 1e-3; the logmap0 clamp: 3e-4).
+#![cfg(feature = "cuda")]
+
+use std::path::PathBuf;
+
+use muse_model::{init, Config, Model, Profile, Weights};
+use muse_reference::model::block;
+use ndarray::{Array2, Array3, Dimension};
+use ndarray_npy::read_npy;
+
+fn fixtures(sub: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/model")
+        .join(sub)
+}
+
+fn rel<D: Dimension>(got: &ndarray::Array<f32, D>, want: &ndarray::Array<f64, D>) -> f64 {
+    let scale = want.iter().fold(0f64, |a, v| a.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0f64, |a, (g, w)| a.max((f64::from(*g) - w).abs()));
+    err / scale
+}
+
+fn ids(dir: &std::path::Path) -> Array2<usize> {
+    let ids: Array2<i64> = read_npy(dir.join("ids.npy")).expect("ids");
+    ids.mapv(|t| t as usize)
+}
+
+fn oracle_model() -> Model {
+    let d = fixtures("oracle");
+    let cfg = Config::resolve(d.join("config.json").to_str().expect("utf-8")).expect("config");
+    Model::new(Weights::load(&cfg, &d.join("weights.safetensors")).expect("weights"))
+}
+
+#[test]
+fn blocks_and_logits_match_the_cpu_f64_reference() {
+    let m = oracle_model();
+    let ids = ids(&fixtures("oracle"));
+    for p in [Profile::Exact, Profile::Bench, Profile::BenchCpu] {
+        let gpu = m.cuda(p, false).expect("cuda model");
+        let (logits, blocks) = gpu.forward_trace(ids.view()).expect("forward");
+        // CPU f64 block by block, each from the GPU's previous block output, so the per-block
+        // error is measured rather than the accumulated one.
+        let w = m.weights().model::<f64>();
+        let (d, num) = (m.config().dims(), p.numerics());
+        let want_logits = m.forward_cpu::<f64>(ids.view(), p).expect("cpu");
+        let mut h: Array3<f64> = muse_reference::model::htt_embed(&w.htt, ids.view(), d.d_model);
+        h += &w.pos.slice(ndarray::s![..ids.ncols(), ..]);
+        let block_bound = match p {
+            Profile::Exact => 1e-5,
+            Profile::BenchCpu => 3e-4,
+            Profile::Bench => 1e-3,
+        };
+        for (i, got) in blocks.iter().enumerate() {
+            let want = block(&d, &w.blocks[i], h.view(), &num).expect("cpu block");
+            let r = rel(got, &want);
+            eprintln!("{}: block {i} {r:.3e}", p.name());
+            assert!(r <= block_bound, "{}: block {i}: {r:.3e}", p.name());
+            h = got.mapv(f64::from);
+        }
+        let r = rel(&logits, &want_logits);
+        eprintln!("{}: logits {r:.3e}", p.name());
+        let bound = match p {
+            Profile::Exact => 1e-4,
+            Profile::BenchCpu => 3e-4,
+            Profile::Bench => 2e-3,
+        };
+        assert!(r <= bound, "{}: logits {r:.3e}", p.name());
+    }
+}
+
+#[test]
+fn cuda_reproduces_the_originals_logits() {
+    let d = fixtures("parity");
+    let m = Model::new(
+        Weights::load(
+            &Config::named("tiny").expect("tiny"),
+            &d.join("weights.safetensors"),
+        )
+        .expect("weights"),
+    );
+    for (p, file, bound) in [
+        (Profile::Bench, "logits_cuda.npy", 1e-3),
+        (Profile::BenchCpu, "logits_cpu.npy", 1e-4),
+    ] {
+        let got = m
+            .cuda(p, false)
+            .expect("cuda")
+            .forward(ids(&d).view())
+            .expect("forward");
+        let want: Array3<f32> = read_npy(d.join(file)).expect("logits");
+        let r = rel(&got, &want.mapv(f64::from));
+        eprintln!("cuda {} vs {file}: {r:.3e}", p.name());
+        assert!(r <= bound, "{}: {r:.3e}", p.name());
+    }
+}
+
+#[test]
+fn small_at_batch_1_is_finite_and_matches_the_cpu() {
+    let cfg = Config::named("small").expect("small");
+    let m = Model::new(init::init(&cfg, 1));
+    let ids = Array2::from_shape_fn((1, 256), |(_, n)| (n * 7919) % cfg.vocab_size);
+    for p in [Profile::Exact, Profile::Bench] {
+        let got = m
+            .cuda(p, false)
+            .expect("cuda")
+            .forward(ids.view())
+            .expect("B = 1 forward");
+        assert!(got.iter().all(|v| v.is_finite()));
+        let want = m
+            .forward_cpu::<f32>(ids.view(), p)
+            .expect("cpu")
+            .mapv(f64::from);
+        let r = rel(&got, &want);
+        eprintln!("small B1 N256 {}: cuda vs cpu f32 {r:.3e}", p.name());
+        assert!(
+            r <= if p == Profile::Exact { 1e-4 } else { 2e-3 },
+            "{r:.3e}"
+        );
+    }
+}

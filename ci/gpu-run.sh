@@ -4,8 +4,10 @@
 # `muse bench --backend cuda`. Writes reports and a log tarball to $OUT (at most 8 files come
 # back). Never changes clocks or resets the GPU.
 #
-# STEPS (comma-separated, default all): tests, verify, roundtrip, torch (BK-Core baselines),
-# torch_hyp (hyperbolic baselines), sanitizer, sass (cuobjdump of the cubins into logs/), bench.
+# STEPS (comma-separated, default all): tests, model (the model's CUDA tests), verify, roundtrip,
+# torch (BK-Core baselines), torch_hyp (hyperbolic baselines), torch_model (the model in PyTorch:
+# agreement with muse and the throughput protocol), sanitizer, sass (cuobjdump of the cubins into
+# logs/), bench.
 # TORCH_HYP_JSON names an earlier torch_hyp.json to use instead of running the script. The tests step runs the `::cuda` halves (CI
 # runs the CPU ones).
 # BENCH_FAMILIES (comma-separated stems) restricts `muse bench`; SANITIZER_FILTER the cases run
@@ -13,7 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
-STEPS=${STEPS:-tests,verify,roundtrip,torch,torch_hyp,sanitizer,sass,bench}
+STEPS=${STEPS:-tests,model,verify,roundtrip,torch,torch_hyp,torch_model,sanitizer,sass,bench}
 mkdir -p "$OUT" logs
 export MUSE_GIT_COMMIT MUSE_REQUIRE_GPU=1
 MUSE_GIT_COMMIT=$(python3 -c 'import json; print(json.load(open("gpu-bundle/manifest.json"))["commit"])')
@@ -31,6 +33,7 @@ want() { [[ ",$STEPS," == *",$1,"* ]]; }
 cat logs/env.txt
 M=gpu-bundle/bin/muse
 want tests && step tests timeout 420 gpu-bundle/bin/muse-tests --test-threads=1 ::cuda
+want model && MUSE_FIXTURES=$PWD/fixtures step model timeout 300 gpu-bundle/bin/muse-model-cuda-tests --test-threads=1 --nocapture
 want verify && step verify timeout 300 "$M" verify --backend cuda --out "$OUT"
 if want roundtrip; then
     step bk-core bash ci/gpu-roundtrip.sh bk-core "$M"
@@ -38,6 +41,17 @@ if want roundtrip; then
 fi
 want torch && step torch timeout 240 python3 ci/baselines/torch_bk_core.py --out "$OUT/torch.json"
 want torch_hyp && step torch-hyp timeout 240 python3 ci/baselines/torch_hyp.py --out "$OUT/torch_hyp.json"
+if want torch_model; then
+    # muse's CUDA logits of the numpy-oracle inputs, for the PyTorch implementation to compare with.
+    for p in exact bench bench-cpu; do
+        "$M" model run --backend cuda --profile "$p" --config fixtures/model/oracle/config.json \
+            --weights fixtures/model/oracle/weights.safetensors --ids fixtures/model/oracle/ids.npy \
+            --out "logs/muse-oracle/$p" > "logs/muse-oracle-$p.log" 2>&1
+    done
+    step torch-model timeout "${TORCH_MODEL_TIMEOUT:-300}" python3 ci/baselines/torch_model.py \
+        --check fixtures/model --muse logs/muse-oracle --bench --max-seconds "${TORCH_MODEL_SECONDS:-240}" \
+        --out "$OUT/torch_model.json"
+fi
 [ -n "${TORCH_HYP_JSON:-}" ] && cp "$TORCH_HYP_JSON" logs/torch_hyp_earlier.json
 if want sass && [ -d gpu-bundle/cubins ]; then
     mkdir -p logs/sass
@@ -59,7 +73,7 @@ if want sanitizer; then
 fi
 if want bench; then
     bench_args=(bench --backend cuda --out "$OUT" --sanitizer-dir "$SAN")
-    for f in "$OUT/torch.json" "$OUT/torch_hyp.json" logs/torch_hyp_earlier.json; do
+    for f in "$OUT/torch.json" "$OUT/torch_hyp.json" logs/torch_hyp_earlier.json "$OUT/torch_model.json"; do
         [ -s "$f" ] && bench_args+=(--torch-baseline "$f")
     done
     [ -n "${BENCH_FAMILIES:-}" ] && bench_args+=(--family "$BENCH_FAMILIES")

@@ -1,25 +1,33 @@
 #!/usr/bin/env python3
 """muse's own PyTorch implementation of the Phase 8 language model core (design model.md §2-3),
-written from the design, not from the original's code. It loads the original's `state_dict()` names
-(a safetensors file as `muse model init` writes it, or the parity fixture's weights) and runs one of
-muse's three profiles:
+written from the design, not from the original's code. It reads the original's `state_dict()`
+names (a safetensors file as `muse model init` writes it) and runs one of muse's profiles:
 
-- `exact`  : law-of-cosines hyperbolic attention in 64-token causal windows on the tangent vectors
-             (o = softmax · v, no maps), the exact BK-Core G_ii, an inclusive cumsum in the AR-SSM and
-             a causal depthwise conv (taps on n-2, n-1, n).
-- `bench`  : the original's CUDA benchmark path at commit 1c8b31b: the 'fast' approximate distance
-             sqrt(max(|q|^2 - 2 q.k + |k|^2, 0) + 1e-8) * sqrt(1 + c (|q|^2 + |k|^2)) on raw q, k,
-             then logmap0 of the tangent average; the Triton pseudo-cumsum
-             x_n + sum_{2^j < BS, n - 2^j >= block start} x_{n - 2^j} (BS = 128); the non-causal
-             conv (taps on n-1, n, n+1).
-- `bench-cpu`: the original's PyTorch path at the same commit (use_triton_kernel=False): exp0 q, k
-             (norm clamped at 1e-5), the ball-form distance with its 1e-5 clamps, -beta d - bias,
-             expmap0 of the weighted sum, then logmap0; a true cumsum; the non-causal conv.
+- `exact`    : law-of-cosines hyperbolic attention in causal windows of 64 on the tangent vectors
+               (o = softmax . v, no maps), the exact BK-Core G_ii, an inclusive cumsum and a causal
+               depthwise conv (taps on n-2, n-1, n) in the AR-SSM.
+- `bench`    : the original's CUDA benchmark path at 1c8b31b: its 'fast' approximate distance
+               sqrt(max(|q|^2 - 2 q.k + |k|^2, 0) + 1e-8) * sqrt(1 + c (|q|^2 + |k|^2)) on raw q, k
+               with the two dots on TF32 (operands truncated to 10 mantissa bits), then its logmap0
+               of the tangent average; its Triton pseudo-cumsum (block 128); its non-causal conv.
+- `bench-cpu`: the original's PyTorch path at the same commit: exp0 q, k (|.| >= 1e-5), the ball
+               form with its 1e-5 clamps, -beta d - bias, logmap0(expmap0(softmax . v)).
 
-Used three ways: (1) `--parity DIR` checks it against the original's own logits
-(shared/parity/original-bench-tiny); (2) `--ids/--weights/--out` writes logits for a muse
-comparison; (3) `--bench` times the forward with the original's protocol (design §6.1: eval, no
-grad, 5 warm-ups + 20 synchronised timed forwards, tokens/s = B*N / mean), eager and torch.compile.
+BK-Core runs as a log-depth associative scan of normalised 2x2 Moebius matrices (complex128), so
+the baseline is vectorised and torch.compile-able rather than a Python loop over N.
+
+Modes (any combination):
+  --check DIR   the logits of every profile on DIR/oracle (fixtures/model/oracle: the numpy f64
+                oracle that muse matches to 1e-14 in CI) and DIR/parity (the original's own
+                logits), in float64 and float32 on the best device; with --muse DIR2, also
+                against muse's logits DIR2/<profile>/logits.npy of the oracle inputs.
+  --bench       the original's throughput protocol (design §6.1: eval, no grad, 5 warm-up and 20
+                synchronised timed forwards, tokens/s = B*N / mean, peak = max_memory_allocated
+                after a reset with the weights resident) over its grid, eager and torch.compile,
+                profile exact, f32 with TF32 matmuls allowed.
+Writes one JSON: {"torch": ..., "device": ..., "checks": [...], "records": [...]} in the layout
+muse bench reads (impl, kernel "model_forward", B, N, D, dtype, median_ms, mean_ms, std_ms,
+tokens_per_s, peak_mib, compile_s).
 """
 import argparse
 import json
@@ -32,11 +40,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+P = "phase7_model.model."
 DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "C64": np.complex64}
+NAMED = {
+    "tiny": dict(vocab_size=1000, d_model=64, n_layers=2, num_heads=2, htt_rank=8, n_seq=128),
+    "small": dict(vocab_size=50257, d_model=512, n_layers=8, num_heads=8, htt_rank=16, n_seq=256),
+    "medium": dict(vocab_size=50257, d_model=1024, n_layers=16, num_heads=16, htt_rank=32, n_seq=512),
+}
+GRID = [("small", 256, [1, 2, 4, 8]), ("small", 512, [1, 2, 4]), ("small", 1024, [1, 2]),
+        ("medium", 512, [1, 2, 4]), ("small", 4096, [1])]
+COMPILE_POINTS = {("small", 256, 8), ("medium", 512, 4)}
+
+
+def defaults(cfg):
+    c = dict(hyperbolic_window_size=64, ar_ssm_max_rank=32, ar_ssm_min_rank=4, num_heads=8, htt_rank=16)
+    c.update(cfg)
+    return c
 
 
 def load_safetensors(path):
-    """name -> numpy array (no safetensors package needed)."""
     raw = open(path, "rb").read()
     n = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8 : 8 + n])
@@ -45,109 +67,148 @@ def load_safetensors(path):
         if name == "__metadata__":
             continue
         s, e = meta["data_offsets"]
-        arr = np.frombuffer(raw[8 + n + s : 8 + n + e], dtype=DTYPES[meta["dtype"]])
-        out[name] = arr.reshape(meta["shape"]).copy()
+        out[name] = np.frombuffer(raw[8 + n + s : 8 + n + e], dtype=DTYPES[meta["dtype"]]).reshape(meta["shape"]).copy()
     return out, header.get("__metadata__", {})
 
 
-P = "phase7_model.model."
+def to_torch(arrs, dtype, device):
+    return {k: torch.from_numpy(v).to(device=device, dtype=dtype) for k, v in arrs.items() if v.dtype != np.complex64}
 
 
-def htt_factors(vocab, d_model):
-    v1 = math.ceil(math.sqrt(vocab))
-    d1 = math.ceil(math.sqrt(d_model))
-    return v1, math.ceil(vocab / v1), d1, math.ceil(d_model / d1)
+def factors(v, d):
+    v1, d1 = math.ceil(math.sqrt(v)), math.ceil(math.sqrt(d))
+    return v1, math.ceil(v / v1), d1, math.ceil(d / d1)
+
+
+def init_weights(cfg, device, seed=0):
+    """The core tensors of `cfg` (the ones the logits depend on), with the original's BENCH inits."""
+    cfg = defaults(cfg)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    V, D, L, r, n = cfg["vocab_size"], cfg["d_model"], cfg["n_layers"], cfg["htt_rank"], cfg["n_seq"]
+    R, G = cfg["ar_ssm_max_rank"], max(D // 4, cfg["ar_ssm_min_rank"])
+    v1, v2, d1, d2 = factors(V, D)
+    rn = lambda *s, std=1.0: torch.randn(*s, generator=g) * std
+    lin = lambda o, i: rn(o, i, std=1 / math.sqrt(i))
+    w = {P + "token_embedding.core1": rn(v1, 1, r, d1, std=0.02), P + "token_embedding.core2": rn(v2, r, 1, d2, std=0.02),
+         P + "token_embedding.phase_shift": rn(r, std=0.1), P + "position_embedding.weight": rn(n, D, std=0.02),
+         P + "layer_norm_final.weight": torch.ones(D), P + "layer_norm_final.bias": torch.zeros(D)}
+    for i in range(L):
+        b = f"{P}blocks.{i}."
+        bk, ha = b + "bk_layer.", b + "bk_layer.hybrid_attn."
+        la, ga = ha + "local_attn.", ha + "global_attn."
+        w.update({b + "layer_norm.weight": torch.ones(D), b + "layer_norm.bias": torch.zeros(D),
+                  bk + "gamma": torch.tensor(0.0), bk + "epsilon_param": torch.tensor(1.0),
+                  bk + "h0_diag_base": torch.full((1, n), -2.0), bk + "h0_sub_base": torch.ones(1, n - 1),
+                  bk + "h0_super_base": torch.ones(1, n - 1), ha + "gate_sensitivity": torch.tensor(1.0),
+                  la + "log_c": torch.tensor(0.0), la + "attention.beta": torch.tensor(0.0),
+                  la + "attention.attention_bias": torch.tensor(0.0),
+                  ga + "complexity_gate.0.weight": lin(G, D), ga + "complexity_gate.0.bias": torch.zeros(G),
+                  ga + "complexity_gate.2.weight": lin(R, G), ga + "complexity_gate.2.bias": torch.zeros(R),
+                  ga + "U_proj.weight": lin(R, D), ga + "V_proj.weight": lin(R, D), ga + "T_conv.weight": rn(D, 1, 3, std=0.3),
+                  ga + "output_proj.weight": lin(D, R), ga + "output_proj.bias": torch.zeros(D),
+                  ha + "layer_norm.weight": torch.ones(D), ha + "layer_norm.bias": torch.zeros(D),
+                  bk + "v_proj.weight": lin(1, D), bk + "v_proj.bias": torch.zeros(1)})
+        for m in ("W_q", "W_k", "W_v", "W_o"):
+            w[la + m + ".weight"] = lin(D, D)
+    return {k: v.to(device) for k, v in w.items()}
+
+
+# ---- layers ----------------------------------------------------------------------------------
+def htt_tables(w):
+    c1 = w[P + "token_embedding.core1"][:, 0] * torch.cos(w[P + "token_embedding.phase_shift"]).view(1, -1, 1)
+    return c1, w[P + "token_embedding.core2"][:, :, 0]
 
 
 def htt_embed(w, ids, vocab, d_model):
-    """E[a, c] = sum_r cos(theta_r) core1[i1, r, a] core2[i2, r, c], cropped to D (BENCH form)."""
-    v1, v2, _, _ = htt_factors(vocab, d_model)
-    c1 = w[P + "token_embedding.core1"][:, 0]  # (v1, r, d1)
-    c2 = w[P + "token_embedding.core2"][:, :, 0]  # (v2, r, d2)
-    phase = torch.cos(w[P + "token_embedding.phase_shift"])
-    i1 = torch.clamp(ids // v2, 0, v1 - 1)
-    i2 = torch.clamp(ids % v2, 0, v2 - 1)
-    a = c1[i1] * phase.view(1, 1, -1, 1)
-    e = torch.einsum("blrd,blrf->bldf", a, c2[i2])
-    return e.reshape(*ids.shape, -1)[..., :d_model]
+    v1, v2, _, _ = factors(vocab, d_model)
+    c1, c2 = htt_tables(w)
+    i1, i2 = torch.clamp(ids // v2, 0, v1 - 1), torch.clamp(ids % v2, 0, v2 - 1)
+    return torch.einsum("blrd,blrf->bldf", c1[i1], c2[i2]).reshape(*ids.shape, -1)[..., :d_model]
 
 
 def htt_decode(w, h, vocab):
-    c1 = w[P + "lm_head.embedding.core1"][:, 0] * torch.cos(w[P + "lm_head.embedding.phase_shift"]).view(1, -1, 1)
-    c2 = w[P + "lm_head.embedding.core2"][:, :, 0]
+    c1, c2 = htt_tables(w)
     d1, d2 = c1.shape[2], c2.shape[2]
     hp = F.pad(h, (0, d1 * d2 - h.shape[-1])).view(*h.shape[:2], d1, d2)
     return torch.einsum("bldf,ird,urf->bliu", hp, c1, c2).reshape(*h.shape[:2], -1)[..., :vocab]
 
 
-def bk_core_diag(he, sup, sub, z):
-    """Exact diag((T - z)^-1) of the tridiagonal T by the theta/phi recurrences in complex128
-    (no normalisation needed for the well-conditioned |Im z| ~ 1.3 of the model)."""
-    a = he.to(torch.complex128) - z
-    kk = (sup * sub).to(torch.complex128)
+def mobius_prefix(m):
+    """Inclusive prefix products m_t ... m_0 of 2x2 matrices (B, N, 2, 2) by doubling, each product
+    scaled by its largest entry (a Moebius map does not change under scaling)."""
+    out, n, s = m, m.shape[1], 1
+    while s < n:
+        later = out[:, s:]
+        prod = later @ out[:, :-s]
+        prod = prod / prod.abs().amax(dim=(-2, -1), keepdim=True)
+        out = torch.cat([out[:, :s], prod], dim=1)
+        s *= 2
+    return out
+
+
+def bk_core_diag(a, sup, sub, z):
+    """diag((T - z)^-1) of tridiagonal T (complex128): forward ratios r_i = theta_{i+1}/theta_i =
+    (a_i - z) - k_{i-1}/r_{i-1} and backward ratios from the mirrored recurrence, each as a Moebius
+    prefix product; G_ii = 1 / ((a_i - z) - k_{i-1}/r_{i-1} - k_i/s_{i+1})."""
+    a = a.to(torch.complex128) - z
+    k = (sup * sub).to(torch.complex128)
     bsz, n = a.shape
-    theta = [torch.ones(bsz, dtype=torch.complex128), a[:, 0]]
-    for i in range(1, n):
-        theta.append(a[:, i] * theta[-1] - kk[:, i - 1] * theta[-2])
-    phi = [None] * (n + 1)
-    phi[n] = torch.ones(bsz, dtype=torch.complex128)
-    phi[n - 1] = a[:, n - 1]
-    for i in range(n - 2, 0, -1):
-        phi[i] = a[:, i] * phi[i + 1] - kk[:, i] * phi[i + 2]
-    # theta_i = det of rows < i, phi_i = det of rows >= i: G_ii = theta_i phi_{i+1} / theta_n
-    g = [theta[i] * phi[i + 1] / theta[n] for i in range(n)]
-    return torch.stack(g, dim=1)
+    one, zero = torch.ones_like(a), torch.zeros_like(a)
+    kf = torch.cat([torch.zeros_like(a[:, :1]), k], dim=1)  # k_{i-1}, 0 for i = 0
+    # r_i = (a_i r_{i-1} - k_{i-1}) / r_{i-1}: matrix [[a_i, -k_{i-1}], [1, 0]] on (r, 1).
+    mf = torch.stack([torch.stack([a, -kf], -1), torch.stack([one, zero], -1)], -2)
+    pf = mobius_prefix(mf)
+    rf = pf[..., 0, 0] / pf[..., 1, 0]  # applied to (1, 0): r_{-1} = inf
+    kb = torch.cat([k, torch.zeros_like(a[:, :1])], dim=1).flip(1)
+    mb = torch.stack([torch.stack([a.flip(1), -kb], -1), torch.stack([one, zero], -1)], -2)
+    pb = mobius_prefix(mb)
+    sb = (pb[..., 0, 0] / pb[..., 1, 0]).flip(1)
+    left = torch.cat([torch.zeros_like(a[:, :1]), k / rf[:, :-1]], dim=1)
+    right = torch.cat([k / sb[:, 1:], torch.zeros_like(a[:, :1])], dim=1)
+    return 1.0 / (a - left - right)
 
 
 def pseudo_cumsum(x, bs=128):
-    """The original's Triton 'scan' along dim 1 (design §3.7): not a cumsum."""
-    n = x.shape[1]
-    out = x.clone()
-    pos = torch.arange(n)
-    stride = 1
+    out, n, pos, stride = x.clone(), x.shape[1], torch.arange(x.shape[1], device=x.device), 1
     while stride < bs:
         src = pos - stride
         ok = (src >= 0) & ((pos // bs) == (src.clamp(min=0) // bs))
         shifted = torch.zeros_like(x)
         shifted[:, pos[ok]] = x[:, src[ok]]
-        out = out + shifted
-        stride *= 2
+        out, stride = out + shifted, stride * 2
     return out
 
 
 def ar_ssm(w, pre, x, profile):
-    wc = w[pre + "T_conv.weight"][:, 0]  # (D, 3)
+    wc = w[pre + "T_conv.weight"]
     xt = x.transpose(1, 2)
     if profile == "exact":
-        t = F.conv1d(F.pad(xt, (2, 0)), wc.unsqueeze(1), groups=x.shape[-1]).transpose(1, 2)
+        t = F.conv1d(F.pad(xt, (2, 0)), wc, groups=x.shape[-1]).transpose(1, 2)
     else:
-        t = F.conv1d(xt, wc.unsqueeze(1), padding=1, groups=x.shape[-1]).transpose(1, 2)
+        t = F.conv1d(xt, wc, padding=1, groups=x.shape[-1]).transpose(1, 2)
     g = F.relu(F.linear(x, w[pre + "complexity_gate.0.weight"], w[pre + "complexity_gate.0.bias"]))
     g = torch.sigmoid(F.linear(g, w[pre + "complexity_gate.2.weight"], w[pre + "complexity_gate.2.bias"]))
-    ug = F.linear(x, w[pre + "U_proj.weight"]) * g
-    vg = F.linear(x, w[pre + "V_proj.weight"]) * g
+    ug, vg = F.linear(x, w[pre + "U_proj.weight"]) * g, F.linear(x, w[pre + "V_proj.weight"]) * g
     k = pseudo_cumsum(ug) if profile == "bench" else torch.cumsum(ug, dim=1)
     return t + F.linear(k * vg, w[pre + "output_proj.weight"], w[pre + "output_proj.bias"])
 
 
-def exp0_clamped(v, s, eps=1e-5):
+def tf32(t):
+    if t.dtype != torch.float32:
+        return t.float().contiguous().view(torch.int32).bitwise_and(~0x1FFF).view(torch.float32).to(t.dtype)
+    return t.contiguous().view(torch.int32).bitwise_and(~0x1FFF).view(torch.float32)
+
+
+def exp0c(v, c, eps=1e-5):
+    sc = torch.sqrt(c)
     r = v.norm(dim=-1, keepdim=True).clamp_min(eps)
-    return torch.tanh(s * r) * v / (s * r)
+    return (1.0 / sc) * torch.tanh(sc * r) * (v / r)
 
 
-def log0_clamped(y, s, eps=1e-5):
+def log0c(y, c, eps=1e-5):
+    sc = torch.sqrt(c)
     r = y.norm(dim=-1, keepdim=True).clamp_min(eps)
-    return torch.atanh(s * r.clamp_max(1 / s - eps)) * y / (s * r)
-
-
-TF32 = lambda t: t
-
-
-def log0_orig(y, c, eps=1e-5):
-    sqrt_c = torch.sqrt(c)
-    yn = y.norm(dim=-1, keepdim=True).clamp_min(eps)
-    arg = sqrt_c * yn.clamp_max((1.0 / sqrt_c) - eps)
-    return (1.0 / sqrt_c) * torch.atanh(arg) * (y / yn)
+    return (1.0 / sc) * torch.atanh(sc * r.clamp_max(1.0 / sc - eps)) * (y / r)
 
 
 def window_attention(w, pre, x, heads, profile, window=64):
@@ -155,112 +216,167 @@ def window_attention(w, pre, x, heads, profile, window=64):
     dh = d // heads
     pad = (window - n % window) % window
     xw = F.pad(x, (0, 0, 0, pad)).reshape(-1, window, d)
-    c = F.softplus(w[pre + "log_c"])
+    c, beta = F.softplus(w[pre + "log_c"]), F.softplus(w[pre + "attention.beta"])
     s = torch.sqrt(c)
-    beta = F.softplus(w[pre + "attention.beta"])
-
-    def split(t):
-        return t.view(t.shape[0], window, heads, dh).transpose(1, 2)
-
-    q = split(F.linear(xw, w[pre + "W_q.weight"]))
-    k = split(F.linear(xw, w[pre + "W_k.weight"]))
-    v = split(F.linear(xw, w[pre + "W_v.weight"]))
-    causal = torch.ones(window, window, dtype=torch.bool).tril()
+    split = lambda t: t.view(t.shape[0], window, heads, dh).transpose(1, 2)
+    q, k, v = (split(F.linear(xw, w[pre + m + ".weight"])) for m in ("W_q", "W_k", "W_v"))
+    causal = torch.ones(window, window, dtype=torch.bool, device=x.device).tril()
     nq, nk = (q * q).sum(-1, keepdim=True), (k * k).sum(-1, keepdim=True).transpose(-1, -2)
     if profile == "bench":
-        diff2 = (nq - 2 * TF32(q) @ TF32(k).transpose(-1, -2) + nk).clamp_min(0)
-        dist = torch.sqrt(diff2 + 1e-8) * torch.sqrt(1 + c * (nq + nk))
-        scores = (-beta * dist).masked_fill(~causal, float("-inf"))
-        m = scores.amax(-1, keepdim=True)
-        p = torch.exp(scores - m)
-        o = log0_orig((TF32(p) @ TF32(v)) / p.sum(-1, keepdim=True), c)
+        dist = torch.sqrt((nq - 2 * tf32(q) @ tf32(k).transpose(-1, -2) + nk).clamp_min(0) + 1e-8) * torch.sqrt(1 + c * (nq + nk))
+        p = torch.exp((-beta * dist).masked_fill(~causal, float("-inf")) - (-beta * dist).masked_fill(~causal, float("-inf")).amax(-1, keepdim=True))
+        o = log0c((tf32(p) @ tf32(v)) / p.sum(-1, keepdim=True), c)
     elif profile == "bench-cpu":
-        qh, kh = exp0_clamped(q, s), exp0_clamped(k, s)
+        qh, kh = exp0c(q, c), exp0c(k, c)
         nq, nk = (qh * qh).sum(-1, keepdim=True), (kh * kh).sum(-1, keepdim=True).transpose(-1, -2)
-        diff2 = nq - 2 * qh @ kh.transpose(-1, -2) + nk
         den = ((1 - c * nq) * (1 - c * nk)).clamp_min(1e-5)
-        dist = torch.acosh((1 + 2 * c * diff2 / den).clamp_min(1 + 1e-5)) / s
-        scores = -beta * dist - w[pre + "attention.attention_bias"]
-        scores = scores.masked_fill(~causal, -torch.finfo(scores.dtype).max)
-        o = log0_clamped(exp0_clamped(torch.softmax(scores, -1) @ v, s), s)
+        dist = torch.acosh((1 + 2 * c * (nq - 2 * qh @ kh.transpose(-1, -2) + nk) / den).clamp_min(1 + 1e-5)) / s
+        scores = (-beta * dist - w[pre + "attention.attention_bias"]).masked_fill(~causal, -torch.finfo(x.dtype).max)
+        o = log0c(exp0c(torch.softmax(scores, -1) @ v, c), c)
     else:
-        a = torch.clamp(s * nq.sqrt(), max=15.0)
-        b = torch.clamp(s * nk.sqrt(), max=15.0)
-        uq = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-300)
-        uk = k / k.norm(dim=-1, keepdim=True).clamp_min(1e-300)
-        one_minus_c = 0.5 * ((uq.unsqueeze(-2) - uk.unsqueeze(-3)) ** 2).sum(-1)
-        zero = (nq == 0) | (nk == 0)
-        one_minus_c = torch.where(zero, torch.ones_like(one_minus_c), one_minus_c)
-        z = 2 * torch.sinh(a - b) ** 2 + torch.sinh(2 * a) * torch.sinh(2 * b) * one_minus_c
+        rq, rk = nq.sqrt(), nk.sqrt()
+        a, b = torch.clamp(s * rq, max=15.0), torch.clamp(s * rk, max=15.0)
+        uq, uk = q / rq.clamp_min(1e-30), k / rk.transpose(-1, -2).clamp_min(1e-30)
+        # 1 - C = |uq - uk|^2 / 2 without cancellation: |uq|^2 + |uk|^2 - 2 uq.uk on unit vectors.
+        omc = (0.5 * ((uq * uq).sum(-1, keepdim=True) + (uk * uk).sum(-1, keepdim=True).transpose(-1, -2)) - uq @ uk.transpose(-1, -2)).clamp_min(0)
+        omc = torch.where((rq == 0) | (rk == 0), torch.ones_like(omc), omc)
+        z = 2 * torch.sinh(a - b) ** 2 + torch.sinh(2 * a) * torch.sinh(2 * b) * omc
         dist = torch.log1p(z + torch.sqrt(z * (z + 2))) / s
-        scores = (-beta * dist).masked_fill(~causal, float("-inf"))
-        o = torch.softmax(scores, -1) @ v
+        o = torch.softmax((-beta * dist).masked_fill(~causal, float("-inf")), -1) @ v
     o = o.transpose(1, 2).reshape(-1, window, d)
-    out = F.linear(o, w[pre + "W_o.weight"])
-    return out.reshape(bsz, -1, d)[:, :n]
+    return F.linear(o, w[pre + "W_o.weight"]).reshape(bsz, -1, d)[:, :n]
 
 
-def block(w, i, h, heads, profile):
+def block(w, i, h, heads, window, profile):
     pre = f"{P}blocks.{i}."
     x = F.layer_norm(h, h.shape[-1:], w[pre + "layer_norm.weight"], w[pre + "layer_norm.bias"], 1e-5)
-    bk = pre + "bk_layer."
-    n = x.shape[1]
+    bk, ha, n = pre + "bk_layer.", pre + "bk_layer.hybrid_attn.", x.shape[1]
     v = torch.clamp(F.linear(x, w[bk + "v_proj.weight"], w[bk + "v_proj.bias"]).squeeze(-1), -3, 3)
-    he = torch.clamp(w[bk + "h0_diag_base"][:, :n] + v, -100, 100)
-    sup = w[bk + "h0_super_base"][:, : n - 1].expand(x.shape[0], -1)
-    sub = w[bk + "h0_sub_base"][:, : n - 1].expand(x.shape[0], -1)
-    eps = F.softplus(w[bk + "epsilon_param"].double()) + 1e-6 + w[bk + "gamma"].double()
-    z = complex(0.0, float(eps))
+    he = w[bk + "h0_diag_base"][:, :n].double() + v.double()
+    sup = w[bk + "h0_super_base"][:, : n - 1].double().expand(x.shape[0], -1)
+    sub = w[bk + "h0_sub_base"][:, : n - 1].double().expand(x.shape[0], -1)
     if profile != "exact":
-        z = complex(np.complex64(z))  # the original rounds z to complex64
-    g_ii = bk_core_diag(he.double(), sup.double(), sub.double(), z)
-    if profile != "exact":
-        g_ii = g_ii.to(torch.complex64)
-    ha = bk + "hybrid_attn."
-    gate = torch.sigmoid(g_ii.imag.abs().to(x.dtype) * w[ha + "gate_sensitivity"]).unsqueeze(-1)
+        he, sup, sub = he.clamp(-100, 100), sup.clamp(-10, 10), sub.clamp(-10, 10)
+    im = F.softplus(w[bk + "epsilon_param"].float()) + 1e-6 + w[bk + "gamma"].float()
+    g_ii = bk_core_diag(he, sup, sub, 1j * im.double())
+    im_g = g_ii.imag.float() if profile != "exact" else g_ii.imag
+    gate = torch.sigmoid(im_g.abs().to(x.dtype) * w[ha + "gate_sensitivity"]).unsqueeze(-1)
     yg = ar_ssm(w, ha + "global_attn.", x, profile)
-    yl = window_attention(w, ha + "local_attn.", x, heads, profile)
-    y = F.layer_norm(gate * yl + (1 - gate) * yg, x.shape[-1:], w[ha + "layer_norm.weight"], w[ha + "layer_norm.bias"], 1e-5)
-    return h + y
+    yl = window_attention(w, ha + "local_attn.", x, heads, profile, window)
+    return h + F.layer_norm(gate * yl + (1 - gate) * yg, x.shape[-1:], w[ha + "layer_norm.weight"], w[ha + "layer_norm.bias"], 1e-5)
 
 
 def forward(w, ids, cfg, profile):
-    vocab, d_model, layers, heads = cfg["vocab_size"], cfg["d_model"], cfg["n_layers"], cfg["num_heads"]
-    n = ids.shape[1]
-    h = htt_embed(w, ids, vocab, d_model) + w[P + "position_embedding.weight"][:n]
-    for i in range(layers):
-        h = block(w, i, h, heads, profile)
+    cfg = defaults(cfg)
+    h = htt_embed(w, ids, cfg["vocab_size"], cfg["d_model"]) + w[P + "position_embedding.weight"][: ids.shape[1]]
+    for i in range(cfg["n_layers"]):
+        h = block(w, i, h, cfg["num_heads"], cfg["hyperbolic_window_size"], profile)
     h = F.layer_norm(h, h.shape[-1:], w[P + "layer_norm_final.weight"], w[P + "layer_norm_final.bias"], 1e-5)
-    return htt_decode(w, h, vocab)
+    return htt_decode(w, h, cfg["vocab_size"])
 
 
-def to_torch(arrs, dtype, device="cpu"):
-    return {k: torch.from_numpy(v).to(device=device, dtype=dtype) for k, v in arrs.items() if v.dtype != np.complex64}
+# ---- modes -----------------------------------------------------------------------------------
+def rel(got, want):
+    return float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max() / np.abs(want).max())
 
 
-def parity(directory):
-    w_np, meta = load_safetensors(f"{directory}/weights.safetensors")
-    io, _ = load_safetensors(f"{directory}/io.safetensors")
-    cfg = json.loads(meta["config"])
-    ids = torch.from_numpy(io["ids"])
-    report = {}
-    for profile, key in [("bench", "logits.cuda"), ("bench-cpu", "logits.cpu")]:
-        for dt in (torch.float32, torch.float64):
-            with torch.no_grad():
-                got = forward(to_torch(w_np, dt), ids, cfg, profile).double().numpy()
-            want = io[key].astype(np.float64)
-            rel = float(np.abs(got - want).max() / np.abs(want).max())
-            report[f"{profile}/{str(dt)[6:]} vs {key}"] = rel
-    return report
+def check(directory, muse_dir, device):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    out = []
+    for sub, pairs in [("oracle", [("exact", "logits_exact.npy"), ("bench", "logits_bench.npy"), ("bench-cpu", "logits_bench_cpu.npy")]),
+                       ("parity", [("bench", "logits_cuda.npy"), ("bench-cpu", "logits_cpu.npy")])]:
+        d = f"{directory}/{sub}"
+        w_np, meta = load_safetensors(f"{d}/weights.safetensors")
+        cfg = json.load(open(f"{d}/config.json")) if sub == "oracle" else NAMED["tiny"]
+        ids_np = np.load(f"{d}/ids.npy")
+        for profile, file in pairs:
+            want = np.load(f"{d}/{file}")
+            for dt in (torch.float64, torch.float32):
+                with torch.no_grad():
+                    got = forward(to_torch(w_np, dt, device), torch.from_numpy(ids_np).to(device), cfg, profile).double().cpu().numpy()
+                rec = {"fixture": sub, "profile": profile, "dtype": str(dt)[6:], "device": device, "vs": file, "max_rel_err": rel(got, want)}
+                if muse_dir and sub == "oracle" and dt == torch.float32:
+                    try:
+                        m = np.load(f"{muse_dir}/{profile}/logits.npy")
+                        rec["max_rel_err_vs_muse_cuda"] = rel(got, m)
+                        rec["muse_cuda_vs_oracle"] = rel(m, want)
+                    except OSError as e:
+                        rec["muse_error"] = str(e)
+                out.append(rec)
+                print(json.dumps(rec), flush=True)
+    return out
+
+
+def bench(device, max_seconds):
+    torch.backends.cuda.matmul.allow_tf32 = True
+    t_start, records = time.time(), []
+    for name, n, batches in GRID:
+        cfg = dict(NAMED[name], n_seq=n)
+        w = init_weights(cfg, device)
+        fwd = lambda x: forward(w, x, cfg, "exact")
+        for b in batches:
+            for imp in ("torch_eager", "torch_compile"):
+                if imp == "torch_compile" and (name, n, b) not in COMPILE_POINTS:
+                    continue
+                rec = {"impl": imp, "kernel": "model_forward", "B": b, "N": n, "D": cfg["d_model"], "dtype": "f32+tf32", "config": name}
+                left = max_seconds - (time.time() - t_start)
+                if left < (60 if imp == "torch_compile" else 5):
+                    rec["error"] = f"skipped: {left:.0f} s left of the {max_seconds} s budget"
+                    records.append(rec)
+                    continue
+                try:
+                    ids = torch.randint(0, cfg["vocab_size"], (b, n), device=device)
+                    f = fwd
+                    if imp == "torch_compile":
+                        t0 = time.time()
+                        f = torch.compile(fwd)
+                        with torch.no_grad():
+                            f(ids)
+                        torch.cuda.synchronize()
+                        rec["compile_s"] = time.time() - t0
+                    with torch.no_grad():
+                        for _ in range(5):
+                            f(ids)
+                        torch.cuda.synchronize()
+                        torch.cuda.reset_peak_memory_stats()
+                        ts = []
+                        for _ in range(20):
+                            torch.cuda.synchronize()
+                            t0 = time.perf_counter()
+                            f(ids)
+                            torch.cuda.synchronize()
+                            ts.append(time.perf_counter() - t0)
+                    ts = np.array(ts)
+                    rec.update(median_ms=float(np.median(ts) * 1e3), mean_ms=float(ts.mean() * 1e3), std_ms=float(ts.std(ddof=1) * 1e3),
+                               runs=20, tokens_per_s=float(b * n / ts.mean()), peak_mib=torch.cuda.max_memory_allocated() / 2**20)
+                except Exception as e:  # an OOM or a compile failure is a result, not a crash
+                    rec["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                records.append(rec)
+                print(json.dumps(rec), flush=True)
+                torch.cuda.empty_cache()
+        del w
+    return records
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parity", help="directory of the original's parity fixture")
-    args = ap.parse_args()
-    if args.parity:
-        print(json.dumps(parity(args.parity), indent=1))
+    ap.add_argument("--check", help="fixtures/model (oracle/ and parity/)")
+    ap.add_argument("--muse", help="muse's logits of the oracle inputs: <dir>/<profile>/logits.npy")
+    ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--max-seconds", type=float, default=240)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    result = {"torch": {"version": torch.__version__, "cuda": torch.version.cuda},
+              "device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "checks": [], "records": []}
+    if a.check:
+        result["checks"] = check(a.check, a.muse, device)
+    if a.bench:
+        if device != "cuda":
+            sys.exit("--bench needs a GPU")
+        result["records"] = bench(device, a.max_seconds)
+    json.dump(result, open(a.out, "w"), indent=1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -38,6 +38,7 @@ pub mod hyp_dist;
 pub mod hyp_ln;
 mod hyp_small;
 pub mod lin_attn;
+pub mod model;
 pub mod records;
 pub mod timing;
 
@@ -60,6 +61,7 @@ pub const FAMILIES: &[&dyn Family] = &[
     &hyp_ln::HypLnFamily,
     &lin_attn::LinAttnFamily,
     &hyp_dist::HypDistFamily,
+    &model::ModelFamily,
 ];
 
 /// One kernel family's KPI benchmarks.
@@ -106,7 +108,7 @@ pub fn select(names: &[String]) -> Result<Vec<&'static dyn Family>> {
     {
         return Err(Error::Option {
             flag: format!("--family {bad}"),
-            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist",
+            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist, model",
         });
     }
     Ok(FAMILIES

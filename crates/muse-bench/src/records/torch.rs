@@ -42,9 +42,14 @@ pub struct BaselineRow {
     pub p20_p80_ms: Option<(f64, f64)>,
     /// Timed runs (NaN when absent).
     pub runs: f64,
-    /// `max_abs_err_vs_<oracle>` fields, by name.
+    /// `max_abs_err_vs_<oracle>` / `max_rel_err_vs_<oracle>` fields and the protocol fields of
+    /// [`PROTOCOL_KEYS`], by name.
     pub errors: Vec<(String, f64)>,
 }
+
+/// Numeric fields of a baseline record that become records of the same name (the model
+/// benchmark's protocol: mean time, tokens/s, peak memory, compile time).
+pub const PROTOCOL_KEYS: [&str; 5] = ["mean_ms", "std_ms", "tokens_per_s", "peak_mib", "compile_s"];
 
 impl BaselineRow {
     /// The backend of its records: `torch:<impl>`.
@@ -161,6 +166,16 @@ impl TorchBaseline {
             .map(|r| r.median_ms)
     }
 
+    /// Field `key` (one of [`PROTOCOL_KEYS`] or an error field) of `imp` computing `kernel` at
+    /// `shape`, if the file has it.
+    pub fn value(&self, imp: &str, kernel: &str, shape: &[usize], key: &str) -> Option<f64> {
+        self.rows
+            .iter()
+            .map(|(r, _)| r)
+            .find(|r| r.imp == imp && r.kernel == kernel && r.shape == shape)
+            .and_then(|r| r.errors.iter().find(|(k, _)| k == key).map(|(_, v)| *v))
+    }
+
     /// The rows of `kernel`, in file order, marked as recorded by the caller.
     pub fn claim(&mut self, kernel: &str) -> Vec<BaselineRow> {
         self.rows
@@ -208,7 +223,11 @@ fn row(r: &Value, default_kernel: &str) -> std::result::Result<BaselineRow, Stri
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(k, _)| k.starts_with("max_abs_err_vs_"))
+        .filter(|(k, _)| {
+            k.starts_with("max_abs_err_vs_")
+                || k.starts_with("max_rel_err_vs_")
+                || PROTOCOL_KEYS.contains(&k.as_str())
+        })
         .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
         .collect();
     Ok(BaselineRow {

@@ -19,6 +19,9 @@ use crate::model as kern;
 
 const OP: &str = "model";
 
+/// Named intermediates of a traced forward, each flattened row-major.
+pub type Trace = Vec<(String, Vec<f32>)>;
+
 /// CUDA events between the stages of one forward, for the per-layer time breakdown.
 #[derive(Default)]
 pub struct StageTimer {
@@ -344,7 +347,7 @@ impl CudaModel {
     fn run(
         &self,
         ws: &mut Workspace,
-        mut trace: Option<&mut Vec<Array3<f32>>>,
+        mut trace: Option<&mut Trace>,
         mut timer: Option<&mut StageTimer>,
     ) -> Result<()> {
         let g = self.gpu;
@@ -370,7 +373,10 @@ impl CudaModel {
             self.shape,
         )?;
         mark("embedding")?;
-        for blk in &self.blocks {
+        if let Some(t) = trace.as_deref_mut() {
+            t.push(("embedding".into(), ws.h.to_vec()?));
+        }
+        for (bi, blk) in self.blocks.iter().enumerate() {
             // layer_norm(w.norm, h)
             kern::layer_norm(g, &ws.h, (&blk.norm.0, &blk.norm.1), &ws.x, rows, dm)?;
             // bk_gate: v = clamp(v_proj(x), ±3), G = BK-Core(H0 + diag v, z), gate = σ(γ|Im G|)
@@ -462,6 +468,16 @@ impl CudaModel {
                 kern::Act::None,
             )?;
             mark("ar_ssm")?;
+            if let Some(t) = trace.as_deref_mut().filter(|_| bi == 0) {
+                for (name, buf) in [
+                    ("x", &ws.x),
+                    ("gate", &ws.gate),
+                    ("local", &ws.local),
+                    ("global", &ws.global),
+                ] {
+                    t.push((format!("block0.{name}"), buf.to_vec()?));
+                }
+            }
             // h + LN(g·local + (1 − g)·global)
             kern::mix_ln_res(
                 g,
@@ -474,8 +490,7 @@ impl CudaModel {
             )?;
             mark("mix + layer_norm + residual")?;
             if let Some(t) = trace.as_deref_mut() {
-                let h = ws.h.to_vec()?;
-                t.push(Array3::from_shape_vec((batch, n, dm), h).expect("rows·D"));
+                t.push((format!("block{bi}"), ws.h.to_vec()?));
             }
         }
         kern::layer_norm(
@@ -514,7 +529,7 @@ impl CudaModel {
     fn forward_inner(
         &self,
         ids: ArrayView2<'_, usize>,
-        trace: Option<&mut Vec<Array3<f32>>>,
+        trace: Option<&mut Trace>,
         timer: Option<&mut StageTimer>,
         download: bool,
     ) -> Result<Option<Array3<f32>>> {
@@ -564,10 +579,10 @@ impl CudaModel {
     }
 
     /// Logits and every block's output (B, N, D), for per-layer verification.
-    pub fn forward_trace(
-        &self,
-        ids: ArrayView2<'_, usize>,
-    ) -> Result<(Array3<f32>, Vec<Array3<f32>>)> {
+    /// Logits and named intermediates for per-layer verification: `embedding` (B·N·D), block 0's
+    /// `block0.x` (its LayerNorm output), `block0.gate` (B·N), `block0.local` and `block0.global`
+    /// (B·N·D), then every block's output `block<i>` (B·N·D), all flattened row-major.
+    pub fn forward_trace(&self, ids: ArrayView2<'_, usize>) -> Result<(Array3<f32>, Trace)> {
         let mut t = Vec::new();
         let logits = self
             .forward_inner(ids, Some(&mut t), None, true)?

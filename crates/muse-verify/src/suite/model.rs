@@ -4,7 +4,8 @@
 //! `bench-cpu` vs its CPU logits at 1e-4, `bench` vs its CUDA logits at 1e-3, the TF32 noise
 //! floor of that run; see crates/muse-model/tests/parity.rs).
 //!
-//! The model's CUDA path is not built yet, so every case is CPU-only for now.
+//! The layer cases run the CPU reference only; the forward and parity cases also run the model's
+//! CUDA path (f32, full-fp32 GEMMs) when the suite runs on the CUDA backend.
 
 use std::path::{Path, PathBuf};
 
@@ -45,9 +46,34 @@ pub fn cases(_: &Manifest) -> Vec<(String, Spec)> {
     .collect()
 }
 
-/// The model has no CUDA path yet.
-pub fn cpu_only(_: &Spec) -> bool {
-    true
+/// The layer functions are the CPU reference's; the whole forward runs on both backends.
+pub fn cpu_only(spec: &Spec) -> bool {
+    *spec == Spec::OracleLayers
+}
+
+/// f32 logits on the suite's backend.
+fn forward32<B: Backend>(
+    case: &str,
+    m: &Model,
+    ids: &Array2<usize>,
+    p: Profile,
+) -> crate::Result<Array3<f32>> {
+    if B::NAME == "cuda" {
+        cuda_forward(m, ids, p).map_err(|e| fail(case, e))
+    } else {
+        m.forward_cpu::<f32>(ids.view(), p)
+            .map_err(|e| fail(case, e))
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_forward(m: &Model, ids: &Array2<usize>, p: Profile) -> anyhow::Result<Array3<f32>> {
+    Ok(m.cuda(p, false)?.forward(ids.view())?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_forward(m: &Model, _ids: &Array2<usize>, p: Profile) -> anyhow::Result<Array3<f32>> {
+    match m.cuda(p, false)? {}
 }
 
 fn fail(case: &str, e: impl std::fmt::Display) -> Error {
@@ -230,19 +256,19 @@ pub fn run<B: Backend>(_be: &B, spec: &Spec, m: &Manifest) -> crate::Result<Vec<
                 ] {
                     let want =
                         read::<ndarray::Ix3>(&case_name, dir.join(format!("logits_{name}.npy")))?;
-                    let got = model
-                        .forward_cpu::<f64>(ids.view(), p)
-                        .map_err(|e| fail(&case_name, e))?;
-                    rows.push(
-                        &format!("model/logits_{name}"),
-                        &shape,
-                        "f64",
-                        rel(&got, &want),
-                        1e-10,
-                    );
-                    let got32 = model
-                        .forward_cpu::<f32>(ids.view(), p)
-                        .map_err(|e| fail(&case_name, e))?;
+                    if B::NAME == "cpu" {
+                        let got = model
+                            .forward_cpu::<f64>(ids.view(), p)
+                            .map_err(|e| fail(&case_name, e))?;
+                        rows.push(
+                            &format!("model/logits_{name}"),
+                            &shape,
+                            "f64",
+                            rel(&got, &want),
+                            1e-10,
+                        );
+                    }
+                    let got32 = forward32::<B>(&case_name, &model, &ids, p)?;
                     let b32 = match p {
                         Profile::Exact => 1e-5,
                         Profile::BenchCpu => 3e-4,
@@ -269,9 +295,7 @@ pub fn run<B: Backend>(_be: &B, spec: &Spec, m: &Manifest) -> crate::Result<Vec<
                 _ => (Profile::Bench, "logits_cuda.npy", 1e-3),
             };
             let want = read::<ndarray::Ix3>(&case_name, dir.join(file))?;
-            let got = model
-                .forward_cpu::<f32>(ids.view(), profile)
-                .map_err(|e| fail(&case_name, e))?;
+            let got = forward32::<B>(&case_name, &model, &ids, profile)?;
             rows.push(
                 &format!("model/parity_{}", profile.name()),
                 &shape,

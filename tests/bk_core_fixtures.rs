@@ -40,6 +40,7 @@ fn every_registered_case_is_tested() -> anyhow::Result<()> {
         include_str!("hyp_attn.rs"),
         include_str!("poincare.rs"),
         include_str!("hyp_fixtures.rs"),
+        include_str!("model.rs"),
     ]
     .concat();
     let m = Manifest::discover()?;

@@ -27,3 +27,5 @@ mod hyp_dist;
 mod lin_attn;
 // The hyperbolic families against the numpy/mpmath fixtures.
 mod hyp_fixtures;
+/// The language model's registered cases.
+mod model;

@@ -172,6 +172,23 @@ fn cuda_reproduces_the_originals_logits() {
     }
 }
 
+/// The weights with every other element (pseudo-randomly) one f32 ulp larger.
+fn one_ulp_noise(w: &Weights) -> Weights {
+    let mut noisy = w.clone();
+    let mut state = 12345u64;
+    for (_, data) in noisy.tensors.values_mut() {
+        for v in data.iter_mut() {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            if (state >> 33) & 1 == 1 {
+                *v = f32::from_bits(v.to_bits() + 1);
+            }
+        }
+    }
+    noisy
+}
+
 #[test]
 fn small_at_batch_1_is_finite_and_matches_the_cpu() {
     let cfg = Config::named("small").expect("small");
@@ -189,10 +206,26 @@ fn small_at_batch_1_is_finite_and_matches_the_cpu() {
             .expect("cpu")
             .mapv(f64::from);
         let r = rel(&got, &want);
-        eprintln!("small B1 N256 {}: cuda vs cpu f32 {r:.3e}", p.name());
-        assert!(
-            r <= if p == Profile::Exact { 1e-4 } else { 2e-3 },
-            "{r:.3e}"
+        // The bench profile's TF32 emulation flips with one-ulp input changes, so its bound is
+        // the noise floor of this config measured on the CPU: one-ulp noise on every weight.
+        let bound = if p == Profile::Exact {
+            1e-4
+        } else {
+            let noisy = Model::new(one_ulp_noise(m.weights()));
+            let moved = rel(
+                &noisy.forward_cpu::<f32>(ids.view(), p).expect("cpu"),
+                &want,
+            );
+            eprintln!(
+                "small B1 N256 {}: one-ulp weight noise moves the CPU logits by {moved:.3e}",
+                p.name()
+            );
+            2.0 * moved
+        };
+        eprintln!(
+            "small B1 N256 {}: cuda vs cpu f32 {r:.3e} (bound {bound:.3e})",
+            p.name()
         );
+        assert!(r <= bound, "{r:.3e} > {bound:.3e}");
     }
 }

@@ -13,7 +13,7 @@ use num_complex::Complex64;
 
 use super::{AttnScalars, HttShape, MAX_HEAD_DIM};
 use crate::bk_core::{self, ForwardWs, Problem};
-use crate::device::{Buf, Gpu};
+use crate::device::{Buf, Gpu, GpuFloat};
 use crate::gemm::{gemm_nt, GemmMath};
 use crate::model as kern;
 
@@ -128,6 +128,25 @@ pub struct CudaModel {
     blocks: Vec<BlockDev>,
     final_norm: (Buf<f32>, Buf<f32>),
     ws: Mutex<Option<Workspace>>,
+}
+
+/// A (batch, n) BK-Core problem in `T` (z set per block before each launch) and its workspace.
+fn bk_problem<T: GpuFloat>(
+    gpu: &'static Gpu,
+    batch: usize,
+    n: usize,
+) -> Result<(Problem<T>, ForwardWs<T>)> {
+    let off = batch * (n - 1);
+    let p = Problem {
+        batch,
+        n,
+        z: Complex64::new(0.0, 0.0),
+        a: gpu.alloc(batch * n)?,
+        b: gpu.alloc(off)?,
+        c: gpu.alloc(off)?,
+    };
+    let ws = ForwardWs::new(gpu, &p)?;
+    Ok((p, ws))
 }
 
 fn up(gpu: &'static Gpu, a: impl IntoIterator<Item = f32>) -> Result<Buf<f32>> {
@@ -267,28 +286,11 @@ impl CudaModel {
         let g = self.gpu;
         let (rows, d, r) = (batch * n, self.dims.d_model, self.dims.ssm_rank);
         let f = |len| g.alloc::<f32>(len);
-        let off = batch * (n - 1);
         let bk = if self.num.complex64 {
-            let p = Problem {
-                batch,
-                n,
-                z: Complex64::new(0.0, 0.0),
-                a: g.alloc(rows)?,
-                b: g.alloc(off)?,
-                c: g.alloc(off)?,
-            };
-            let ws = ForwardWs::new(g, &p)?;
+            let (p, ws) = bk_problem(g, batch, n)?;
             Bk::F64(p, ws)
         } else {
-            let p = Problem {
-                batch,
-                n,
-                z: Complex64::new(0.0, 0.0),
-                a: g.alloc(rows)?,
-                b: g.alloc(off)?,
-                c: g.alloc(off)?,
-            };
-            let ws = ForwardWs::new(g, &p)?;
+            let (p, ws) = bk_problem(g, batch, n)?;
             Bk::F32(p, ws)
         };
         Ok(Workspace {

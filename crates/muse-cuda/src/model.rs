@@ -239,14 +239,16 @@ pub(crate) fn ssm_scan(
     let m = MODULE.get(gpu)?;
     let f = gpu.function(m, k::model::SSM_SCAN)?;
     let stream = &gpu.stream;
+    // The cumsum runs one warp per (b, r), the pseudo-cumsum one thread per element.
     let threads = if bs == 0 {
-        batch * rank
+        32 * batch * rank
     } else {
         batch * n * rank
     };
     let (b, ni, r, bsi) = (batch as i32, n as i32, rank as i32, bs as i32);
     // SAFETY: 7 arguments in the C order of `model_ssm_scan`; ug, vg and out hold batch·n·rank
-    // floats; the grid covers one thread per (b, r) (cumsum) or per element (pseudo).
+    // floats; the grid covers one warp per (b, r) (cumsum; THREADS is a multiple of 32, so a warp
+    // never straddles two CTAs) or one thread per element (pseudo).
     unsafe {
         launch!(f<<<blocks(threads), THREADS, 0, stream>>>(ug.ptr(), vg.ptr(), out.ptr(), b, ni, r, bsi))
     }
@@ -271,10 +273,21 @@ pub(crate) fn window_attn(
     s: AttnScalars,
 ) -> Result<()> {
     let m = MODULE.get(gpu)?;
-    let f = gpu.function(m, k::model::WINDOW_ATTN)?;
+    // W ≤ 64 and dh ≤ 64 (every shipped config but large): the shared-memory kernel.
+    let fast = window <= k::model::W64_MAX as usize && dh <= k::model::W64_MAX as usize;
+    let name = if fast {
+        k::model::WINDOW_ATTN_W64
+    } else {
+        k::model::WINDOW_ATTN
+    };
+    let f = gpu.function(m, name)?;
     let stream = &gpu.stream;
     let grid = cust::function::GridSize::xyz(n.div_ceil(window) as u32, heads as u32, batch as u32);
-    let block = window.next_multiple_of(32) as u32;
+    let block = if fast {
+        k::model::W64_WARPS * 32
+    } else {
+        window.next_multiple_of(32) as u32
+    };
     let (b, ni, h, d, w) = (
         batch as i32,
         n as i32,
@@ -282,12 +295,13 @@ pub(crate) fn window_attn(
         dh as i32,
         window as i32,
     );
-    // SAFETY: 11 arguments in the C order of `model_window_attn`; qkv holds batch·n·3·heads·dh
-    // floats and o batch·n·heads·dh; dh ≤ MODEL_MAX_DH (checked by the caller), window ≤ 1024.
+    // SAFETY: 11 arguments in the C order of `model_window_attn` and `model_window_attn_w64`
+    // (one signature); qkv holds batch·n·3·heads·dh floats and o batch·n·heads·dh; dh ≤
+    // MODEL_MAX_DH (checked by the caller), window ≤ 1024; the w64 kernel only for W, dh ≤ 64.
     unsafe {
         launch!(f<<<grid, block, 0, stream>>>(qkv.ptr(), o.ptr(), b, ni, h, d, w, s.c, s.beta, s.bias, s.form))
     }
-    .map_err(|e| err("launching model_window_attn", e))
+    .map_err(|e| err(&format!("launching {name}"), e))
 }
 
 /// h += LN(gate·local + (1 − gate)·global)·g + b, rows of `dim`.

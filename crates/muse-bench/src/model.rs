@@ -119,9 +119,11 @@ mod cuda {
         m: &muse_cuda::model::forward::CudaModel,
         x: &ndarray::Array2<usize>,
         weights_bytes: usize,
+        graph: bool,
     ) -> Result<Protocol> {
+        let fwd = || if graph { m.enqueue_graph(x.view()) } else { m.enqueue(x.view()) };
         for _ in 0..5 {
-            m.enqueue(x.view())?;
+            fwd()?;
         }
         gpu.sync("warm-up")?;
         gpu.reset_peak();
@@ -129,7 +131,7 @@ mod cuda {
         for _ in 0..20 {
             gpu.sync("before a timed forward")?;
             let t0 = Instant::now();
-            m.enqueue(x.view())?;
+            fwd()?;
             gpu.sync("after a timed forward")?;
             t.push(t0.elapsed().as_secs_f64());
         }
@@ -172,7 +174,7 @@ mod cuda {
                         continue;
                     }
                     let x = ids(b, n, cfg.vocab_size);
-                    let p = protocol(gpu, &m, &x, weights)?;
+                    let p = protocol(gpu, &m, &x, weights, false)?;
                     let case = format!("{name}_B{b}xN{n}_{}", profile.name());
                     let shape = [b, n, cfg.d_model];
                     let site = Site {
@@ -243,6 +245,19 @@ mod cuda {
                     if is_target(b) {
                         for (stage, us) in m.stage_times(x.view())? {
                             r.push(site.record(&format!("stage_us:{stage}"), us, "us", None));
+                        }
+                        // The same forward replayed as one CUDA graph (launch overhead removed).
+                        let g = protocol(gpu, &m, &x, weights, true)?;
+                        let gcase = format!("{case}_graph");
+                        let gsite = Site { case: &gcase, ..site };
+                        let gtps = (b * n) as f64 / g.mean_s;
+                        r.push(gsite.record("time_mean", g.mean_s * 1e3, "ms", None));
+                        r.push(gsite.record("time_median", g.median_s * 1e3, "ms", None));
+                        r.push(gsite.record("peak_mib", g.peak_mib, "MiB", None));
+                        r.push(gsite.record("speedup_vs_eager_launches", p.mean_s / g.mean_s, "x", None));
+                        match TARGETS.iter().find(|t| t.0 == name && t.1 == n && t.2 == b) {
+                            Some(t) if headline => r.push(gsite.goal("tokens_per_s", gtps, "tok/s", Target::AtLeast(t.3))),
+                            _ => r.push(gsite.record("tokens_per_s", gtps, "tok/s", None)),
                         }
                     }
                 }

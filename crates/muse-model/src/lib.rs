@@ -141,6 +141,26 @@ impl Model {
         anyhow::bail!("{}", muse_cuda::NOT_COMPILED)
     }
 
+    /// Logits (B, N, V) from the GPU path ([`Model::cuda`], built once per call); without the
+    /// `cuda` feature, the reason it is missing. The same signature in every build, so callers
+    /// need no feature of their own.
+    pub fn forward_cuda(
+        &self,
+        ids: ArrayView2<'_, usize>,
+        profile: Profile,
+        tf32: bool,
+    ) -> Result<Array3<f32>> {
+        #[cfg(feature = "cuda")]
+        {
+            Ok(self.cuda(profile, tf32)?.forward(ids)?)
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (ids, profile, tf32);
+            anyhow::bail!("{}", muse_cuda::NOT_COMPILED)
+        }
+    }
+
     /// [`Model::forward_cpu`] with explicit numerics (e.g. a profile with a knob changed).
     pub fn forward_cpu_with<F: Elem>(
         &self,

@@ -214,14 +214,8 @@ fn run_cmd(a: RunArgs) -> Result<Outcome> {
     Ok(Outcome::Passed)
 }
 
-#[cfg(feature = "cuda")]
 fn cuda_forward(model: &Model, ids: &Array2<usize>, a: &RunArgs) -> Result<Array3<f32>> {
-    Ok(model.cuda(a.profile, a.tf32)?.forward(ids.view())?)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_forward(model: &Model, _ids: &Array2<usize>, a: &RunArgs) -> Result<Array3<f32>> {
-    match model.cuda(a.profile, a.tf32)? {}
+    model.forward_cuda(ids.view(), a.profile, a.tf32)
 }
 
 fn print_stats(logits: &Array3<f32>, secs: f64, a: &RunArgs) {

@@ -66,14 +66,8 @@ fn forward32<B: Backend>(
     }
 }
 
-#[cfg(feature = "cuda")]
 fn cuda_forward(m: &Model, ids: &Array2<usize>, p: Profile) -> anyhow::Result<Array3<f32>> {
-    Ok(m.cuda(p, false)?.forward(ids.view())?)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_forward(m: &Model, _ids: &Array2<usize>, p: Profile) -> anyhow::Result<Array3<f32>> {
-    match m.cuda(p, false)? {}
+    m.forward_cuda(ids.view(), p, false)
 }
 
 fn fail(case: &str, e: impl std::fmt::Display) -> Error {

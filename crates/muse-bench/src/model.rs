@@ -121,7 +121,13 @@ mod cuda {
         weights_bytes: usize,
         graph: bool,
     ) -> Result<Protocol> {
-        let fwd = || if graph { m.enqueue_graph(x.view()) } else { m.enqueue(x.view()) };
+        let fwd = || {
+            if graph {
+                m.enqueue_graph(x.view())
+            } else {
+                m.enqueue(x.view())
+            }
+        };
         for _ in 0..5 {
             fwd()?;
         }
@@ -249,14 +255,27 @@ mod cuda {
                         // The same forward replayed as one CUDA graph (launch overhead removed).
                         let g = protocol(gpu, &m, &x, weights, true)?;
                         let gcase = format!("{case}_graph");
-                        let gsite = Site { case: &gcase, ..site };
+                        let gsite = Site {
+                            case: &gcase,
+                            ..site
+                        };
                         let gtps = (b * n) as f64 / g.mean_s;
                         r.push(gsite.record("time_mean", g.mean_s * 1e3, "ms", None));
                         r.push(gsite.record("time_median", g.median_s * 1e3, "ms", None));
                         r.push(gsite.record("peak_mib", g.peak_mib, "MiB", None));
-                        r.push(gsite.record("speedup_vs_eager_launches", p.mean_s / g.mean_s, "x", None));
+                        r.push(gsite.record(
+                            "speedup_vs_eager_launches",
+                            p.mean_s / g.mean_s,
+                            "x",
+                            None,
+                        ));
                         match TARGETS.iter().find(|t| t.0 == name && t.1 == n && t.2 == b) {
-                            Some(t) if headline => r.push(gsite.goal("tokens_per_s", gtps, "tok/s", Target::AtLeast(t.3))),
+                            Some(t) if headline => r.push(gsite.goal(
+                                "tokens_per_s",
+                                gtps,
+                                "tok/s",
+                                Target::AtLeast(t.3),
+                            )),
                             _ => r.push(gsite.record("tokens_per_s", gtps, "tok/s", None)),
                         }
                     }

@@ -229,3 +229,22 @@ fn small_at_batch_1_is_finite_and_matches_the_cpu() {
         assert!(r <= bound, "{r:.3e} > {bound:.3e}");
     }
 }
+
+#[test]
+fn graph_replay_equals_the_eager_forward() {
+    let m = oracle_model();
+    let ids = ids(&fixtures("oracle"));
+    for p in [Profile::Exact, Profile::Bench] {
+        let gpu = m.cuda(p, false).expect("cuda");
+        let eager = gpu.forward(ids.view()).expect("eager");
+        let first = gpu.forward_graph(ids.view()).expect("capture and replay");
+        // Other ids through the same graph, then the first ones again.
+        let other = ids.mapv(|t| (t * 7 + 3) % m.config().vocab_size);
+        let o_eager = gpu.forward(other.view()).expect("eager");
+        let o_graph = gpu.forward_graph(other.view()).expect("replay");
+        let again = gpu.forward_graph(ids.view()).expect("replay");
+        assert_eq!(eager, first, "{}", p.name());
+        assert_eq!(eager, again, "{}", p.name());
+        assert_eq!(o_eager, o_graph, "{}", p.name());
+    }
+}

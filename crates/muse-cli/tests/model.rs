@@ -193,6 +193,8 @@ fn bad_input_exits_2_naming_the_argument() {
     assert!(run("float.npy", &[]).contains("is not int32 or int64"));
     assert!(run("missing.npy", &[]).contains("`--ids missing.npy`"));
     assert!(run("ok.npy", &["--profile", "fast"]).contains("unknown profile `fast`"));
+    assert!(run("ok.npy", &["--tf32"]).contains("`--tf32` needs `--backend cuda`"));
+    assert!(run("ok.npy", &["--precision", "f16"]).contains("`--precision f16`"));
     // Weights of another config: the first tensor that does not fit is named.
     std::fs::write(d.join("c.json"), r#"{"vocab_size": 1000, "d_model": 64, "n_layers": 3, "num_heads": 2, "htt_rank": 8, "n_seq": 128}"#).unwrap();
     let o = muse(
@@ -239,4 +241,45 @@ fn bad_input_exits_2_naming_the_argument() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn side_branch_runs_and_leaves_the_logits_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    init_tiny(dir.path());
+    write_npy(
+        dir.path().join("ids.npy"),
+        &Array2::from_shape_fn((2, 64), |(b, n)| ((b * 64 + n) * 13 % 1000) as i64),
+    )
+    .unwrap();
+    let base = [
+        "model",
+        "run",
+        "--config",
+        "tiny",
+        "--weights",
+        "w.safetensors",
+        "--ids",
+        "ids.npy",
+    ];
+    let plain = muse(&[&base[..], &["--out", "a"]].concat(), dir.path());
+    let side = muse(
+        &[&base[..], &["--out", "b", "--side-branch"]].concat(),
+        dir.path(),
+    );
+    assert!(
+        plain.status.success() && side.status.success(),
+        "{}",
+        stderr(&side)
+    );
+    assert!(
+        stdout(&side).contains("side branch (discarded, as in the original)"),
+        "{}",
+        stdout(&side)
+    );
+    let (a, b): (Array3<f32>, Array3<f32>) = (
+        read_npy(dir.path().join("a/logits.npy")).unwrap(),
+        read_npy(dir.path().join("b/logits.npy")).unwrap(),
+    );
+    assert_eq!(a, b);
 }

@@ -161,6 +161,20 @@ impl Model {
         }
     }
 
+    /// The Phase 8 side branch on the CPU (design §2.2): HTT(ids) + fusion(HTT(ids)), (B, N, D).
+    /// The original computes and discards it; it never changes the logits. `None` when the config
+    /// has no fusion module.
+    pub fn side_branch_cpu<F: Elem>(&self, ids: ArrayView2<'_, usize>) -> Option<Array3<F>> {
+        let fw = self.weights.fusion::<F>()?;
+        let htt = self.weights.model::<F>().htt;
+        Some(muse_reference::model::side_branch(
+            &htt,
+            &fw,
+            ids,
+            self.config().d_model,
+        ))
+    }
+
     /// [`Model::forward_cpu`] with explicit numerics (e.g. a profile with a knob changed).
     pub fn forward_cpu_with<F: Elem>(
         &self,

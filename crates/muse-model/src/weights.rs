@@ -11,7 +11,9 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::spec::{state_dict, StoredDtype, CORE};
 use crate::Config;
-use muse_reference::model::{ArSsm, BlockWeights, Htt, Linear, LocalAttn, ModelWeights, Norm};
+use muse_reference::model::{
+    ArSsm, BlockWeights, FusionWeights, Htt, Linear, LocalAttn, ModelWeights, Norm,
+};
 use muse_reference::Elem;
 
 /// Every tensor of one model, by its original name, as f32 (complex tensors as interleaved
@@ -192,6 +194,23 @@ impl Weights {
             weight: self.vec(&format!("{name}.weight")),
             bias: self.vec(&format!("{name}.bias")),
         }
+    }
+
+    /// The Phase 8 fusion's tensors (side branch), when the config has it.
+    pub fn fusion<F: Elem>(&self) -> Option<FusionWeights<F>> {
+        if !self.config.use_ar_ssm_fusion {
+            return None;
+        }
+        let f = "ar_ssm_fusion";
+        Some(FusionWeights {
+            l1: self.linear(&format!("{f}.rank_gating.rank_predictor.0"), true),
+            l2: self.linear(&format!("{f}.rank_gating.rank_predictor.2"), true),
+            a_low: self.mat(&format!("{f}.ssm.A_low")),
+            a_high: self.mat(&format!("{f}.ssm.A_high")),
+            b: self.linear(&format!("{f}.ssm.B"), true),
+            c: self.linear(&format!("{f}.ssm.C"), true),
+            d: self.vec(&format!("{f}.ssm.D")),
+        })
     }
 
     /// The tensors the logits depend on, converted to `F` and split per layer.

@@ -155,3 +155,36 @@ fn tf32_noise_floor() {
     assert!(bench > 1e-4, "{bench}");
     assert!(exact < 1e-5, "{exact}");
 }
+
+#[test]
+fn side_branch_matches_the_originals_fusion_activations() {
+    // The original's GPU run hooked its AR-SSM fusion (the side branch, discarded by its model):
+    // the rank weights (B, N) and the SSM output (B, N, D) of x = HTT(ids).
+    use muse_reference::model::{fusion, rank_gating};
+    let m = model();
+    let fw = m
+        .weights()
+        .fusion::<f32>()
+        .expect("tiny has the fusion module");
+    let x = htt_embed(&m.weights().model::<f32>().htt, ids().view(), 64);
+    let rw: Array2<f32> = read_npy(dir().join("act_fusion_rank_gating.npy")).expect("rank gating");
+    let got = rank_gating(&fw, x.view());
+    let scale = rw.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(&rw)
+        .fold(0f32, |a, (g, w)| a.max((g - w).abs()));
+    assert!(
+        err <= 1e-5 * scale,
+        "rank weights: {err:.3e} of {scale:.3e}"
+    );
+    let y = fusion(&fw, x.view());
+    let r = rel(&y, &npy("act_fusion_ssm.npy"));
+    eprintln!(
+        "side branch: rank weights {:.3e}, fusion output {r:.3e}",
+        err / scale
+    );
+    assert!(r <= 1e-5, "fusion output: {r:.3e}");
+    let side = m.side_branch_cpu::<f32>(ids().view()).expect("side branch");
+    assert_eq!(side, &x + &y);
+}

@@ -22,6 +22,12 @@ pub fn linear<F: Elem>(l: &Linear<F>, x: ArrayView3<'_, F>) -> Array3<F> {
         y += bias;
     }
     let o = l.w.nrows();
+    // A GEMM with a unit dimension may come back column-major.
+    let y = if y.is_standard_layout() {
+        y
+    } else {
+        y.as_standard_layout().into_owned()
+    };
     y.into_shape_with_order((b, n, o))
         .expect("(B·N, out) reshapes")
 }

@@ -22,11 +22,13 @@ mod ar_ssm;
 mod attention;
 mod block;
 mod layers;
+mod side;
 
 pub use ar_ssm::{ar_ssm, pseudo_cumsum};
 pub use attention::window_attention;
 pub use block::{bk_gate, block, forward};
 pub use layers::{htt_decode, htt_embed, htt_factors, htt_table, layer_norm, linear, softplus};
+pub use side::{fusion, rank_gating, side_branch, FusionWeights};
 
 use ndarray::{Array1, Array2, Array3};
 

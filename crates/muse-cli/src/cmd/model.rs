@@ -72,6 +72,10 @@ struct RunArgs {
     /// dot product; the default is full fp32).
     #[arg(long)]
     tf32: bool,
+    /// Also compute the Phase 8 side branch (second HTT call + AR-SSM fusion), which the original
+    /// computes and discards: for FLOP and time parity only, it never changes the logits (CPU).
+    #[arg(long)]
+    side_branch: bool,
 }
 
 /// Runs `muse model`.
@@ -194,6 +198,12 @@ fn run_cmd(a: RunArgs) -> Result<Outcome> {
     if a.tf32 && a.backend != BackendArg::Cuda {
         bail!("`--tf32` needs `--backend cuda`");
     }
+    if a.side_branch && a.backend != BackendArg::Cpu {
+        bail!("`--side-branch` runs on the CPU reference only; use `--backend cpu`");
+    }
+    if a.side_branch && !cfg.use_ar_ssm_fusion {
+        bail!("`--side-branch`: the config has no AR-SSM fusion module (`use_ar_ssm_fusion` is false)");
+    }
     ensure_dir("out", &a.out)?;
     let weights = Weights::load(&cfg, &a.weights)?;
     let model = Model::new(weights);
@@ -203,6 +213,21 @@ fn run_cmd(a: RunArgs) -> Result<Outcome> {
         BackendArg::Cuda => cuda_forward(&model, &ids, &a)?,
     };
     let secs = t0.elapsed().as_secs_f64();
+    if a.side_branch {
+        let t1 = std::time::Instant::now();
+        let side = model
+            .side_branch_cpu::<f32>(ids.view())
+            .context("the side branch")?;
+        let norm = side
+            .iter()
+            .map(|v| f64::from(*v).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        println!(
+            "side branch (discarded, as in the original): {:.1} ms, |x + fusion(x)| = {norm:.6}",
+            t1.elapsed().as_secs_f64() * 1e3
+        );
+    }
     let path = a.out.join("logits.npy");
     let file = std::fs::File::create(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;

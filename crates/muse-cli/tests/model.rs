@@ -87,7 +87,13 @@ fn init_then_run_writes_finite_logits_at_b1() {
     init_tiny(dir.path());
     let ids = Array2::from_shape_fn((1, 100), |(_, n)| (n * 37 % 1000) as i32);
     write_npy(dir.path().join("ids.npy"), &ids).unwrap();
-    for profile in ["exact", "bench", "bench-cpu"] {
+    for (profile, precision) in [
+        ("exact", "f32"),
+        ("bench", "f32"),
+        ("bench-cpu", "f32"),
+        ("exact", "bf16"),
+    ] {
+        let out = format!("{profile}-{precision}");
         let o = muse(
             &[
                 "model",
@@ -99,9 +105,11 @@ fn init_then_run_writes_finite_logits_at_b1() {
                 "--ids",
                 "ids.npy",
                 "--out",
-                profile,
+                &out,
                 "--profile",
                 profile,
+                "--precision",
+                precision,
             ],
             dir.path(),
         );
@@ -111,7 +119,7 @@ fn init_then_run_writes_finite_logits_at_b1() {
             "{}",
             stdout(&o)
         );
-        let logits: Array3<f32> = read_npy(dir.path().join(profile).join("logits.npy")).unwrap();
+        let logits: Array3<f32> = read_npy(dir.path().join(&out).join("logits.npy")).unwrap();
         assert_eq!(logits.dim(), (1, 100, 1000));
         assert!(logits.iter().all(|v| v.is_finite()));
         // Not degenerate: the logits vary over the vocabulary.

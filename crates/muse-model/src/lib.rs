@@ -175,6 +175,22 @@ impl Model {
         ))
     }
 
+    /// Logits on the CPU with every GEMM in bf16 (inputs rounded to bf16, fp32 sums; everything
+    /// else in f32), the numerics of a bf16 tensor-core path.
+    pub fn forward_cpu_bf16(
+        &self,
+        ids: ArrayView2<'_, usize>,
+        profile: Profile,
+    ) -> Result<Array3<f32>> {
+        let w = self.weights.model::<f32>().with_bf16_gemms();
+        Ok(forward(
+            &self.config().dims(),
+            &w,
+            &profile.numerics(),
+            ids,
+        )?)
+    }
+
     /// [`Model::forward_cpu`] with explicit numerics (e.g. a profile with a knob changed).
     pub fn forward_cpu_with<F: Elem>(
         &self,

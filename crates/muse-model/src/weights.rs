@@ -186,6 +186,7 @@ impl Weights {
         Linear {
             w: self.mat(&format!("{name}.weight")),
             b: bias.then(|| self.vec(&format!("{name}.bias"))),
+            bf16: false,
         }
     }
 
@@ -262,6 +263,7 @@ impl Weights {
                         log_c: self.scalar(&format!("{la}.log_c")),
                         beta: self.scalar(&format!("{la}.attention.beta")),
                         bias: self.scalar(&format!("{la}.attention.attention_bias")),
+                        bf16: false,
                     },
                     ssm: ArSsm {
                         gate1: self.linear(&format!("{ga}.complexity_gate.0"), true),
@@ -280,6 +282,7 @@ impl Weights {
                 core1: core("core1"),
                 core2: core("core2"),
                 phase: self.vec(&format!("{emb}.phase_shift")),
+                bf16: false,
             },
             pos: self.mat(&format!("{CORE}position_embedding.weight")),
             blocks,

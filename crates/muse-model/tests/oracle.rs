@@ -127,3 +127,23 @@ fn fixture_files_match_their_manifests() {
         }
     }
 }
+
+#[test]
+fn bf16_gemms_stay_within_the_bf16_bound_of_the_oracle() {
+    // bf16 inputs carry 2^-9 relative rounding: design §9's 2e-2 relative for bf16 casts; and the
+    // rounding must show (the f32 path is 1e-6 away), so the bf16 path is not the f32 one.
+    let m = load();
+    for (name, p) in [("exact", Profile::Exact), ("bench_cpu", Profile::BenchCpu)] {
+        let want: Array3<f64> = npy(&format!("logits_{name}"));
+        let got = m.forward_cpu_bf16(ids().view(), p).expect("bf16 forward");
+        let scale = want.iter().fold(0f64, |a, v| a.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f64, |a, (g, w)| a.max((f64::from(*g) - w).abs()));
+        let r = err / scale;
+        eprintln!("bf16 {name}: {r:.3e}");
+        assert!(r <= 2e-2, "bf16 {name}: {r:.3e}");
+        assert!(r >= 1e-4, "bf16 {name}: {r:.3e}: no bf16 rounding visible");
+    }
+}

@@ -131,6 +131,7 @@ pub fn window_attention<F: Elem>(
             &Linear {
                 w: m.clone(),
                 b: None,
+                bf16: w.bf16,
             },
             x,
         )
@@ -188,6 +189,7 @@ pub fn window_attention<F: Elem>(
         &Linear {
             w: w.wo.clone(),
             b: None,
+            bf16: w.bf16,
         },
         merged.view(),
     ))

@@ -10,14 +10,18 @@ use crate::Elem;
 ///
 /// ```
 /// use muse_reference::model::{linear, Linear};
-/// let l = Linear { w: ndarray::array![[1.0, 2.0], [0.0, -1.0]], b: Some(ndarray::array![0.5, 0.0]) };
+/// let l = Linear { w: ndarray::array![[1.0, 2.0], [0.0, -1.0]], b: Some(ndarray::array![0.5, 0.0]), bf16: false };
 /// let y = linear(&l, ndarray::Array3::from_elem((1, 1, 2), 1.0).view());
 /// assert_eq!(y.into_raw_vec_and_offset().0, vec![3.5, -1.0]);
 /// ```
 pub fn linear<F: Elem>(l: &Linear<F>, x: ArrayView3<'_, F>) -> Array3<F> {
     let (b, n, i) = x.dim();
     let flat = x.to_shape((b * n, i)).expect("a (B, N, in) array flattens");
-    let mut y = flat.dot(&l.w.t());
+    let mut y = if l.bf16 {
+        flat.mapv(bf16_round).dot(&l.w.mapv(bf16_round).t())
+    } else {
+        flat.dot(&l.w.t())
+    };
     if let Some(bias) = &l.b {
         y += bias;
     }
@@ -30,6 +34,15 @@ pub fn linear<F: Elem>(l: &Linear<F>, x: ArrayView3<'_, F>) -> Array3<F> {
     };
     y.into_shape_with_order((b, n, o))
         .expect("(B·N, out) reshapes")
+}
+
+/// Rounds to the nearest bf16 (ties to even), as a GEMM's bf16 inputs are.
+///
+/// ```
+/// assert_eq!(muse_reference::model::bf16_round(1.0f32 + 1.0 / 512.0), 1.0);
+/// ```
+pub fn bf16_round<F: Elem>(x: F) -> F {
+    F::of(half::bf16::from_f64(x.to_f64_exact()).to_f64())
 }
 
 /// LayerNorm over the last axis with eps 1e-5 (biased variance, as `nn.LayerNorm`).
@@ -129,7 +142,12 @@ pub fn htt_decode<F: Elem>(htt: &Htt<F>, h: ArrayView3<'_, F>, vocab: usize) -> 
     let table = htt_table(htt, vocab);
     let (b, n, d) = h.dim();
     let flat = h.to_shape((b * n, d)).expect("(B, N, D) flattens");
-    let logits = flat.dot(&table.slice(s![.., ..d]).t());
+    let table = table.slice(s![.., ..d]);
+    let logits = if htt.bf16 {
+        flat.mapv(bf16_round).dot(&table.mapv(bf16_round).t())
+    } else {
+        flat.dot(&table.t())
+    };
     logits
         .into_shape_with_order((b, n, vocab))
         .expect("(B·N, V) reshapes")

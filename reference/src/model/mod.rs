@@ -27,7 +27,9 @@ mod side;
 pub use ar_ssm::{ar_ssm, pseudo_cumsum};
 pub use attention::window_attention;
 pub use block::{bk_gate, block, forward};
-pub use layers::{htt_decode, htt_embed, htt_factors, htt_table, layer_norm, linear, softplus};
+pub use layers::{
+    bf16_round, htt_decode, htt_embed, htt_factors, htt_table, layer_norm, linear, softplus,
+};
 pub use side::{fusion, rank_gating, side_branch, FusionWeights};
 
 use ndarray::{Array1, Array2, Array3};
@@ -151,6 +153,9 @@ pub struct Linear<F> {
     pub w: Array2<F>,
     /// (out), if the layer has a bias.
     pub b: Option<Array1<F>>,
+    /// Round x and W to bf16 before the product (sums and the bias stay in `F`): the numerics of
+    /// a bf16 GEMM with fp32 accumulation.
+    pub bf16: bool,
 }
 
 /// LayerNorm's affine parameters (eps 1e-5).
@@ -171,6 +176,8 @@ pub struct Htt<F> {
     pub core2: Array3<F>,
     /// θ, (r).
     pub phase: Array1<F>,
+    /// A bf16 decoder GEMM (the table and the hidden states rounded; see [`Linear::bf16`]).
+    pub bf16: bool,
 }
 
 /// One block's AR-SSM (design §3.7).
@@ -207,6 +214,8 @@ pub struct LocalAttn<F> {
     pub beta: F,
     /// Subtracted from every score (used by the PyTorch path only).
     pub bias: F,
+    /// bf16 GEMMs for the four projections (see [`Linear::bf16`]).
+    pub bf16: bool,
 }
 
 /// One ResNet-BK block.
@@ -246,12 +255,34 @@ pub struct ModelWeights<F> {
 }
 
 impl<F: Elem> ModelWeights<F> {
+    /// The same weights with every GEMM in bf16 (inputs rounded, fp32 sums): the projections,
+    /// the potential, the AR-SSM's linears and the decoder. LayerNorm, BK-Core, the attention's
+    /// geometry and the scans stay in `F`.
+    pub fn with_bf16_gemms(mut self) -> Self {
+        self.htt.bf16 = true;
+        for b in &mut self.blocks {
+            b.v_proj.bf16 = true;
+            b.attn.bf16 = true;
+            for l in [
+                &mut b.ssm.gate1,
+                &mut b.ssm.gate2,
+                &mut b.ssm.u,
+                &mut b.ssm.v,
+                &mut b.ssm.out,
+            ] {
+                l.bf16 = true;
+            }
+        }
+        self
+    }
+
     /// All-zero weights with unit LayerNorm gains and the Laplacian H0 (for shape tests).
     pub fn zeros(d: &ModelDims) -> Self {
         let (v1, v2, d1, d2) = htt_factors(d.vocab, d.d_model);
         let lin = |o, i, bias: bool| Linear {
             w: Array2::zeros((o, i)),
             b: bias.then(|| Array1::zeros(o)),
+            bf16: false,
         };
         let norm = || Norm {
             weight: Array1::ones(d.d_model),
@@ -277,6 +308,7 @@ impl<F: Elem> ModelWeights<F> {
                 log_c: F::zero(),
                 beta: F::zero(),
                 bias: F::zero(),
+                bf16: false,
             },
             ssm: ArSsm {
                 gate1: lin(d.ssm_hidden, dm, true),
@@ -293,6 +325,7 @@ impl<F: Elem> ModelWeights<F> {
                 core1: Array3::zeros((v1, d.htt_rank, d1)),
                 core2: Array3::zeros((v2, d.htt_rank, d2)),
                 phase: Array1::zeros(d.htt_rank),
+                bf16: false,
             },
             pos: Array2::zeros((d.n_seq, dm)),
             blocks: (0..d.layers).map(|_| block()).collect(),

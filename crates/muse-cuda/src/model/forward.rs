@@ -182,6 +182,13 @@ impl CudaModel {
         num: Numerics,
         math: GemmMath,
     ) -> Result<Self> {
+        if w.htt.bf16 || w.blocks.iter().any(|b| b.attn.bf16 || b.v_proj.bf16) {
+            return Err(Error::Unsupported {
+                op: OP,
+                backend: "cuda",
+                what: "bf16 GEMMs (the model's CUDA path computes in f32)".into(),
+            });
+        }
         let dh = dims.d_model / dims.heads;
         if dh > MAX_HEAD_DIM || dims.window > 1024 {
             return Err(Error::Unsupported {

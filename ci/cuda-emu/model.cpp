@@ -155,8 +155,34 @@ static bool scan_case(int B, int N, int R, int bs, unsigned seed) {
     return e <= 1e-5;
 }
 
+static bool bf16_case(unsigned seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> n01;
+    std::vector<float> x(5000);
+    for (float& v : x) v = n01(rng) * std::pow(10.0f, (float)(rng() % 9) - 4.0f);
+    x[0] = 1.0f + 1.0f / 256.0f;  // a tie: rounds to the even 1.0
+    x[1] = 1.0f + 3.0f / 256.0f;  // a tie: rounds up to the even 1 + 4/256
+    std::vector<unsigned short> y(x.size());
+    launch(dim3{(unsigned)((x.size() + 255) / 256), 1, 1}, 256, [&] { model_to_bf16(x.data(), y.data(), (long long)x.size()); });
+    int bad = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+        unsigned int bits;
+        std::memcpy(&bits, &x[i], 4);
+        const unsigned int lo = bits & 0xFFFF0000u, hi = lo + 0x10000u;
+        float flo, fhi;
+        std::memcpy(&flo, &lo, 4);
+        std::memcpy(&fhi, &hi, 4);
+        const double dlo = fabs((double)x[i] - flo), dhi = fabs((double)fhi - x[i]);
+        const unsigned int want = (dlo < dhi || (dlo == dhi && ((lo >> 16) & 1u) == 0)) ? lo >> 16 : hi >> 16;
+        bad += y[i] != want;
+    }
+    printf("to_bf16: %d of %zu differ from nearest-even %s\n", bad, x.size(), bad ? "FAIL" : "ok");
+    return bad == 0;
+}
+
 int main() {
     bool ok = true;
+    ok &= bf16_case(9);
     ok &= attn_case(2, 100, 2, 32, 64, 1.0f, 1);   // two windows, the second short
     ok &= attn_case(1, 70, 1, 64, 64, 3.0f, 2);    // dh 64, large norms (saturated logmap0)
     ok &= attn_case(1, 40, 2, 48, 16, 1.0f, 3);    // W 16, dh not a multiple of 32

@@ -16,6 +16,7 @@
 //   model_window_attn(qkv, o, batch, n, heads, dh, window, c, beta, bias, form)       any dh <= 256, W <= 1024
 //   model_window_attn_w64(qkv, o, batch, n, heads, dh, window, c, beta, bias, form)   W <= 64, dh <= 64
 //   model_mix_ln_res(local, global, gate, g, b, h, rows, dim)
+//   model_to_bf16(x, y, n)                           y = the bf16 bits of x (round to nearest even)
 #include "include/poincare.cuh"
 
 #define MODEL_THREADS 256
@@ -470,6 +471,17 @@ extern "C" __global__ void __launch_bounds__(MODEL_W64_WARPS * 32) model_window_
         if (lane + 32 < dh) out[lane + 32] = acc[1];
         __syncwarp();
     }
+}
+
+// ---- bf16 GEMM inputs -------------------------------------------------------------------------
+
+// The bf16 bits of finite x, rounded to nearest even (as __float2bfloat16_rn and the CPU
+// reference's half::bf16::from_f32), written as 16-bit words for a bf16 cuBLAS GEMM.
+extern "C" __global__ void model_to_bf16(const float* x, unsigned short* y, long long n) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const unsigned int bits = (unsigned int)__float_as_int(x[i]);
+    y[i] = (unsigned short)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
 }
 
 // ---- mix, LayerNorm and residual: h += LN(gate * local + (1 - gate) * global) --------------------

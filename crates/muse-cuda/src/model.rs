@@ -304,6 +304,24 @@ pub(crate) fn window_attn(
     .map_err(|e| err(&format!("launching {name}"), e))
 }
 
+/// y = the bf16 bits of x (round to nearest even), the first `n` elements.
+pub(crate) fn to_bf16(gpu: &Gpu, x: &Buf<f32>, y: &Buf<u16>, n: usize) -> Result<()> {
+    if x.len() < n || y.len() < n {
+        return Err(muse_reference::Error::Backend {
+            backend: "cuda",
+            message: format!("to_bf16: {n} elements from {} into {}", x.len(), y.len()),
+        });
+    }
+    let m = MODULE.get(gpu)?;
+    let f = gpu.function(m, k::model::TO_BF16)?;
+    let stream = &gpu.stream;
+    let len = n as i64;
+    // SAFETY: 3 arguments in the C order of `model_to_bf16`; x and y hold at least n elements
+    // (checked above); u16 matches the kernel's unsigned short.
+    unsafe { launch!(f<<<blocks(n), THREADS, 0, stream>>>(x.ptr(), y.ptr(), len)) }
+        .map_err(|e| err("launching model_to_bf16", e))
+}
+
 /// h += LN(gate·local + (1 − gate)·global)·g + b, rows of `dim`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn mix_ln_res(

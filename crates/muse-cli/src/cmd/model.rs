@@ -193,8 +193,8 @@ fn run_cmd(a: RunArgs) -> Result<Outcome> {
         (_, "f32" | "bf16") => {}
         (_, p) => bail!("`--precision {p}`: expected f32 or bf16"),
     }
-    if a.precision == "bf16" && a.backend == BackendArg::Cuda {
-        bail!("`--precision bf16`: not implemented yet on the CUDA backend; use `--precision f32` or `--backend cpu`");
+    if a.precision == "bf16" && a.tf32 {
+        bail!("`--tf32` and `--precision bf16` exclude each other (bf16 GEMMs already run on tensor cores)");
     }
     if a.tf32 && a.backend != BackendArg::Cuda {
         bail!("`--tf32` needs `--backend cuda`");
@@ -244,7 +244,11 @@ fn run_cmd(a: RunArgs) -> Result<Outcome> {
 }
 
 fn cuda_forward(model: &Model, ids: &Array2<usize>, a: &RunArgs) -> Result<Array3<f32>> {
-    model.forward_cuda(ids.view(), a.profile, a.tf32)
+    if a.precision == "bf16" {
+        model.forward_cuda_bf16(ids.view(), a.profile)
+    } else {
+        model.forward_cuda(ids.view(), a.profile, a.tf32)
+    }
 }
 
 fn print_stats(logits: &Array3<f32>, secs: f64, a: &RunArgs) {

@@ -64,7 +64,19 @@ struct Lin {
     b: Option<Buf<f32>>,
 }
 
+/// bf16 copies of one block's GEMM weights (bf16 mode only).
+struct BlockBf16 {
+    v_w: Buf<u16>,
+    wqkv: Buf<u16>,
+    wo: Buf<u16>,
+    g1: Buf<u16>,
+    g2: Buf<u16>,
+    uv: Buf<u16>,
+    out: Buf<u16>,
+}
+
 struct BlockDev {
+    h16: Option<BlockBf16>,
     norm: (Buf<f32>, Buf<f32>),
     v_w: Buf<f32>,
     v_b: f32,
@@ -121,6 +133,8 @@ fn check(what: &str, r: cust::sys::CUresult) -> Result<()> {
 struct Workspace {
     batch: usize,
     n: usize,
+    /// bf16 copy of a GEMM input (bf16 mode; one element otherwise).
+    a16: Buf<u16>,
     graph: Option<Graph>,
     ids: Buf<i32>,
     h: Buf<f32>,
@@ -153,6 +167,7 @@ pub struct CudaModel {
     core2: Buf<f32>,
     cos: Buf<f32>,
     table: Buf<f32>,
+    table16: Option<Buf<u16>>,
     vpad: usize,
     pos: Buf<f32>,
     blocks: Vec<BlockDev>,
@@ -162,6 +177,15 @@ pub struct CudaModel {
 
 fn up(gpu: &'static Gpu, a: impl IntoIterator<Item = f32>) -> Result<Buf<f32>> {
     gpu.upload(&a.into_iter().collect::<Vec<_>>())
+}
+
+/// The bf16 bits (round to nearest even) of `a`, uploaded.
+fn up16(gpu: &'static Gpu, a: impl IntoIterator<Item = f32>) -> Result<Buf<u16>> {
+    gpu.upload(
+        &a.into_iter()
+            .map(|v| half::bf16::from_f32(v).to_bits())
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn form_of(path: AttnPath) -> i32 {
@@ -182,11 +206,16 @@ impl CudaModel {
         num: Numerics,
         math: GemmMath,
     ) -> Result<Self> {
-        if w.htt.bf16 || w.blocks.iter().any(|b| b.attn.bf16 || b.v_proj.bf16) {
+        // bf16 GEMMs when the weights say so (ModelWeights::with_bf16_gemms), all or none.
+        let bf16 = w.htt.bf16;
+        if w.blocks
+            .iter()
+            .any(|b| b.attn.bf16 != bf16 || b.v_proj.bf16 != bf16 || b.ssm.out.bf16 != bf16)
+        {
             return Err(Error::Unsupported {
                 op: OP,
                 backend: "cuda",
-                what: "bf16 GEMMs (the model's CUDA path computes in f32)".into(),
+                what: "bf16 GEMMs for some layers only (all or none)".into(),
             });
         }
         let dh = dims.d_model / dims.heads;
@@ -228,7 +257,24 @@ impl CudaModel {
             let im = softplus(b.epsilon) + 1e-6f32 + b.gamma;
             let z_im = f64::from(im);
             let a = &b.attn;
+            let h16 = if bf16 {
+                Some(BlockBf16 {
+                    v_w: up16(gpu, b.v_proj.w.iter().copied())?,
+                    wqkv: up16(
+                        gpu,
+                        a.wq.iter().chain(a.wk.iter()).chain(a.wv.iter()).copied(),
+                    )?,
+                    wo: up16(gpu, a.wo.iter().copied())?,
+                    g1: up16(gpu, b.ssm.gate1.w.iter().copied())?,
+                    g2: up16(gpu, b.ssm.gate2.w.iter().copied())?,
+                    uv: up16(gpu, b.ssm.u.w.iter().chain(b.ssm.v.w.iter()).copied())?,
+                    out: up16(gpu, b.ssm.out.w.iter().copied())?,
+                })
+            } else {
+                None
+            };
             blocks.push(BlockDev {
+                h16,
                 norm: norm(&b.norm)?,
                 v_w: up(gpu, b.v_proj.w.iter().copied())?,
                 v_b: b.v_proj.b.as_ref().map_or(0.0, |v| v[0]),
@@ -270,6 +316,13 @@ impl CudaModel {
             (dims.vocab, vpad, dims.d_model),
             shape,
         )?;
+        let table16 = if bf16 {
+            let t = gpu.alloc::<u16>(vpad * dims.d_model)?;
+            kern::to_bf16(gpu, &table, &t, vpad * dims.d_model)?;
+            Some(t)
+        } else {
+            None
+        };
         Ok(Self {
             gpu,
             dims,
@@ -280,6 +333,7 @@ impl CudaModel {
             core2,
             cos,
             table,
+            table16,
             vpad,
             pos: up(gpu, w.pos.iter().copied())?,
             blocks,
@@ -321,9 +375,15 @@ impl CudaModel {
             let ws = ForwardWs::new(g, &p)?;
             Bk::F32(p, ws)
         };
+        let widest = d.max(self.dims.ssm_hidden).max(r);
         Ok(Workspace {
             batch,
             n,
+            a16: g.alloc(if self.table16.is_some() {
+                rows * widest
+            } else {
+                1
+            })?,
             ids: g.alloc(rows)?,
             h: f(rows * d)?,
             x: f(rows * d)?,
@@ -400,7 +460,6 @@ impl CudaModel {
         let (batch, n) = (ws.batch, ws.n);
         let (rows, dm, r) = (batch * n, d.d_model, d.ssm_rank);
         let dh = dm / d.heads;
-        let m = self.math;
         kern::embed(
             g,
             &ws.ids,
@@ -418,7 +477,14 @@ impl CudaModel {
             // layer_norm(w.norm, h)
             kern::layer_norm(g, &ws.h, (&blk.norm.0, &blk.norm.1), &ws.x, rows, dm)?;
             // bk_gate: v = clamp(v_proj(x), ±3), G = BK-Core(H0 + diag v, z), gate = σ(γ|Im G|)
-            gemm_nt(g, (rows, 1, dm), &ws.x, &blk.v_w, &ws.v, 0.0, m)?;
+            self.gemm(
+                &ws.a16,
+                (rows, 1, dm),
+                &ws.x,
+                &blk.v_w,
+                blk.h16.as_ref().map(|h| &h.v_w),
+                &ws.v,
+            )?;
             let h0 = [&blk.h0[0], &blk.h0[1], &blk.h0[2]];
             match &mut ws.bk {
                 Bk::F64(p, bws) => {
@@ -436,7 +502,14 @@ impl CudaModel {
             }
             mark("layer_norm + potential + bk_core + gate")?;
             // window_attention: q|k|v in one GEMM, the windows, W_o
-            gemm_nt(g, (rows, 3 * dm, dm), &ws.x, &blk.wqkv, &ws.qkv, 0.0, m)?;
+            self.gemm(
+                &ws.a16,
+                (rows, 3 * dm, dm),
+                &ws.x,
+                &blk.wqkv,
+                blk.h16.as_ref().map(|h| &h.wqkv),
+                &ws.qkv,
+            )?;
             kern::window_attn(
                 g,
                 &ws.qkv,
@@ -444,7 +517,14 @@ impl CudaModel {
                 (batch, n, d.heads, dh, d.window),
                 blk.attn,
             )?;
-            gemm_nt(g, (rows, dm, dm), &ws.o, &blk.wo, &ws.local, 0.0, m)?;
+            self.gemm(
+                &ws.a16,
+                (rows, dm, dm),
+                &ws.o,
+                &blk.wo,
+                blk.h16.as_ref().map(|h| &h.wo),
+                &ws.local,
+            )?;
             mark("attention (qkv, windows, W_o)")?;
             // ar_ssm
             kern::ssm_conv(
@@ -455,14 +535,13 @@ impl CudaModel {
                 (batch, n, dm),
                 self.num.conv == Conv::Causal,
             )?;
-            gemm_nt(
-                g,
+            self.gemm(
+                &ws.a16,
                 (rows, d.ssm_hidden, dm),
                 &ws.x,
                 &blk.g1.w,
+                blk.h16.as_ref().map(|h| &h.g1),
                 &ws.gh,
-                0.0,
-                m,
             )?;
             kern::bias_act(
                 g,
@@ -472,14 +551,13 @@ impl CudaModel {
                 (rows, d.ssm_hidden),
                 kern::Act::Relu,
             )?;
-            gemm_nt(
-                g,
+            self.gemm(
+                &ws.a16,
                 (rows, r, d.ssm_hidden),
                 &ws.gh,
                 &blk.g2.w,
+                blk.h16.as_ref().map(|h| &h.g2),
                 &ws.gg,
-                0.0,
-                m,
             )?;
             kern::bias_act(
                 g,
@@ -489,14 +567,28 @@ impl CudaModel {
                 (rows, r),
                 kern::Act::Sigmoid,
             )?;
-            gemm_nt(g, (rows, 2 * r, dm), &ws.x, &blk.uv, &ws.uv, 0.0, m)?;
+            self.gemm(
+                &ws.a16,
+                (rows, 2 * r, dm),
+                &ws.x,
+                &blk.uv,
+                blk.h16.as_ref().map(|h| &h.uv),
+                &ws.uv,
+            )?;
             kern::ssm_gate_uv(g, &ws.uv, &ws.gg, (&ws.ug, &ws.vg), (rows, r))?;
             let bs = match self.num.scan {
                 Scan::Cumsum => 0,
                 Scan::Pseudo { bs } => bs,
             };
             kern::ssm_scan(g, (&ws.ug, &ws.vg), &ws.kv, (batch, n, r), bs)?;
-            gemm_nt(g, (rows, dm, r), &ws.kv, &blk.out.w, &ws.global, 0.0, m)?;
+            self.gemm(
+                &ws.a16,
+                (rows, dm, r),
+                &ws.kv,
+                &blk.out.w,
+                blk.h16.as_ref().map(|h| &h.out),
+                &ws.global,
+            )?;
             kern::bias_act(
                 g,
                 &ws.global,
@@ -539,16 +631,35 @@ impl CudaModel {
             rows,
             dm,
         )?;
-        gemm_nt(
-            g,
+        self.gemm(
+            &ws.a16,
             (rows, self.vpad, dm),
             &ws.x,
             &self.table,
+            self.table16.as_ref(),
             &ws.logits,
-            0.0,
-            m,
         )?;
         mark("final layer_norm + decoder")
+    }
+
+    /// One GEMM of the forward: C = A·Wᵀ in fp32/TF32, or, in bf16 mode (`w16` present), A
+    /// rounded to bf16 into `a16` and multiplied by the bf16 W with fp32 sums.
+    fn gemm(
+        &self,
+        a16: &Buf<u16>,
+        dims: (usize, usize, usize),
+        a: &Buf<f32>,
+        w: &Buf<f32>,
+        w16: Option<&Buf<u16>>,
+        c: &Buf<f32>,
+    ) -> Result<()> {
+        match w16 {
+            Some(w16) => {
+                kern::to_bf16(self.gpu, a, a16, dims.0 * dims.2)?;
+                crate::gemm::gemm_nt_bf16(self.gpu, dims, a16, w16, c)
+            }
+            None => gemm_nt(self.gpu, dims, a, w, c, 0.0, self.math),
+        }
     }
 
     /// Uploads ids and queues the forward; the logits stay on the device (for timing).

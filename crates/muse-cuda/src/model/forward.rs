@@ -4,6 +4,7 @@
 
 use std::sync::Mutex;
 
+use muse_reference::model::structure::{self, ModelSteps};
 use muse_reference::model::{
     htt_factors, softplus, AttnPath, Conv, ModelDims, ModelWeights, Numerics, Scan,
 };
@@ -442,204 +443,22 @@ impl CudaModel {
 
     /// Queues the whole forward for the ids already in the workspace (no host wait). With
     /// `trace`, each block's output is copied out (a host wait per block; verification only).
+    /// Queues the forward for the ids in the workspace: the model's one structure
+    /// (`muse_reference::model::structure::run`) on the device's steps ([`CudaSteps`]).
     fn run(
         &self,
         ws: &mut Workspace,
-        mut trace: Option<&mut Trace>,
-        mut timer: Option<&mut StageTimer>,
+        trace: Option<&mut Trace>,
+        timer: Option<&mut StageTimer>,
     ) -> Result<()> {
-        let g = self.gpu;
-        let mut mark = |name: &'static str| -> Result<()> {
-            match timer.as_deref_mut() {
-                Some(t) => t.mark(g, name),
-                None => Ok(()),
-            }
+        let mut steps = CudaSteps {
+            m: self,
+            ws,
+            trace,
+            timer,
         };
-        mark("start")?;
-        let d = &self.dims;
-        let (batch, n) = (ws.batch, ws.n);
-        let (rows, dm, r) = (batch * n, d.d_model, d.ssm_rank);
-        let dh = dm / d.heads;
-        kern::embed(
-            g,
-            &ws.ids,
-            (&self.core1, &self.core2, &self.cos),
-            &self.pos,
-            &ws.h,
-            (rows, n, dm),
-            self.shape,
-        )?;
-        mark("embedding")?;
-        if let Some(t) = trace.as_deref_mut() {
-            t.push(("embedding".into(), ws.h.to_vec()?));
-        }
-        for (bi, blk) in self.blocks.iter().enumerate() {
-            // layer_norm(w.norm, h)
-            kern::layer_norm(g, &ws.h, (&blk.norm.0, &blk.norm.1), &ws.x, rows, dm)?;
-            // bk_gate: v = clamp(v_proj(x), ±3), G = BK-Core(H0 + diag v, z), gate = σ(γ|Im G|)
-            self.gemm(
-                &ws.a16,
-                (rows, 1, dm),
-                &ws.x,
-                &blk.v_w,
-                blk.h16.as_ref().map(|h| &h.v_w),
-                &ws.v,
-            )?;
-            let h0 = [&blk.h0[0], &blk.h0[1], &blk.h0[2]];
-            match &mut ws.bk {
-                Bk::F64(p, bws) => {
-                    p.z = Complex64::new(0.0, f64::from(blk.z_im as f32));
-                    kern::bk_prep(g, &ws.v, blk.v_b, h0, (&p.a, &p.b, &p.c), (batch, n), true)?;
-                    bk_core::forward(g, p, bws)?;
-                    kern::gate(g, &bws.g, blk.gs, &ws.gate, rows)?;
-                }
-                Bk::F32(p, bws) => {
-                    p.z = Complex64::new(0.0, blk.z_im);
-                    kern::bk_prep(g, &ws.v, blk.v_b, h0, (&p.a, &p.b, &p.c), (batch, n), false)?;
-                    bk_core::forward(g, p, bws)?;
-                    kern::gate(g, &bws.g, blk.gs, &ws.gate, rows)?;
-                }
-            }
-            mark("layer_norm + potential + bk_core + gate")?;
-            // window_attention: q|k|v in one GEMM, the windows, W_o
-            self.gemm(
-                &ws.a16,
-                (rows, 3 * dm, dm),
-                &ws.x,
-                &blk.wqkv,
-                blk.h16.as_ref().map(|h| &h.wqkv),
-                &ws.qkv,
-            )?;
-            kern::window_attn(
-                g,
-                &ws.qkv,
-                &ws.o,
-                (batch, n, d.heads, dh, d.window),
-                blk.attn,
-            )?;
-            self.gemm(
-                &ws.a16,
-                (rows, dm, dm),
-                &ws.o,
-                &blk.wo,
-                blk.h16.as_ref().map(|h| &h.wo),
-                &ws.local,
-            )?;
-            mark("attention (qkv, windows, W_o)")?;
-            // ar_ssm
-            kern::ssm_conv(
-                g,
-                &ws.x,
-                &blk.taps,
-                &ws.t,
-                (batch, n, dm),
-                self.num.conv == Conv::Causal,
-            )?;
-            self.gemm(
-                &ws.a16,
-                (rows, d.ssm_hidden, dm),
-                &ws.x,
-                &blk.g1.w,
-                blk.h16.as_ref().map(|h| &h.g1),
-                &ws.gh,
-            )?;
-            kern::bias_act(
-                g,
-                &ws.gh,
-                blk.g1.b.as_ref(),
-                None,
-                (rows, d.ssm_hidden),
-                kern::Act::Relu,
-            )?;
-            self.gemm(
-                &ws.a16,
-                (rows, r, d.ssm_hidden),
-                &ws.gh,
-                &blk.g2.w,
-                blk.h16.as_ref().map(|h| &h.g2),
-                &ws.gg,
-            )?;
-            kern::bias_act(
-                g,
-                &ws.gg,
-                blk.g2.b.as_ref(),
-                None,
-                (rows, r),
-                kern::Act::Sigmoid,
-            )?;
-            self.gemm(
-                &ws.a16,
-                (rows, 2 * r, dm),
-                &ws.x,
-                &blk.uv,
-                blk.h16.as_ref().map(|h| &h.uv),
-                &ws.uv,
-            )?;
-            kern::ssm_gate_uv(g, &ws.uv, &ws.gg, (&ws.ug, &ws.vg), (rows, r))?;
-            let bs = match self.num.scan {
-                Scan::Cumsum => 0,
-                Scan::Pseudo { bs } => bs,
-            };
-            kern::ssm_scan(g, (&ws.ug, &ws.vg), &ws.kv, (batch, n, r), bs)?;
-            self.gemm(
-                &ws.a16,
-                (rows, dm, r),
-                &ws.kv,
-                &blk.out.w,
-                blk.h16.as_ref().map(|h| &h.out),
-                &ws.global,
-            )?;
-            kern::bias_act(
-                g,
-                &ws.global,
-                blk.out.b.as_ref(),
-                Some(&ws.t),
-                (rows, dm),
-                kern::Act::None,
-            )?;
-            mark("ar_ssm")?;
-            if let Some(t) = trace.as_deref_mut().filter(|_| bi == 0) {
-                for (name, buf) in [
-                    ("x", &ws.x),
-                    ("gate", &ws.gate),
-                    ("local", &ws.local),
-                    ("global", &ws.global),
-                ] {
-                    t.push((format!("block0.{name}"), buf.to_vec()?));
-                }
-            }
-            // h + LN(g·local + (1 − g)·global)
-            kern::mix_ln_res(
-                g,
-                (&ws.local, &ws.global),
-                &ws.gate,
-                (&blk.out_norm.0, &blk.out_norm.1),
-                &ws.h,
-                rows,
-                dm,
-            )?;
-            mark("mix + layer_norm + residual")?;
-            if let Some(t) = trace.as_deref_mut() {
-                t.push((format!("block{bi}"), ws.h.to_vec()?));
-            }
-        }
-        kern::layer_norm(
-            g,
-            &ws.h,
-            (&self.final_norm.0, &self.final_norm.1),
-            &ws.x,
-            rows,
-            dm,
-        )?;
-        self.gemm(
-            &ws.a16,
-            (rows, self.vpad, dm),
-            &ws.x,
-            &self.table,
-            self.table16.as_ref(),
-            &ws.logits,
-        )?;
-        mark("final layer_norm + decoder")
+        steps.mark("start")?;
+        structure::run(&mut steps, self.blocks.len())
     }
 
     /// One GEMM of the forward: C = A·Wᵀ in fp32/TF32, or, in bf16 mode (`w16` present), A
@@ -815,5 +634,297 @@ impl CudaModel {
             .forward_inner(ids, Some(&mut t), None, true)?
             .expect("downloaded");
         Ok((logits, t))
+    }
+}
+
+/// A (B, N, D) activation of the device forward: which workspace buffer holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// The residual stream h.
+    H,
+    /// A LayerNorm output x.
+    X,
+    /// The local attention's output.
+    Local,
+    /// The AR-SSM's output.
+    Global,
+}
+
+/// The device's steps of the model: every activation lives in the workspace, each step queues
+/// kernels and GEMMs on the one stream (no host wait unless tracing).
+struct CudaSteps<'a> {
+    m: &'a CudaModel,
+    ws: &'a mut Workspace,
+    trace: Option<&'a mut Trace>,
+    timer: Option<&'a mut StageTimer>,
+}
+
+impl CudaSteps<'_> {
+    fn mark(&mut self, name: &'static str) -> Result<()> {
+        match self.timer.as_deref_mut() {
+            Some(t) => t.mark(self.m.gpu, name),
+            None => Ok(()),
+        }
+    }
+
+    fn keep(&mut self, name: String, buf: Slot) -> Result<()> {
+        if let Some(t) = self.trace.as_deref_mut() {
+            let b = match buf {
+                Slot::H => &self.ws.h,
+                Slot::X => &self.ws.x,
+                Slot::Local => &self.ws.local,
+                Slot::Global => &self.ws.global,
+            };
+            t.push((name, b.to_vec()?));
+        }
+        Ok(())
+    }
+
+    fn dims(&self) -> (usize, usize, usize, usize) {
+        let (b, n) = (self.ws.batch, self.ws.n);
+        (b, n, b * n, self.m.dims.d_model)
+    }
+}
+
+impl ModelSteps for CudaSteps<'_> {
+    type Act = Slot;
+    type Gate = ();
+    type Logits = ();
+
+    fn embed(&mut self) -> Result<Slot> {
+        let (m, ws) = (self.m, &*self.ws);
+        let (_, n, rows, dm) = self.dims();
+        kern::embed(
+            m.gpu,
+            &ws.ids,
+            (&m.core1, &m.core2, &m.cos),
+            &m.pos,
+            &ws.h,
+            (rows, n, dm),
+            m.shape,
+        )?;
+        self.mark("embedding")?;
+        self.keep("embedding".into(), Slot::H)?;
+        Ok(Slot::H)
+    }
+
+    fn pre_norm(&mut self, l: usize, h: &Slot) -> Result<Slot> {
+        debug_assert_eq!(*h, Slot::H);
+        let (m, ws) = (self.m, &*self.ws);
+        let (_, _, rows, dm) = self.dims();
+        let blk = &m.blocks[l];
+        kern::layer_norm(m.gpu, &ws.h, (&blk.norm.0, &blk.norm.1), &ws.x, rows, dm)?;
+        Ok(Slot::X)
+    }
+
+    fn gate(&mut self, l: usize, x: &Slot) -> Result<()> {
+        debug_assert_eq!(*x, Slot::X);
+        let (batch, n, rows, dm) = self.dims();
+        let m = self.m;
+        let (g, blk) = (m.gpu, &m.blocks[l]);
+        let ws = &mut *self.ws;
+        // v = clamp(v_proj(x), ±3), G = BK-Core(H0 + diag v, z), gate = σ(γ|Im G|)
+        m.gemm(
+            &ws.a16,
+            (rows, 1, dm),
+            &ws.x,
+            &blk.v_w,
+            blk.h16.as_ref().map(|h| &h.v_w),
+            &ws.v,
+        )?;
+        let h0 = [&blk.h0[0], &blk.h0[1], &blk.h0[2]];
+        match &mut ws.bk {
+            Bk::F64(p, bws) => {
+                p.z = Complex64::new(0.0, f64::from(blk.z_im as f32));
+                kern::bk_prep(g, &ws.v, blk.v_b, h0, (&p.a, &p.b, &p.c), (batch, n), true)?;
+                bk_core::forward(g, p, bws)?;
+                kern::gate(g, &bws.g, blk.gs, &ws.gate, rows)?;
+            }
+            Bk::F32(p, bws) => {
+                p.z = Complex64::new(0.0, blk.z_im);
+                kern::bk_prep(g, &ws.v, blk.v_b, h0, (&p.a, &p.b, &p.c), (batch, n), false)?;
+                bk_core::forward(g, p, bws)?;
+                kern::gate(g, &bws.g, blk.gs, &ws.gate, rows)?;
+            }
+        }
+        self.mark("layer_norm + potential + bk_core + gate")
+    }
+
+    fn local(&mut self, l: usize, x: &Slot) -> Result<Slot> {
+        debug_assert_eq!(*x, Slot::X);
+        let (batch, n, rows, dm) = self.dims();
+        let (m, ws) = (self.m, &*self.ws);
+        let (d, blk) = (&m.dims, &m.blocks[l]);
+        m.gemm(
+            &ws.a16,
+            (rows, 3 * dm, dm),
+            &ws.x,
+            &blk.wqkv,
+            blk.h16.as_ref().map(|h| &h.wqkv),
+            &ws.qkv,
+        )?;
+        kern::window_attn(
+            m.gpu,
+            &ws.qkv,
+            &ws.o,
+            (batch, n, d.heads, dm / d.heads, d.window),
+            blk.attn,
+        )?;
+        m.gemm(
+            &ws.a16,
+            (rows, dm, dm),
+            &ws.o,
+            &blk.wo,
+            blk.h16.as_ref().map(|h| &h.wo),
+            &ws.local,
+        )?;
+        self.mark("attention (qkv, windows, W_o)")?;
+        Ok(Slot::Local)
+    }
+
+    fn global(&mut self, l: usize, x: &Slot) -> Result<Slot> {
+        debug_assert_eq!(*x, Slot::X);
+        let (batch, n, rows, dm) = self.dims();
+        let (m, ws) = (self.m, &*self.ws);
+        let (g, d, blk) = (m.gpu, &m.dims, &m.blocks[l]);
+        let (r, gh) = (d.ssm_rank, d.ssm_hidden);
+        let h16 = blk.h16.as_ref();
+        kern::ssm_conv(
+            g,
+            &ws.x,
+            &blk.taps,
+            &ws.t,
+            (batch, n, dm),
+            m.num.conv == Conv::Causal,
+        )?;
+        m.gemm(
+            &ws.a16,
+            (rows, gh, dm),
+            &ws.x,
+            &blk.g1.w,
+            h16.map(|h| &h.g1),
+            &ws.gh,
+        )?;
+        kern::bias_act(
+            g,
+            &ws.gh,
+            blk.g1.b.as_ref(),
+            None,
+            (rows, gh),
+            kern::Act::Relu,
+        )?;
+        m.gemm(
+            &ws.a16,
+            (rows, r, gh),
+            &ws.gh,
+            &blk.g2.w,
+            h16.map(|h| &h.g2),
+            &ws.gg,
+        )?;
+        kern::bias_act(
+            g,
+            &ws.gg,
+            blk.g2.b.as_ref(),
+            None,
+            (rows, r),
+            kern::Act::Sigmoid,
+        )?;
+        m.gemm(
+            &ws.a16,
+            (rows, 2 * r, dm),
+            &ws.x,
+            &blk.uv,
+            h16.map(|h| &h.uv),
+            &ws.uv,
+        )?;
+        kern::ssm_gate_uv(g, &ws.uv, &ws.gg, (&ws.ug, &ws.vg), (rows, r))?;
+        let bs = match m.num.scan {
+            Scan::Cumsum => 0,
+            Scan::Pseudo { bs } => bs,
+        };
+        kern::ssm_scan(g, (&ws.ug, &ws.vg), &ws.kv, (batch, n, r), bs)?;
+        m.gemm(
+            &ws.a16,
+            (rows, dm, r),
+            &ws.kv,
+            &blk.out.w,
+            h16.map(|h| &h.out),
+            &ws.global,
+        )?;
+        kern::bias_act(
+            g,
+            &ws.global,
+            blk.out.b.as_ref(),
+            Some(&ws.t),
+            (rows, dm),
+            kern::Act::None,
+        )?;
+        self.mark("ar_ssm")?;
+        if l == 0 && self.trace.is_some() {
+            self.keep("block0.x".into(), Slot::X)?;
+            let gate = self.ws.gate.to_vec()?;
+            if let Some(t) = self.trace.as_deref_mut() {
+                t.push(("block0.gate".into(), gate));
+            }
+            self.keep("block0.local".into(), Slot::Local)?;
+            self.keep("block0.global".into(), Slot::Global)?;
+        }
+        Ok(Slot::Global)
+    }
+
+    fn mix_norm_residual(
+        &mut self,
+        l: usize,
+        h: Slot,
+        local: Slot,
+        global: Slot,
+        _gate: (),
+    ) -> Result<Slot> {
+        debug_assert_eq!((h, local, global), (Slot::H, Slot::Local, Slot::Global));
+        let (_, _, rows, dm) = self.dims();
+        let (m, ws) = (self.m, &*self.ws);
+        let blk = &m.blocks[l];
+        kern::mix_ln_res(
+            m.gpu,
+            (&ws.local, &ws.global),
+            &ws.gate,
+            (&blk.out_norm.0, &blk.out_norm.1),
+            &ws.h,
+            rows,
+            dm,
+        )?;
+        self.mark("mix + layer_norm + residual")?;
+        self.keep(format!("block{l}"), Slot::H)?;
+        Ok(Slot::H)
+    }
+
+    fn final_norm(&mut self, h: &Slot) -> Result<Slot> {
+        debug_assert_eq!(*h, Slot::H);
+        let (_, _, rows, dm) = self.dims();
+        let (m, ws) = (self.m, &*self.ws);
+        kern::layer_norm(
+            m.gpu,
+            &ws.h,
+            (&m.final_norm.0, &m.final_norm.1),
+            &ws.x,
+            rows,
+            dm,
+        )?;
+        Ok(Slot::X)
+    }
+
+    fn decode(&mut self, x: &Slot) -> Result<()> {
+        debug_assert_eq!(*x, Slot::X);
+        let (_, _, rows, dm) = self.dims();
+        let (m, ws) = (self.m, &*self.ws);
+        m.gemm(
+            &ws.a16,
+            (rows, m.vpad, dm),
+            &ws.x,
+            &m.table,
+            m.table16.as_ref(),
+            &ws.logits,
+        )?;
+        self.mark("final layer_norm + decoder")
     }
 }

@@ -4,48 +4,22 @@
 //! the noise floors stated in parity.rs (TF32 flips: 1e-3; the logmap0 clamp: 3e-4).
 #![cfg(feature = "cuda")]
 
-use std::path::PathBuf;
+mod common;
 
+use common::{fixtures, ids, one_ulp_noise, oracle_model};
 use muse_model::{init, Config, Model, Profile, Weights};
 use muse_reference::model::block;
 use ndarray::{Array2, Array3, Dimension};
 use ndarray_npy::read_npy;
 
-fn fixtures(sub: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/model")
-        .join(sub)
-}
-
 fn rel<D: Dimension>(got: &ndarray::Array<f32, D>, want: &ndarray::Array<f64, D>) -> f64 {
-    let scale = want.iter().fold(0f64, |a, v| a.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(want)
-        .fold(0f64, |a, (g, w)| a.max((f64::from(*g) - w).abs()));
-    err / scale
+    assert_eq!(got.shape(), want.shape());
+    common::rel(got.iter().copied(), want.iter().copied())
 }
 
-fn ids(dir: &std::path::Path) -> Array2<usize> {
-    let ids: Array2<i64> = read_npy(dir.join("ids.npy")).expect("ids");
-    ids.mapv(|t| t as usize)
-}
-
-fn oracle_model() -> Model {
-    let d = fixtures("oracle");
-    let cfg = Config::resolve(d.join("config.json").to_str().expect("utf-8")).expect("config");
-    Model::new(Weights::load(&cfg, &d.join("weights.safetensors")).expect("weights"))
-}
-
-/// max|got − want| / max|want| of a flattened GPU intermediate against a CPU array.
+/// A flattened GPU intermediate against a CPU array.
 fn rel_flat(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f64, |a, v| a.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(want)
-        .fold(0f64, |a, (g, w)| a.max((f64::from(*g) - w).abs()));
-    err / scale
+    common::rel(got.iter().copied(), want.iter().copied())
 }
 
 #[test]
@@ -170,23 +144,6 @@ fn cuda_reproduces_the_originals_logits() {
         eprintln!("cuda {} vs {file}: {r:.3e}", p.name());
         assert!(r <= bound, "{}: {r:.3e}", p.name());
     }
-}
-
-/// The weights with every other element (pseudo-randomly) one f32 ulp larger.
-fn one_ulp_noise(w: &Weights) -> Weights {
-    let mut noisy = w.clone();
-    let mut state = 12345u64;
-    for (_, data) in noisy.tensors.values_mut() {
-        for v in data.iter_mut() {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            if (state >> 33) & 1 == 1 {
-                *v = f32::from_bits(v.to_bits() + 1);
-            }
-        }
-    }
-    noisy
 }
 
 #[test]

@@ -2,9 +2,9 @@
 //! fixtures/model/gen.py (explicit loops, a dense inverse for BK-Core, the ball-form distance for
 //! the exact attention), at design §9's 1e-10 relative tolerance.
 
-use std::path::PathBuf;
+mod common;
 
-use muse_model::{Config, Model, Profile, Weights};
+use muse_model::{Model, Profile};
 use muse_reference::model::{
     ar_ssm, bk_gate, htt_decode, htt_embed, window_attention, AttnPath, Conv, Numerics, Scan,
 };
@@ -14,13 +14,12 @@ use ndarray_npy::read_npy;
 /// f64 port vs f64 numpy (design §9).
 const TOL: f64 = 1e-10;
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/model/oracle")
+fn dir() -> std::path::PathBuf {
+    common::fixtures("oracle")
 }
 
 fn load() -> Model {
-    let cfg = Config::resolve(dir().join("config.json").to_str().expect("utf-8")).expect("config");
-    Model::new(Weights::load(&cfg, &dir().join("weights.safetensors")).expect("weights"))
+    common::oracle_model()
 }
 
 fn npy<D: Dimension>(name: &str) -> ndarray::Array<f64, D> {
@@ -43,8 +42,7 @@ fn check<D: Dimension>(what: &str, got: &ndarray::Array<f64, D>, want: &ndarray:
 }
 
 fn ids() -> Array2<usize> {
-    let ids: Array2<i64> = read_npy(dir().join("ids.npy")).expect("ids");
-    ids.mapv(|t| t as usize)
+    common::ids(&dir())
 }
 
 #[test]

@@ -13,25 +13,20 @@
 //!   one-ulp noise on the weights moves the bench logits by as much (6e-4), and the exact
 //!   profile's by 1e-6.
 
-use std::path::PathBuf;
+mod common;
 
-use muse_model::{Config, Model, Profile, Weights};
+use common::{fixtures, one_ulp_noise, parity_model as model};
+use muse_model::{Model, Profile};
 use muse_reference::model::{block, htt_embed, layer_norm, window_attention, AttnPath};
 use ndarray::{s, Array2, Array3};
 use ndarray_npy::read_npy;
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/model/parity")
-}
-
-fn model() -> Model {
-    let cfg = Config::named("tiny").expect("tiny");
-    Model::new(Weights::load(&cfg, &dir().join("weights.safetensors")).expect("the fixture loads"))
+fn dir() -> std::path::PathBuf {
+    fixtures("parity")
 }
 
 fn ids() -> Array2<usize> {
-    let ids: Array2<i64> = read_npy(dir().join("ids.npy")).expect("ids.npy");
-    ids.mapv(|t| t as usize)
+    common::ids(&dir())
 }
 
 fn npy(name: &str) -> Array3<f32> {
@@ -41,11 +36,7 @@ fn npy(name: &str) -> Array3<f32> {
 /// max|got − want| / max|want|.
 fn rel(got: &Array3<f32>, want: &Array3<f32>) -> f64 {
     assert_eq!(got.dim(), want.dim());
-    let scale = want.iter().fold(0f64, |a, &v| a.max(f64::from(v).abs()));
-    let err = got.iter().zip(want).fold(0f64, |a, (&g, &w)| {
-        a.max((f64::from(g) - f64::from(w)).abs())
-    });
-    err / scale
+    common::rel(got.iter().copied(), want.iter().copied())
 }
 
 #[test]
@@ -130,19 +121,7 @@ fn layers_match_the_originals_gpu_activations() {
 #[test]
 fn tf32_noise_floor() {
     let m = model();
-    let mut noisy = m.weights().clone();
-    let mut state = 12345u64;
-    for (_, data) in noisy.tensors.values_mut() {
-        for v in data.iter_mut() {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            if (state >> 33) & 1 == 1 {
-                *v = f32::from_bits(v.to_bits() + 1);
-            }
-        }
-    }
-    let noisy = Model::new(noisy);
+    let noisy = Model::new(one_ulp_noise(m.weights()));
     let moved = |p| {
         let a = m.forward_cpu::<f32>(ids().view(), p).expect("forward");
         rel(

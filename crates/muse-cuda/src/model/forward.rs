@@ -481,6 +481,24 @@ impl CudaModel {
         }
     }
 
+    /// [`CudaModel::gemm`] then the bias, the activation and an optional residual:
+    /// c = act(a·Wᵀ + b) (+ res).
+    #[allow(clippy::too_many_arguments)]
+    fn linear_act(
+        &self,
+        a16: &Buf<u16>,
+        dims: (usize, usize, usize),
+        a: &Buf<f32>,
+        lin: &Lin,
+        w16: Option<&Buf<u16>>,
+        c: &Buf<f32>,
+        act: kern::Act,
+        res: Option<&Buf<f32>>,
+    ) -> Result<()> {
+        self.gemm(a16, dims, a, &lin.w, w16, c)?;
+        kern::bias_act(self.gpu, c, lin.b.as_ref(), res, (dims.0, dims.1), act)
+    }
+
     /// Uploads ids and queues the forward; the logits stay on the device (for timing).
     pub fn enqueue(&self, ids: ArrayView2<'_, usize>) -> Result<()> {
         self.forward_inner(ids, None, None, false).map(|_| ())
@@ -797,37 +815,25 @@ impl ModelSteps for CudaSteps<'_> {
             (batch, n, dm),
             m.num.conv == Conv::Causal,
         )?;
-        m.gemm(
+        m.linear_act(
             &ws.a16,
             (rows, gh, dm),
             &ws.x,
-            &blk.g1.w,
+            &blk.g1,
             h16.map(|h| &h.g1),
             &ws.gh,
-        )?;
-        kern::bias_act(
-            g,
-            &ws.gh,
-            blk.g1.b.as_ref(),
-            None,
-            (rows, gh),
             kern::Act::Relu,
+            None,
         )?;
-        m.gemm(
+        m.linear_act(
             &ws.a16,
             (rows, r, gh),
             &ws.gh,
-            &blk.g2.w,
+            &blk.g2,
             h16.map(|h| &h.g2),
             &ws.gg,
-        )?;
-        kern::bias_act(
-            g,
-            &ws.gg,
-            blk.g2.b.as_ref(),
-            None,
-            (rows, r),
             kern::Act::Sigmoid,
+            None,
         )?;
         m.gemm(
             &ws.a16,
@@ -843,21 +849,15 @@ impl ModelSteps for CudaSteps<'_> {
             Scan::Pseudo { bs } => bs,
         };
         kern::ssm_scan(g, (&ws.ug, &ws.vg), &ws.kv, (batch, n, r), bs)?;
-        m.gemm(
+        m.linear_act(
             &ws.a16,
             (rows, dm, r),
             &ws.kv,
-            &blk.out.w,
+            &blk.out,
             h16.map(|h| &h.out),
             &ws.global,
-        )?;
-        kern::bias_act(
-            g,
-            &ws.global,
-            blk.out.b.as_ref(),
-            Some(&ws.t),
-            (rows, dm),
             kern::Act::None,
+            Some(&ws.t),
         )?;
         self.mark("ar_ssm")?;
         if l == 0 && self.trace.is_some() {

@@ -268,7 +268,17 @@ mod cuda {
                             r.push(site.record(&format!("stage_us:{stage}"), us, "us", None));
                         }
                         // The same forward replayed as one CUDA graph (launch overhead removed).
-                        let g = protocol(gpu, &m, &x, weights, true)?;
+                        let g = match protocol(gpu, &m, &x, weights, true) {
+                            Ok(g) => g,
+                            Err(e) => {
+                                // A capture failure is a result, not an abort of the benchmark.
+                                ctx.report.meta.insert(
+                                    format!("model_graph_error:{case}"),
+                                    e.to_string().into(),
+                                );
+                                continue;
+                            }
+                        };
                         let gcase = format!("{case}_graph");
                         let gsite = Site {
                             case: &gcase,

@@ -22,10 +22,15 @@ pub enum GemmMath {
     Tf32,
 }
 
-struct Handle(sys::cublasHandle_t);
+/// The cuBLAS handle and the workspace it was given (kept alive with it).
+struct Handle(sys::cublasHandle_t, #[allow(dead_code)] Buf<u8>);
 // SAFETY: the handle is only used under the mutex below (one call at a time), always with the
-// process-wide GPU's context current and its one stream.
+// process-wide GPU's context current and its one stream; the workspace is only touched by cuBLAS.
 unsafe impl Send for Handle {}
+
+/// cuBLAS's workspace: given explicitly (rather than allocated by cuBLAS on first use) so that
+/// GEMMs can be captured in a CUDA graph, and so that its bytes count in the allocation peak.
+const WORKSPACE_BYTES: usize = 32 << 20;
 
 static HANDLE: OnceLock<std::result::Result<Mutex<Handle>, String>> = OnceLock::new();
 
@@ -36,7 +41,7 @@ fn cublas_err(what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-fn handle(gpu: &Gpu) -> Result<&'static Mutex<Handle>> {
+fn handle(gpu: &'static Gpu) -> Result<&'static Mutex<Handle>> {
     HANDLE
         .get_or_init(|| {
             let h = std::panic::catch_unwind(cublas::create_handle)
@@ -48,7 +53,17 @@ fn handle(gpu: &Gpu) -> Result<&'static Mutex<Handle>> {
             // SAFETY: `h` is a live handle and the stream outlives the process-wide GPU.
             unsafe { cublas::set_stream(h, gpu.stream.as_inner() as sys::cudaStream_t) }
                 .map_err(|e| format!("binding the stream: {e}"))?;
-            Ok(Mutex::new(Handle(h)))
+            let ws = gpu
+                .alloc::<u8>(WORKSPACE_BYTES)
+                .map_err(|e| format!("allocating the workspace: {e}"))?;
+            // SAFETY: `ws` is a live device allocation of WORKSPACE_BYTES that lives as long as the
+            // handle (both are kept in the static below).
+            let r = unsafe {
+                sys::cublasSetWorkspace_v2(h, ws.ptr().as_raw() as *mut c_void, WORKSPACE_BYTES)
+            };
+            r.result()
+                .map_err(|e| format!("setting the workspace: {e}"))?;
+            Ok(Mutex::new(Handle(h, ws)))
         })
         .as_ref()
         .map_err(|m| cublas_err("unavailable", m))
@@ -57,7 +72,7 @@ fn handle(gpu: &Gpu) -> Result<&'static Mutex<Handle>> {
 /// Row-major `C[m, n] = A[m, k]·W[n, k]ᵀ` with A and W as bf16 bits (u16) and C in f32, fp32
 /// sums (`COMPUTE_32F`): a bf16 tensor-core GEMM.
 pub fn gemm_nt_bf16(
-    gpu: &Gpu,
+    gpu: &'static Gpu,
     dims: (usize, usize, usize),
     a: &Buf<u16>,
     w: &Buf<u16>,
@@ -77,7 +92,7 @@ pub fn gemm_nt_bf16(
 
 /// Row-major `C[m, n] = A[m, k]·W[n, k]ᵀ + beta·C` (W stored (out, in), as `nn.Linear`).
 pub fn gemm_nt(
-    gpu: &Gpu,
+    gpu: &'static Gpu,
     dims: (usize, usize, usize),
     a: &Buf<f32>,
     w: &Buf<f32>,
@@ -105,7 +120,7 @@ pub fn gemm_nt(
 /// f32.
 #[allow(clippy::too_many_arguments)]
 fn gemm_ex_any(
-    gpu: &Gpu,
+    gpu: &'static Gpu,
     (m, n, k): (usize, usize, usize),
     (a, a_len): (u64, usize),
     (w, w_len): (u64, usize),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use muse_model::{Config, Model, Profile, Weights};
 use muse_reference::model::{
-    ar_ssm, htt_decode, htt_embed, window_attention, AttnPath, Conv, Scan,
+    ar_ssm, fusion, htt_decode, htt_embed, rank_gating, window_attention, AttnPath, Conv, Scan,
 };
 use muse_reference::{Backend, Elem};
 use ndarray::{Array2, Array3, ArrayD, Dimension};
@@ -262,6 +262,19 @@ pub fn run<B: Backend>(_be: &B, spec: &Spec, m: &Manifest) -> crate::Result<Vec<
                             1e-10,
                         );
                     }
+                    if B::NAME == "cpu" && p != Profile::Bench {
+                        // bf16 GEMMs (inputs rounded, fp32 sums): design §9's 2e-2 for bf16 casts.
+                        let g16 = model
+                            .forward_cpu_bf16(ids.view(), p)
+                            .map_err(|e| fail(&case_name, e))?;
+                        rows.push(
+                            &format!("model/logits_{name}"),
+                            &shape,
+                            "bf16",
+                            rel(&g16, &want),
+                            2e-2,
+                        );
+                    }
                     let got32 = forward32::<B>(&case_name, &model, &ids, p)?;
                     let b32 = match p {
                         Profile::Exact => 1e-5,
@@ -297,6 +310,32 @@ pub fn run<B: Backend>(_be: &B, spec: &Spec, m: &Manifest) -> crate::Result<Vec<
                 rel(&got, &want),
                 bound,
             );
+            if *spec == Spec::ParityCuda && B::NAME == "cpu" {
+                // The side branch (CPU reference only) against the fusion activations the
+                // original's GPU run hooked: rank weights (B, N) and the fusion output (B, N, D).
+                let fw = model
+                    .weights()
+                    .fusion::<f32>()
+                    .ok_or_else(|| fail(&case_name, "tiny has no fusion module"))?;
+                let x = htt_embed(&model.weights().model::<f32>().htt, ids.view(), 64);
+                let rw = read::<ndarray::Ix2>(&case_name, dir.join("act_fusion_rank_gating.npy"))?;
+                let side_shape = [ids.nrows(), ids.ncols(), 64];
+                rows.push(
+                    "model/side_rank_gating",
+                    &side_shape,
+                    "f32",
+                    rel(&rank_gating(&fw, x.view()), &rw),
+                    1e-5,
+                );
+                let y = read::<ndarray::Ix3>(&case_name, dir.join("act_fusion_ssm.npy"))?;
+                rows.push(
+                    "model/side_fusion",
+                    &side_shape,
+                    "f32",
+                    rel(&fusion(&fw, x.view()), &y),
+                    1e-5,
+                );
+            }
         }
     }
     Ok(rows.out)

@@ -175,7 +175,7 @@ impl Model {
         }
     }
 
-    /// [`Model::forward_cuda`] with every GEMM in bf16 ([`Model::cuda_bf16`]).
+    /// [`Model::forward_cuda`] with every GEMM in bf16 (`Model::cuda_bf16`, with the `cuda` feature).
     pub fn forward_cuda_bf16(
         &self,
         ids: ArrayView2<'_, usize>,

@@ -1,9 +1,10 @@
-// Host-emulation driver (see run.sh): the language model's window attention (both kernels, every
-// form) and the AR-SSM scan of kernels/model.cu against references written here (long double,
+// Host-emulation driver (see run.sh): the language model's window attention (kernels/model_attn.cu:
+// both kernels, every form) and the AR-SSM scan and bf16 conversion of kernels/model.cu against references written here (long double,
 // except the original's expmap0/logmap0 clamps, computed in float as the kernels and the CPU
 // reference do: their result depends on the f32 rounding of sqrt(c)*(1/sqrt(c) - 1e-5)).
 #include "emu.h"
 #include "../../crates/muse-cuda/kernels/model.cu"
+#include "../../crates/muse-cuda/kernels/model_attn.cu"
 #include <cstdio>
 #include <random>
 
@@ -112,11 +113,11 @@ static bool attn_case(int B, int N, int H, int dh, int W, float scale, unsigned 
         const double tol = form == 2 ? 2e-4 : 2e-5;
         std::vector<float> o1(B * N * D, NAN), o2(B * N * D, NAN);
         const dim3 grid{(unsigned)((N + W - 1) / W), (unsigned)H, (unsigned)B};
-        launch(grid, (unsigned)((W + 31) / 32 * 32), [&] { model_window_attn(qkv.data(), o1.data(), B, N, H, dh, W, c, beta, bias, form); });
+        launch(grid, (unsigned)((W + 31) / 32 * 32), [&] { model_attn_window(qkv.data(), o1.data(), B, N, H, dh, W, c, beta, bias, form); });
         const double e1 = rel(o1, want);
         double e2 = 0;
         if (W <= 64 && dh <= 64) {
-            launch(grid, MODEL_W64_WARPS * 32, [&] { model_window_attn_w64(qkv.data(), o2.data(), B, N, H, dh, W, c, beta, bias, form); });
+            launch(grid, MODEL_ATTN_W64_WARPS * 32, [&] { model_attn_window_w64(qkv.data(), o2.data(), B, N, H, dh, W, c, beta, bias, form); });
             e2 = rel(o2, want);
         }
         const bool pass = e1 <= tol && e2 <= tol;

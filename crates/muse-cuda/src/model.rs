@@ -1,4 +1,5 @@
-//! The language model on the GPU: launchers of `../kernels/model.cu` (this file) and the
+//! The language model on the GPU: launchers of `../kernels/model.cu` (this file; the windowed
+//! attention's are in `model_attn.rs`) and the
 //! device-resident forward ([`forward::CudaModel`], `model/forward.rs`). The GEMMs run through
 //! [`crate::gemm`]; BK-Core through [`crate::bk_core`].
 
@@ -15,9 +16,6 @@ pub(crate) static MODULE: LazyModule = LazyModule::new(k::model::CUBIN, "model")
 
 const THREADS: u32 = k::model::THREADS;
 const WARPS: u32 = k::model::WARPS;
-
-/// Head widths the window-attention kernel holds in its per-thread arrays.
-pub const MAX_HEAD_DIM: usize = k::model::MAX_DH as usize;
 
 fn blocks(n: usize) -> u32 {
     n.div_ceil(THREADS as usize) as u32
@@ -253,55 +251,6 @@ pub(crate) fn ssm_scan(
         launch!(f<<<blocks(threads), THREADS, 0, stream>>>(ug.ptr(), vg.ptr(), out.ptr(), b, ni, r, bsi))
     }
     .map_err(|e| err("launching model_ssm_scan", e))
-}
-
-/// The scalars of one window-attention launch.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct AttnScalars {
-    pub c: f32,
-    pub beta: f32,
-    pub bias: f32,
-    pub form: i32,
-}
-
-/// o (rows, heads·dh) from qkv (rows, 3·heads·dh), windows of `window` keys.
-pub(crate) fn window_attn(
-    gpu: &Gpu,
-    qkv: &Buf<f32>,
-    o: &Buf<f32>,
-    (batch, n, heads, dh, window): (usize, usize, usize, usize, usize),
-    s: AttnScalars,
-) -> Result<()> {
-    let m = MODULE.get(gpu)?;
-    // W ≤ 64 and dh ≤ 64 (every shipped config but large): the shared-memory kernel.
-    let fast = window <= k::model::W64_MAX as usize && dh <= k::model::W64_MAX as usize;
-    let name = if fast {
-        k::model::WINDOW_ATTN_W64
-    } else {
-        k::model::WINDOW_ATTN
-    };
-    let f = gpu.function(m, name)?;
-    let stream = &gpu.stream;
-    let grid = cust::function::GridSize::xyz(n.div_ceil(window) as u32, heads as u32, batch as u32);
-    let block = if fast {
-        k::model::W64_WARPS * 32
-    } else {
-        window.next_multiple_of(32) as u32
-    };
-    let (b, ni, h, d, w) = (
-        batch as i32,
-        n as i32,
-        heads as i32,
-        dh as i32,
-        window as i32,
-    );
-    // SAFETY: 11 arguments in the C order of `model_window_attn` and `model_window_attn_w64`
-    // (one signature); qkv holds batch·n·3·heads·dh floats and o batch·n·heads·dh; dh ≤
-    // MODEL_MAX_DH (checked by the caller), window ≤ 1024; the w64 kernel only for W, dh ≤ 64.
-    unsafe {
-        launch!(f<<<grid, block, 0, stream>>>(qkv.ptr(), o.ptr(), b, ni, h, d, w, s.c, s.beta, s.bias, s.form))
-    }
-    .map_err(|e| err(&format!("launching {name}"), e))
 }
 
 /// y = the bf16 bits of x (round to nearest even), the first `n` elements.

@@ -136,7 +136,7 @@ impl ModelSteps for CudaSteps<'_> {
             blk.h16.as_ref().map(|h| &h.wqkv),
             &ws.qkv,
         )?;
-        kern::window_attn(
+        crate::model_attn::window_attn(
             m.gpu,
             &ws.qkv,
             &ws.o,

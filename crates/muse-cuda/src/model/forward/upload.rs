@@ -9,7 +9,8 @@ use muse_reference::{Error, Result};
 use super::{CudaModel, OP};
 use crate::device::{Buf, Gpu};
 use crate::gemm::GemmMath;
-use crate::model::{self as kern, AttnScalars, HttShape, MAX_HEAD_DIM};
+use crate::model::{self as kern, HttShape};
+use crate::model_attn::{AttnScalars, MAX_HEAD_DIM};
 
 pub(super) struct Lin {
     pub(super) w: Buf<f32>,

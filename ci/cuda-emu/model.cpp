@@ -5,6 +5,7 @@
 #include "emu.h"
 #include "../../crates/muse-cuda/kernels/model.cu"
 #include "../../crates/muse-cuda/kernels/model_attn.cu"
+#include "../../crates/muse-cuda/kernels/model_side.cu"
 #include <cstdio>
 #include <random>
 
@@ -181,8 +182,54 @@ static bool bf16_case(unsigned seed) {
     return bad == 0;
 }
 
+// The side branch: rank gating, the recurrence and the finish against their definitions.
+static bool side_case(int B, int N, int D, int S, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> n01;
+    auto vec = [&](size_t len, float sc) { std::vector<float> v(len); for (float& x : v) x = sc * n01(rng); return v; };
+    std::vector<float> x = vec((size_t)B * N * D, 0.3f), l1w = vec(32, 1), l1b = vec(32, 0.1f), l2w = vec(32, 0.5f);
+    const float l2b = 0.2f;
+    std::vector<float> a = vec((size_t)S * S, 0.2f / sqrtf((float)S)), u = vec((size_t)B * N * S, 1), y = vec((size_t)B * N * D, 1);
+    std::vector<float> bias = vec(D, 0.1f), d = vec(D, 0.5f);
+    std::vector<float> w(B * N, NAN), h((size_t)B * N * S, NAN), y2 = y;
+    launch(dim3{(unsigned)((B * N + 7) / 8), 1, 1}, 256, [&] { model_side_rank_gating(x.data(), B * N, D, l1w.data(), l1b.data(), l2w.data(), l2b, w.data()); });
+    launch(dim3{(unsigned)B, 1, 1}, (unsigned)((S + 31) / 32 * 32), [&] { model_side_scan(u.data(), w.data(), a.data(), h.data(), B, N, S); });
+    launch(dim3{(unsigned)((B * N * D + 255) / 256), 1, 1}, 256, [&] { model_side_finish(y2.data(), x.data(), bias.data(), d.data(), (long long)B * N, D); });
+    std::vector<L> wr(B * N), hr((size_t)B * N * S), yr((size_t)B * N * D);
+    for (int r = 0; r < B * N; ++r) {
+        L s2 = 0;
+        for (int e = 0; e < D; ++e) s2 += (L)x[r * D + e] * x[r * D + e];
+        // The clamp at 1 - 1e-6 in float, as the kernel and the CPU reference compute it (its f32
+        // rounding moves a saturated atanh by 0.7 %).
+        const float rho = fminf((float)sqrtl(s2), 1.0f - 1e-6f);
+        const L dn = 2 * (L)atanhf(fminf(rho, 1.0f - 1e-6f)) / (L)(0.7f + 1e-6f);
+        L z = l2b;
+        for (int j = 0; j < 32; ++j) z += fmaxl(dn * l1w[j] + l1b[j], 0) * l2w[j];
+        wr[r] = 1 / (1 + expl(-z));
+    }
+    for (int b = 0; b < B; ++b) {
+        std::vector<L> st(S, 0), nx(S);
+        for (int t = 0; t < N; ++t) {
+            for (int i = 0; i < S; ++i) {
+                L acc = 0;
+                for (int j = 0; j < S; ++j) acc += (L)a[i * S + j] * st[j];
+                nx[i] = acc + (L)u[((size_t)b * N + t) * S + i] * (L)w[b * N + t];
+            }
+            st = nx;
+            for (int i = 0; i < S; ++i) hr[((size_t)b * N + t) * S + i] = st[i];
+        }
+    }
+    for (size_t i = 0; i < yr.size(); ++i) yr[i] = (L)x[i] + (((L)y[i] + bias[i % D]) + (L)d[i % D] * x[i]);
+    const double ew = rel(w, wr), eh = rel(h, hr), ey = rel(y2, yr);
+    const bool pass = ew <= 1e-5 && eh <= 1e-5 && ey <= 1e-6;
+    printf("side branch B%d N%d D%d S%d: rank %.2e, scan %.2e, finish %.2e %s\n", B, N, D, S, ew, eh, ey, pass ? "ok" : "FAIL");
+    return pass;
+}
+
 int main() {
     bool ok = true;
+    ok &= side_case(2, 40, 64, 16, 11);
+    ok &= side_case(1, 20, 100, 70, 12);
     ok &= bf16_case(9);
     ok &= attn_case(2, 100, 2, 32, 64, 1.0f, 1);   // two windows, the second short
     ok &= attn_case(1, 70, 1, 64, 64, 3.0f, 2);    // dh 64, large norms (saturated logmap0)

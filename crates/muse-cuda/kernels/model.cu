@@ -40,7 +40,7 @@ extern "C" __global__ void model_embed(const int* ids, const float* core1, const
     if (i >= (long long)rows * dim) return;
     const int row = (int)(i / dim), f = (int)(i % dim);
     const float e = htt_entry(core1, core2, phase_cos, ids[row], f, r, d1, d2, v1, v2);
-    h[i] = __fadd_rn(e, pos[(long long)(row % n) * dim + f]);
+    h[i] = pos ? __fadd_rn(e, pos[(long long)(row % n) * dim + f]) : e;  // null pos: HTT(ids) alone
 }
 
 // table (vpad, dim): rows t < vocab hold E[t, :dim], the padding rows are 0.

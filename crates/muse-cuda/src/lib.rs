@@ -60,6 +60,8 @@ pub mod model;
 #[cfg(feature = "cuda")]
 pub mod model_attn;
 #[cfg(feature = "cuda")]
+pub mod model_side;
+#[cfg(feature = "cuda")]
 pub mod poincare;
 #[cfg(feature = "cuda")]
 pub mod timing;

@@ -40,13 +40,13 @@ pub struct HttShape {
     pub v2: i32,
 }
 
-/// h = HTT(ids) + pos, (rows, dim).
+/// h = HTT(ids) + pos (or HTT(ids) alone when `pos` is `None`), (rows, dim).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn embed(
     gpu: &Gpu,
     ids: &Buf<i32>,
     (core1, core2, cos): (&Buf<f32>, &Buf<f32>, &Buf<f32>),
-    pos: &Buf<f32>,
+    pos: Option<&Buf<f32>>,
     h: &Buf<f32>,
     (rows, n, dim): (usize, usize, usize),
     s: HttShape,
@@ -55,12 +55,13 @@ pub(crate) fn embed(
     let f = gpu.function(m, k::model::EMBED)?;
     let stream = &gpu.stream;
     let (rows_i, n_i, dim_i) = (rows as i32, n as i32, dim as i32);
+    let pos = pos.map_or(DevicePointer::null(), Buf::ptr);
     // SAFETY: 14 arguments in the C order of `model_embed`; ids holds rows ints < vocab, the
-    // cores (v1·r·d1, v2·r·d2), cos (r), pos (n_seq·dim ≥ n·dim) and h (rows·dim) are live
-    // buffers of those sizes; every Buf synchronises the stream before it is freed.
+    // cores (v1·r·d1, v2·r·d2), cos (r), pos (null, or n_seq·dim ≥ n·dim) and h (rows·dim) are
+    // live buffers of those sizes; every Buf synchronises the stream before it is freed.
     unsafe {
         launch!(f<<<blocks(rows * dim), THREADS, 0, stream>>>(
-            ids.ptr(), core1.ptr(), core2.ptr(), cos.ptr(), pos.ptr(), h.ptr(), rows_i, n_i, dim_i,
+            ids.ptr(), core1.ptr(), core2.ptr(), cos.ptr(), pos, h.ptr(), rows_i, n_i, dim_i,
             s.r, s.d1, s.d2, s.v1, s.v2
         ))
     }

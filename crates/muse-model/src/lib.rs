@@ -149,6 +149,20 @@ impl Model {
         )?)
     }
 
+    /// The Phase 8 side branch on the GPU (HTT(ids) + fusion(HTT(ids)), discarded by the
+    /// original); `None` when the config has no fusion module.
+    #[cfg(feature = "cuda")]
+    pub fn side_branch_cuda(&self, ids: ArrayView2<'_, usize>) -> Result<Option<Array3<f32>>> {
+        let Some(fw) = self.weights.fusion::<f32>() else {
+            return Ok(None);
+        };
+        let gpu = muse_cuda::Cuda::new()?.gpu()?;
+        let side = muse_cuda::model_side::SideBranch::new(gpu, &fw)?;
+        Ok(Some(
+            self.cuda(Profile::Exact, false)?.side_branch(&side, ids)?,
+        ))
+    }
+
     /// Without the `cuda` feature: the reason the GPU path is missing.
     #[cfg(not(feature = "cuda"))]
     pub fn cuda(&self, _profile: Profile, _tf32: bool) -> Result<std::convert::Infallible> {

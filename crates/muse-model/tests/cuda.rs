@@ -234,3 +234,19 @@ fn bf16_gemms_match_the_cpu_bf16_reference() {
         assert!(r <= 0.1 * f32_gap, "{}: {r:.3e} vs {f32_gap:.3e}", p.name());
     }
 }
+
+#[test]
+fn side_branch_on_the_gpu_matches_the_cpu() {
+    let m = common::parity_model();
+    let ids = ids(&fixtures("parity"));
+    let got = m
+        .side_branch_cuda(ids.view())
+        .expect("cuda side branch")
+        .expect("tiny has the fusion module");
+    let want = m
+        .side_branch_cpu::<f64>(ids.view())
+        .expect("cpu side branch");
+    let r = rel(&got, &want);
+    eprintln!("side branch: cuda vs cpu f64 {r:.3e}");
+    assert!(r <= 1e-5, "{r:.3e}");
+}

@@ -74,7 +74,7 @@ struct RunArgs {
     #[arg(long)]
     tf32: bool,
     /// Also compute the Phase 8 side branch (second HTT call + AR-SSM fusion), which the original
-    /// computes and discards: for FLOP and time parity only, it never changes the logits (CPU).
+    /// computes and discards: for FLOP and time parity only, it never changes the logits.
     #[arg(long)]
     side_branch: bool,
 }
@@ -199,9 +199,6 @@ fn run_cmd(a: RunArgs) -> Result<Outcome> {
     if a.tf32 && a.backend != BackendArg::Cuda {
         bail!("`--tf32` needs `--backend cuda`");
     }
-    if a.side_branch && a.backend != BackendArg::Cpu {
-        bail!("`--side-branch` runs on the CPU reference only; use `--backend cpu`");
-    }
     if a.side_branch && !cfg.use_ar_ssm_fusion {
         bail!("`--side-branch`: the config has no AR-SSM fusion module (`use_ar_ssm_fusion` is false)");
     }
@@ -219,9 +216,11 @@ fn run_cmd(a: RunArgs) -> Result<Outcome> {
     let secs = t0.elapsed().as_secs_f64();
     if a.side_branch {
         let t1 = std::time::Instant::now();
-        let side = model
-            .side_branch_cpu::<f32>(ids.view())
-            .context("the side branch")?;
+        let side = match a.backend {
+            BackendArg::Cpu => model.side_branch_cpu::<f32>(ids.view()),
+            BackendArg::Cuda => side_branch_cuda(&model, &ids)?,
+        }
+        .context("the side branch")?;
         let norm = side
             .iter()
             .map(|v| f64::from(*v).powi(2))
@@ -249,6 +248,17 @@ fn cuda_forward(model: &Model, ids: &Array2<usize>, a: &RunArgs) -> Result<Array
     } else {
         model.forward_cuda(ids.view(), a.profile, a.tf32)
     }
+}
+
+#[cfg(feature = "cuda")]
+fn side_branch_cuda(model: &Model, ids: &Array2<usize>) -> Result<Option<Array3<f32>>> {
+    model.side_branch_cuda(ids.view())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn side_branch_cuda(model: &Model, ids: &Array2<usize>) -> Result<Option<Array3<f32>>> {
+    let _ = (model, ids);
+    bail!("{}", muse_cuda::NOT_COMPILED)
 }
 
 fn print_stats(logits: &Array3<f32>, secs: f64, a: &RunArgs) {

@@ -298,6 +298,33 @@ impl CudaModel {
         Ok(Some(out))
     }
 
+    /// The Phase 8 side branch on the device: HTT(ids) + fusion(HTT(ids)), (B, N, D), as the
+    /// original computes and discards it (FLOP and time parity only).
+    pub fn side_branch(
+        &self,
+        side: &crate::model_side::SideBranch,
+        ids: ArrayView2<'_, usize>,
+    ) -> Result<Array3<f32>> {
+        let host_ids = self.check_ids(&ids)?;
+        let (batch, n) = ids.dim();
+        let (rows, dm) = (batch * n, self.dims.d_model);
+        let g = self.gpu;
+        let ids_dev = g.upload(&host_ids)?;
+        let x = g.alloc::<f32>(rows * dm)?;
+        let out = g.alloc::<f32>(rows * dm)?;
+        kern::embed(
+            g,
+            &ids_dev,
+            (&self.core1, &self.core2, &self.cos),
+            None,
+            &x,
+            (rows, n, dm),
+            self.shape,
+        )?;
+        side.run(&x, &out, (batch, n, dm), self.math)?;
+        Ok(Array3::from_shape_vec((batch, n, dm), out.to_vec()?).expect("rows·D"))
+    }
+
     /// Logits (B, N, V) for ids (B, N).
     pub fn forward(&self, ids: ArrayView2<'_, usize>) -> Result<Array3<f32>> {
         Ok(self

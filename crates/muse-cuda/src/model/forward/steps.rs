@@ -71,7 +71,7 @@ impl ModelSteps for CudaSteps<'_> {
             m.gpu,
             &ws.ids,
             (&m.core1, &m.core2, &m.cos),
-            &m.pos,
+            Some(&m.pos),
             &ws.h,
             (rows, n, dm),
             m.shape,

@@ -224,7 +224,8 @@ def window_attention(w, pre, x, heads, profile, window=64):
     nq, nk = (q * q).sum(-1, keepdim=True), (k * k).sum(-1, keepdim=True).transpose(-1, -2)
     if profile == "bench":
         dist = torch.sqrt((nq - 2 * tf32(q) @ tf32(k).transpose(-1, -2) + nk).clamp_min(0) + 1e-8) * torch.sqrt(1 + c * (nq + nk))
-        p = torch.exp((-beta * dist).masked_fill(~causal, float("-inf")) - (-beta * dist).masked_fill(~causal, float("-inf")).amax(-1, keepdim=True))
+        scores = (-beta * dist).masked_fill(~causal, float("-inf"))
+        p = torch.exp(scores - scores.amax(-1, keepdim=True))
         o = log0c((tf32(p) @ tf32(v)) / p.sum(-1, keepdim=True), c)
     elif profile == "bench-cpu":
         qh, kh = exp0c(q, c), exp0c(k, c)

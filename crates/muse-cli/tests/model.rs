@@ -36,6 +36,28 @@ fn init_tiny(dir: &Path) {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// `muse model run --config C --weights W --ids I --out O <extra…>` in `dir`.
+fn model_run(
+    dir: &Path,
+    [config, weights, ids, out]: [&str; 4],
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "model",
+        "run",
+        "--config",
+        config,
+        "--weights",
+        weights,
+        "--ids",
+        ids,
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    muse(&args, dir)
+}
+
 #[test]
 fn info_prints_the_originals_totals() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,24 +116,10 @@ fn init_then_run_writes_finite_logits_at_b1() {
         ("exact", "bf16"),
     ] {
         let out = format!("{profile}-{precision}");
-        let o = muse(
-            &[
-                "model",
-                "run",
-                "--config",
-                "tiny",
-                "--weights",
-                "w.safetensors",
-                "--ids",
-                "ids.npy",
-                "--out",
-                &out,
-                "--profile",
-                profile,
-                "--precision",
-                precision,
-            ],
+        let o = model_run(
             dir.path(),
+            ["tiny", "w.safetensors", "ids.npy", &out],
+            &["--profile", profile, "--precision", precision],
         );
         assert!(o.status.success(), "{profile}: {}", stderr(&o));
         assert!(
@@ -136,22 +144,10 @@ fn run_reproduces_the_originals_logits_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let w = fixtures().join("weights.safetensors");
     let ids = fixtures().join("ids.npy");
-    let o = muse(
-        &[
-            "model",
-            "run",
-            "--config",
-            "tiny",
-            "--weights",
-            w.to_str().unwrap(),
-            "--ids",
-            ids.to_str().unwrap(),
-            "--out",
-            "o",
-            "--profile",
-            "bench-cpu",
-        ],
+    let o = model_run(
         dir.path(),
+        ["tiny", w.to_str().unwrap(), ids.to_str().unwrap(), "o"],
+        &["--profile", "bench-cpu"],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let got: Array3<f32> = read_npy(dir.path().join("o/logits.npy")).unwrap();
@@ -176,20 +172,7 @@ fn bad_input_exits_2_naming_the_argument() {
     write_npy(d.join("rank3.npy"), &Array3::<i64>::zeros((1, 2, 3))).unwrap();
     write_npy(d.join("float.npy"), &Array2::<f32>::zeros((1, 4))).unwrap();
     let run = |ids: &str, extra: &[&str]| {
-        let mut args = vec![
-            "model",
-            "run",
-            "--config",
-            "tiny",
-            "--weights",
-            "w.safetensors",
-            "--ids",
-            ids,
-            "--out",
-            "o",
-        ];
-        args.extend_from_slice(extra);
-        let o = muse(&args, d);
+        let o = model_run(d, ["tiny", "w.safetensors", ids, "o"], extra);
         assert_eq!(o.status.code(), Some(2), "{ids} {extra:?}: {}", stderr(&o));
         stderr(&o)
     };
@@ -205,21 +188,7 @@ fn bad_input_exits_2_naming_the_argument() {
     assert!(run("ok.npy", &["--precision", "f16"]).contains("`--precision f16`"));
     // Weights of another config: the first tensor that does not fit is named.
     std::fs::write(d.join("c.json"), r#"{"vocab_size": 1000, "d_model": 64, "n_layers": 3, "num_heads": 2, "htt_rank": 8, "n_seq": 128}"#).unwrap();
-    let o = muse(
-        &[
-            "model",
-            "run",
-            "--config",
-            "c.json",
-            "--weights",
-            "w.safetensors",
-            "--ids",
-            "ok.npy",
-            "--out",
-            "o",
-        ],
-        d,
-    );
+    let o = model_run(d, ["c.json", "w.safetensors", "ok.npy", "o"], &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("`--weights w.safetensors`")
@@ -228,21 +197,7 @@ fn bad_input_exits_2_naming_the_argument() {
         "{}",
         stderr(&o)
     );
-    let o = muse(
-        &[
-            "model",
-            "run",
-            "--config",
-            "tiny",
-            "--weights",
-            "nope.safetensors",
-            "--ids",
-            "ok.npy",
-            "--out",
-            "o",
-        ],
-        d,
-    );
+    let o = model_run(d, ["tiny", "nope.safetensors", "ok.npy", "o"], &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("`--weights`: cannot read nope.safetensors"),
@@ -260,20 +215,12 @@ fn side_branch_runs_and_leaves_the_logits_alone() {
         &Array2::from_shape_fn((2, 64), |(b, n)| ((b * 64 + n) * 13 % 1000) as i64),
     )
     .unwrap();
-    let base = [
-        "model",
-        "run",
-        "--config",
-        "tiny",
-        "--weights",
-        "w.safetensors",
-        "--ids",
-        "ids.npy",
-    ];
-    let plain = muse(&[&base[..], &["--out", "a"]].concat(), dir.path());
-    let side = muse(
-        &[&base[..], &["--out", "b", "--side-branch"]].concat(),
+    let files = ["tiny", "w.safetensors", "ids.npy"];
+    let plain = model_run(dir.path(), [files[0], files[1], files[2], "a"], &[]);
+    let side = model_run(
         dir.path(),
+        [files[0], files[1], files[2], "b"],
+        &["--side-branch"],
     );
     assert!(
         plain.status.success() && side.status.success(),

@@ -55,13 +55,11 @@ fn compat_window<F: Elem>(
     );
     let (w, dh) = q.dim();
     let two = F::of(2.0);
-    let ball = |x: ArrayView1<'_, F>| Array2::from_shape_vec((1, dh), exp0_orig(x, c)).expect("dh");
     let (xq, xk): (Array2<F>, Array2<F>) = match path {
         AttnPath::TorchBall => {
             let map = |m: ndarray::ArrayView2<'_, F>| {
-                let rows: Vec<_> = m.outer_iter().map(ball).collect();
-                ndarray::concatenate(Axis(0), &rows.iter().map(|r| r.view()).collect::<Vec<_>>())
-                    .expect("rows")
+                let flat = m.outer_iter().flat_map(|r| exp0_orig(r, c)).collect();
+                Array2::from_shape_vec(m.dim(), flat).expect("rows of dh")
             };
             (map(q), map(k))
         }

@@ -12,7 +12,7 @@ use num_complex::Complex64;
 
 use super::HttShape;
 use crate::bk_core::{ForwardWs, Problem};
-use crate::device::{Buf, Gpu};
+use crate::device::{Buf, Gpu, GpuFloat};
 use crate::gemm::{gemm_nt, GemmMath};
 use crate::model as kern;
 
@@ -83,6 +83,25 @@ pub struct CudaModel {
     ws: Mutex<Option<Workspace>>,
 }
 
+/// A (batch, n) BK-Core problem in `T` (z set per block before each launch) and its workspace.
+fn bk_problem<T: GpuFloat>(
+    gpu: &'static Gpu,
+    batch: usize,
+    n: usize,
+) -> Result<(Problem<T>, ForwardWs<T>)> {
+    let off = batch * (n - 1);
+    let p = Problem {
+        batch,
+        n,
+        z: Complex64::new(0.0, 0.0),
+        a: gpu.alloc(batch * n)?,
+        b: gpu.alloc(off)?,
+        c: gpu.alloc(off)?,
+    };
+    let ws = ForwardWs::new(gpu, &p)?;
+    Ok((p, ws))
+}
+
 impl CudaModel {
     /// The dims.
     pub fn dims(&self) -> &ModelDims {
@@ -93,28 +112,11 @@ impl CudaModel {
         let g = self.gpu;
         let (rows, d, r) = (batch * n, self.dims.d_model, self.dims.ssm_rank);
         let f = |len| g.alloc::<f32>(len);
-        let off = batch * (n - 1);
         let bk = if self.num.complex64 {
-            let p = Problem {
-                batch,
-                n,
-                z: Complex64::new(0.0, 0.0),
-                a: g.alloc(rows)?,
-                b: g.alloc(off)?,
-                c: g.alloc(off)?,
-            };
-            let ws = ForwardWs::new(g, &p)?;
+            let (p, ws) = bk_problem(g, batch, n)?;
             Bk::F64(p, ws)
         } else {
-            let p = Problem {
-                batch,
-                n,
-                z: Complex64::new(0.0, 0.0),
-                a: g.alloc(rows)?,
-                b: g.alloc(off)?,
-                c: g.alloc(off)?,
-            };
-            let ws = ForwardWs::new(g, &p)?;
+            let (p, ws) = bk_problem(g, batch, n)?;
             Bk::F32(p, ws)
         };
         let widest = d.max(self.dims.ssm_hidden).max(r);
@@ -260,7 +262,22 @@ impl CudaModel {
         timer: Option<&mut StageTimer>,
         download: bool,
     ) -> Result<Option<Array3<f32>>> {
-        let host_ids = self.check_ids(&ids)?;
+        let mut guard = self.workspace_for(&ids)?;
+        let ws = guard.as_mut().expect("workspace_for made it");
+        self.run(ws, trace, timer)?;
+        if !download {
+            return Ok(None);
+        }
+        self.logits_of(ws).map(Some)
+    }
+
+    /// The workspace for the (B, N) of `ids` (kept, or made anew for another shape), with the
+    /// ids copied in.
+    fn workspace_for(
+        &self,
+        ids: &ArrayView2<'_, usize>,
+    ) -> Result<std::sync::MutexGuard<'_, Option<Workspace>>> {
+        let host_ids = self.check_ids(ids)?;
         let (batch, n) = ids.dim();
         let mut guard = self.ws.lock().map_err(|_| Error::Backend {
             backend: "cuda",
@@ -270,15 +287,20 @@ impl CudaModel {
             *guard = None;
             *guard = Some(self.workspace(batch, n)?);
         }
-        let ws = guard.as_mut().expect("just set");
-        ws.ids.copy_from_host(&host_ids)?;
-        self.run(ws, trace, timer)?;
-        if !download {
-            return Ok(None);
-        }
+        guard
+            .as_mut()
+            .expect("just set")
+            .ids
+            .copy_from_host(&host_ids)?;
+        Ok(guard)
+    }
+
+    /// The workspace's logits (B, N, V), the padding columns dropped; a non-finite value is an
+    /// error.
+    fn logits_of(&self, ws: &Workspace) -> Result<Array3<f32>> {
         let raw = ws.logits.to_vec()?;
         let v = self.dims.vocab;
-        let mut out = Array3::zeros((batch, n, v));
+        let mut out = Array3::zeros((ws.batch, ws.n, v));
         for (row, dst) in out
             .as_slice_mut()
             .expect("standard layout")
@@ -295,7 +317,7 @@ impl CudaModel {
                 value: f64::from(*x),
             });
         }
-        Ok(Some(out))
+        Ok(out)
     }
 
     /// The Phase 8 side branch on the device: HTT(ids) + fusion(HTT(ids)), (B, N, D), as the

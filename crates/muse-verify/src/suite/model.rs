@@ -91,10 +91,9 @@ fn read<D: Dimension>(case: &str, path: PathBuf) -> crate::Result<ndarray::Array
         .map_err(|e| fail(case, format!("{}: {e}", path.display())))
 }
 
-fn read_ids(case: &str, path: PathBuf) -> crate::Result<Array2<usize>> {
+fn read_ids(path: PathBuf) -> crate::Result<Array2<usize>> {
     let ids: Array2<i64> =
         ndarray_npy::read_npy(&path).map_err(|source| Error::Npy { path, source })?;
-    let _ = case;
     Ok(ids.mapv(|t| t as usize))
 }
 
@@ -156,7 +155,7 @@ fn layers<F: Elem>(
     let d = m.config().dims();
     let x64: Array3<f64> = read(&case, dir.join("x.npy"))?;
     let x = x64.mapv(F::of);
-    let ids = read_ids(&case, dir.join("ids.npy"))?;
+    let ids = read_ids(dir.join("ids.npy"))?;
     let shape = [x.dim().0, x.dim().1, d.d_model];
     let bound = |b32: f64| if f64_run { 1e-10 } else { b32 };
     let want = |n: &str| read::<ndarray::Ix3>(&case, dir.join(format!("{n}.npy")));
@@ -241,7 +240,7 @@ pub fn run<B: Backend>(_be: &B, spec: &Spec, m: &Manifest) -> crate::Result<Vec<
                 layers::<f64>(&mut rows, &model, &dir, "f64", true)?;
                 layers::<f32>(&mut rows, &model, &dir, "f32", false)?;
             } else {
-                let ids = read_ids(&case_name, dir.join("ids.npy"))?;
+                let ids = read_ids(dir.join("ids.npy"))?;
                 let shape = [ids.nrows(), ids.ncols(), model.config().vocab_size];
                 for (name, p) in [
                     ("exact", Profile::Exact),
@@ -295,7 +294,7 @@ pub fn run<B: Backend>(_be: &B, spec: &Spec, m: &Manifest) -> crate::Result<Vec<
             let dir = root.join("parity");
             let cfg = Config::named("tiny").expect("a known name");
             let model = load(&case_name, &dir, cfg)?;
-            let ids = read_ids(&case_name, dir.join("ids.npy"))?;
+            let ids = read_ids(dir.join("ids.npy"))?;
             let shape = [ids.nrows(), ids.ncols(), 1000];
             let (profile, file, bound) = match spec {
                 Spec::ParityCpu => (Profile::BenchCpu, "logits_cpu.npy", 1e-4),

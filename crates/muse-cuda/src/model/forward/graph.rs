@@ -39,18 +39,8 @@ impl CudaModel {
     /// once eagerly (cuBLAS settles its workspace), then captures it; later calls copy the ids
     /// into the workspace and replay the graph (one launch instead of ~15 per block).
     pub fn enqueue_graph(&self, ids: ArrayView2<'_, usize>) -> Result<()> {
-        let host_ids = self.check_ids(&ids)?;
-        let (batch, n) = ids.dim();
-        let mut guard = self.ws.lock().map_err(|_| Error::Backend {
-            backend: "cuda",
-            message: "model workspace poisoned".into(),
-        })?;
-        if guard.as_ref().is_none_or(|w| (w.batch, w.n) != (batch, n)) {
-            *guard = None;
-            *guard = Some(self.workspace(batch, n)?);
-        }
-        let ws = guard.as_mut().expect("just set");
-        ws.ids.copy_from_host(&host_ids)?;
+        let mut guard = self.workspace_for(&ids)?;
+        let ws = guard.as_mut().expect("workspace_for made it");
         let stream = self.gpu.stream.as_inner();
         if ws.graph.is_none() {
             self.run(ws, None, None)?;
@@ -97,19 +87,6 @@ impl CudaModel {
             backend: "cuda",
             message: "model workspace poisoned".into(),
         })?;
-        let ws = guard.as_ref().expect("enqueue_graph made it");
-        let raw = ws.logits.to_vec()?;
-        let (b, n) = ids.dim();
-        let v = self.dims.vocab;
-        let mut out = Array3::zeros((b, n, v));
-        for (row, dst) in out
-            .as_slice_mut()
-            .expect("standard layout")
-            .chunks_mut(v)
-            .enumerate()
-        {
-            dst.copy_from_slice(&raw[row * self.vpad..row * self.vpad + v]);
-        }
-        Ok(out)
+        self.logits_of(guard.as_ref().expect("enqueue_graph made it"))
     }
 }

@@ -46,6 +46,11 @@ template <typename T> inline void __stcs(T* p, T v) { *p = v; }
 inline float __logf(float x) { return logf(x); }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
 
 struct Block {
     std::unique_ptr<std::barrier<>> block;
@@ -70,6 +75,9 @@ template <typename V> inline V shfl_impl(V v, int src_of_lane(int, int), int arg
 }
 inline int xor_lane(int lane, int o) { return lane ^ o; }
 inline int src_lane(int, int s) { return s; }
+inline int up_lane(int lane, int d) { return lane >= d ? lane - d : lane; }
+template <typename V> inline V __shfl_up_sync(unsigned, V v, int d) { return shfl_impl(v, up_lane, d); }
+inline void __syncwarp() { g_block->warps[threadIdx.x / 32]->arrive_and_wait(); }
 template <typename V> inline V __shfl_xor_sync(unsigned, V v, int o) { return shfl_impl(v, xor_lane, o); }
 template <typename V> inline V __shfl_sync(unsigned, V v, int s) { return shfl_impl(v, src_lane, s); }
 

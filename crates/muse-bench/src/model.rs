@@ -7,7 +7,9 @@
 //! `torch.compile`) from the same run, and, at the target points, a per-stage time breakdown.
 //!
 //! Numerics of the speed rows: profile `exact`, f32 activations, TF32 tensor-core GEMMs (stated in
-//! each record's dtype `f32+tf32`); the full-fp32 rows (`f32`) at the target points show the cost.
+//! each record's dtype `f32+tf32`); the full-fp32 rows (`f32`) at the target points show the cost;
+//! the `bf16` rows (every grid point) run every GEMM in bf16 with fp32 sums. At the target points a
+//! CUDA-graph replay of the same forward (`…_graph`) shows the launch overhead.
 
 use muse_model::{init, Config, Model, Profile};
 use muse_verify::report::Site;
@@ -119,9 +121,17 @@ mod cuda {
         m: &muse_cuda::model::forward::CudaModel,
         x: &ndarray::Array2<usize>,
         weights_bytes: usize,
+        graph: bool,
     ) -> Result<Protocol> {
+        let fwd = || {
+            if graph {
+                m.enqueue_graph(x.view())
+            } else {
+                m.enqueue(x.view())
+            }
+        };
         for _ in 0..5 {
-            m.enqueue(x.view())?;
+            fwd()?;
         }
         gpu.sync("warm-up")?;
         gpu.reset_peak();
@@ -129,7 +139,7 @@ mod cuda {
         for _ in 0..20 {
             gpu.sync("before a timed forward")?;
             let t0 = Instant::now();
-            m.enqueue(x.view())?;
+            fwd()?;
             gpu.sync("after a timed forward")?;
             t.push(t0.elapsed().as_secs_f64());
         }
@@ -154,26 +164,39 @@ mod cuda {
             let cfg = config(name, n);
             let model = Model::new(init::init(&cfg, 0));
             let is_target = |b: usize| TARGETS.iter().any(|t| t.0 == name && t.1 == n && t.2 == b);
-            let variants: &[(Profile, bool, &str)] = &[
-                (Profile::Exact, true, "f32+tf32"),
-                (Profile::Exact, false, "f32"),
-                (Profile::Bench, true, "f32+tf32"),
+            // (profile, tf32, bf16, dtype): the headline rows, full fp32 and the bench profile at
+            // the target points, and bf16 GEMMs at every point of the grid.
+            let variants: &[(Profile, bool, bool, &str)] = &[
+                (Profile::Exact, true, false, "f32+tf32"),
+                (Profile::Exact, false, false, "f32"),
+                (Profile::Bench, true, false, "f32+tf32"),
+                (Profile::Exact, false, true, "bf16"),
             ];
-            for &(profile, tf32, dtype) in variants {
+            for &(profile, tf32, bf16, dtype) in variants {
                 let headline = profile == Profile::Exact && tf32;
-                if !headline && !batches.iter().any(|&b| is_target(b)) {
+                let everywhere = headline || bf16;
+                if !everywhere && !batches.iter().any(|&b| is_target(b)) {
                     continue;
                 }
                 let before = gpu.live_bytes();
-                let m = model.cuda(profile, tf32).map_err(model_err)?;
+                let m = if bf16 {
+                    model.cuda_bf16(profile)
+                } else {
+                    model.cuda(profile, tf32)
+                }
+                .map_err(model_err)?;
                 let weights = gpu.live_bytes() - before;
                 for &b in batches {
-                    if !headline && !is_target(b) {
+                    if !everywhere && !is_target(b) {
                         continue;
                     }
                     let x = ids(b, n, cfg.vocab_size);
-                    let p = protocol(gpu, &m, &x, weights)?;
-                    let case = format!("{name}_B{b}xN{n}_{}", profile.name());
+                    let p = protocol(gpu, &m, &x, weights, false)?;
+                    let case = format!(
+                        "{name}_B{b}xN{n}_{}{}",
+                        profile.name(),
+                        if bf16 { "_bf16" } else { "" }
+                    );
                     let shape = [b, n, cfg.d_model];
                     let site = Site {
                         kernel: KERNEL,
@@ -243,6 +266,42 @@ mod cuda {
                     if is_target(b) {
                         for (stage, us) in m.stage_times(x.view())? {
                             r.push(site.record(&format!("stage_us:{stage}"), us, "us", None));
+                        }
+                        // The same forward replayed as one CUDA graph (launch overhead removed).
+                        let g = match protocol(gpu, &m, &x, weights, true) {
+                            Ok(g) => g,
+                            Err(e) => {
+                                // A capture failure is a result, not an abort of the benchmark.
+                                ctx.report.meta.insert(
+                                    format!("model_graph_error:{case}"),
+                                    e.to_string().into(),
+                                );
+                                continue;
+                            }
+                        };
+                        let gcase = format!("{case}_graph");
+                        let gsite = Site {
+                            case: &gcase,
+                            ..site
+                        };
+                        let gtps = (b * n) as f64 / g.mean_s;
+                        r.push(gsite.record("time_mean", g.mean_s * 1e3, "ms", None));
+                        r.push(gsite.record("time_median", g.median_s * 1e3, "ms", None));
+                        r.push(gsite.record("peak_mib", g.peak_mib, "MiB", None));
+                        r.push(gsite.record(
+                            "speedup_vs_eager_launches",
+                            p.mean_s / g.mean_s,
+                            "x",
+                            None,
+                        ));
+                        match TARGETS.iter().find(|t| t.0 == name && t.1 == n && t.2 == b) {
+                            Some(t) if headline => r.push(gsite.goal(
+                                "tokens_per_s",
+                                gtps,
+                                "tok/s",
+                                Target::AtLeast(t.3),
+                            )),
+                            _ => r.push(gsite.record("tokens_per_s", gtps, "tok/s", None)),
                         }
                     }
                 }

@@ -1,4 +1,4 @@
-// The language model's non-GEMM layers on the device (design model.md §3), f32, mirrored from the
+// The language model's non-GEMM layers on the device (the windowed attention: model_attn.cu) (design model.md §3), f32, mirrored from the
 // CPU reference reference/src/model/ (same formulas, same order of operations where the result
 // depends on it). The GEMMs run in cuBLAS; launchers and the forward: ../src/model.rs and
 // ../src/model/. Every kernel is one thread per output element or one warp per row.
@@ -13,13 +13,12 @@
 //   model_bias_act(y, bias, res, rows, cols, act)
 //   model_ssm_gate_uv(uv, g, ug, vg, rows, rank)
 //   model_ssm_scan(ug, kv_in_vg, out, batch, n, rank, bs)
-//   model_window_attn(qkv, o, batch, n, heads, dh, window, c, beta, bias, form)
 //   model_mix_ln_res(local, global, gate, g, b, h, rows, dim)
-#include "include/poincare.cuh"
+//   model_to_bf16(x, y, n)                           y = the bf16 bits of x (round to nearest even)
+#include "include/model_common.cuh"
 
 #define MODEL_THREADS 256
 #define MODEL_WARPS 8
-#define MODEL_MAX_DH 256
 
 // ---- embedding and decoder table -------------------------------------------------------------
 
@@ -41,7 +40,7 @@ extern "C" __global__ void model_embed(const int* ids, const float* core1, const
     if (i >= (long long)rows * dim) return;
     const int row = (int)(i / dim), f = (int)(i % dim);
     const float e = htt_entry(core1, core2, phase_cos, ids[row], f, r, d1, d2, v1, v2);
-    h[i] = __fadd_rn(e, pos[(long long)(row % n) * dim + f]);
+    h[i] = pos ? __fadd_rn(e, pos[(long long)(row % n) * dim + f]) : e;  // null pos: HTT(ids) alone
 }
 
 // table (vpad, dim): rows t < vocab hold E[t, :dim], the padding rows are 0.
@@ -54,11 +53,6 @@ extern "C" __global__ void model_htt_table(const float* core1, const float* core
 
 // ---- LayerNorm (one warp per row, eps 1e-5, biased variance, two passes as the reference) --------
 
-__device__ __forceinline__ float warp_sum_f(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 extern "C" __global__ void __launch_bounds__(MODEL_THREADS) model_layer_norm(const float* x, const float* g, const float* b, float* y, int rows, int dim) {
     const int row = blockIdx.x * MODEL_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
@@ -167,14 +161,25 @@ extern "C" __global__ void model_ssm_gate_uv(const float* uv, const float* g, fl
 extern "C" __global__ void model_ssm_scan(const float* ug, const float* vg, float* out, int batch, int n, int rank, int bs) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (bs == 0) {
-        if (i >= (long long)batch * rank) return;
-        const long long b = i / rank;
-        const int r = (int)(i % rank);
-        float acc = 0.0f;
-        for (int t = 0; t < n; ++t) {
+        // One warp per (b, r): 32 positions at a time, a shuffle scan inside, the carry across.
+        const long long wid = i >> 5;
+        const int lane = threadIdx.x & 31;
+        if (wid >= (long long)batch * rank) return;
+        const long long b = wid / rank;
+        const int r = (int)(wid % rank);
+        float carry = 0.0f;
+        for (int t0 = 0; t0 < n; t0 += 32) {
+            const int t = t0 + lane;
             const long long at = (b * n + t) * rank + r;
-            acc = t == 0 ? ug[at] : __fadd_rn(acc, ug[at]);
-            out[at] = __fmul_rn(acc, vg[at]);
+            float v = t < n ? ug[at] : 0.0f;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const float up = __shfl_up_sync(0xffffffffu, v, o);
+                if (lane >= o) v += up;
+            }
+            v += carry;
+            if (t < n) out[at] = __fmul_rn(v, vg[at]);
+            carry = __shfl_sync(0xffffffffu, v, 31);
         }
         return;
     }
@@ -187,117 +192,15 @@ extern "C" __global__ void model_ssm_scan(const float* ug, const float* vg, floa
     out[i] = __fmul_rn(acc, vg[i]);
 }
 
-// ---- windowed hyperbolic attention ------------------------------------------------------------
+// ---- bf16 GEMM inputs -------------------------------------------------------------------------
 
-__device__ __forceinline__ float tf32_trunc(float x) { return __int_as_float(__float_as_int(x) & ~0x1FFF); }
-
-// The original's expmap0 (|v| >= 1e-5) of a head row, in place.
-__device__ void exp0_orig(float* v, int dh, float c) {
-    const float sc = sqrtf(c);
-    float r2 = 0.0f;
-    for (int e = 0; e < dh; ++e) r2 += v[e] * v[e];
-    const float r = fmaxf(sqrtf(r2), 1e-5f);
-    const float f = 1.0f / sc * tanhf(sc * r);
-    for (int e = 0; e < dh; ++e) v[e] = f * (v[e] / r);
-}
-
-// The original's logmap0 with its clamps, in place.
-__device__ void log0_orig(float* y, int dh, float c) {
-    const float sc = sqrtf(c);
-    float r2 = 0.0f;
-    for (int e = 0; e < dh; ++e) r2 += y[e] * y[e];
-    const float yn = fmaxf(sqrtf(r2), 1e-5f);
-    const float arg = sc * fminf(yn, 1.0f / sc - 1e-5f);
-    const float f = 1.0f / sc * atanhf(arg);
-    for (int e = 0; e < dh; ++e) y[e] = f * (y[e] / yn);
-}
-
-// Score of query row q against key row k (head width dh) for the form:
-// 0 exact (law of cosines on tangent vectors), 1 'fast', 2 'fast' with TF32 dots, 3 PyTorch ball form.
-__device__ float window_score(const float* q, const float* k, int dh, float c, float beta, float bias, int form) {
-    const float s = sqrtf(c);
-    if (form == 0) {
-        float rq2 = 0.0f, rk2 = 0.0f;
-        for (int e = 0; e < dh; ++e) {
-            rq2 += q[e] * q[e];
-            rk2 += k[e] * k[e];
-        }
-        const float rq = sqrtf(rq2), rk = sqrtf(rk2);
-        const TangentTerms<float> tq = tangent_terms<float>(s, rq), tk = tangent_terms<float>(s, rk);
-        float omc = 1.0f;
-        if (rq > 0.0f && rk > 0.0f) {
-            float d2 = 0.0f;
-            for (int e = 0; e < dh; ++e) {
-                const float d = __fdiv_rn(q[e], rq) - __fdiv_rn(k[e], rk);
-                d2 += d * d;
-            }
-            omc = 0.5f * d2;
-        }
-        return -beta * (acosh1p<float>(law_of_cosines_z<float>(tq, tk, omc)) / s);
-    }
-    if (form == 3) {
-        float xq[MODEL_MAX_DH], xk[MODEL_MAX_DH];
-        for (int e = 0; e < dh; ++e) {
-            xq[e] = q[e];
-            xk[e] = k[e];
-        }
-        exp0_orig(xq, dh, c);
-        exp0_orig(xk, dh, c);
-        float nq = 0.0f, nk = 0.0f, dot = 0.0f;
-        for (int e = 0; e < dh; ++e) {
-            nq += xq[e] * xq[e];
-            nk += xk[e] * xk[e];
-            dot += xq[e] * xk[e];
-        }
-        const float diff2 = nq - 2.0f * dot + nk;
-        const float den = fmaxf((1.0f - c * nq) * (1.0f - c * nk), 1e-5f);
-        const float x = fmaxf(1.0f + 2.0f * c * diff2 / den, 1.0f + 1e-5f);
-        return -beta * (1.0f / s * acoshf(x)) - bias;
-    }
-    float nq = 0.0f, nk = 0.0f, dot = 0.0f;
-    for (int e = 0; e < dh; ++e) {
-        nq += q[e] * q[e];
-        nk += k[e] * k[e];
-        dot += form == 2 ? tf32_trunc(q[e]) * tf32_trunc(k[e]) : q[e] * k[e];
-    }
-    const float diff2 = fmaxf(nq - 2.0f * dot + nk, 0.0f);
-    return -beta * (sqrtf(diff2 + 1e-8f) * sqrtf(1.0f + c * (nq + nk)));
-}
-
-// qkv (rows, 3D): [q | k | v] per row, heads of width dh. One CTA per (window, head, batch), one
-// thread per query of the window: two passes over the visible keys (max, then p = exp(s - max),
-// l and p.v), so p is the same value the reference rounds; the compat forms then apply the
-// original's output maps. o (rows, D), heads merged.
-extern "C" __global__ void model_window_attn(const float* qkv, float* o, int batch, int n, int heads, int dh, int window, float c, float beta, float bias, int form) {
-    const int w0 = blockIdx.x * window, h = blockIdx.y, b = blockIdx.z;
-    const int i = w0 + threadIdx.x;
-    if (threadIdx.x >= window || i >= n) return;
-    const int dim = heads * dh;
-    const long long stride = 3LL * dim;
-    const float* base = qkv + (long long)b * n * stride;
-    const float* q = base + (long long)i * stride + h * dh;
-    float m = -INFINITY;
-    for (int j = w0; j <= i; ++j) m = fmaxf(m, window_score(q, base + (long long)j * stride + dim + h * dh, dh, c, beta, bias, form));
-    float acc[MODEL_MAX_DH];
-    for (int e = 0; e < dh; ++e) acc[e] = 0.0f;
-    float l = 0.0f;
-    for (int j = w0; j <= i; ++j) {
-        const float* kj = base + (long long)j * stride + dim + h * dh;
-        const float* vj = base + (long long)j * stride + 2 * dim + h * dh;
-        const float p = expf(window_score(q, kj, dh, c, beta, bias, form) - m);
-        l += p;
-        if (form == 2) {
-            const float pt = tf32_trunc(p);
-            for (int e = 0; e < dh; ++e) acc[e] += pt * tf32_trunc(vj[e]);
-        } else {
-            for (int e = 0; e < dh; ++e) acc[e] += p * vj[e];
-        }
-    }
-    for (int e = 0; e < dh; ++e) acc[e] = acc[e] / l;
-    if (form == 3) exp0_orig(acc, dh, c);
-    if (form != 0) log0_orig(acc, dh, c);
-    float* out = o + ((long long)b * n + i) * dim + h * dh;
-    for (int e = 0; e < dh; ++e) out[e] = acc[e];
+// The bf16 bits of finite x, rounded to nearest even (as __float2bfloat16_rn and the CPU
+// reference's half::bf16::from_f32), written as 16-bit words for a bf16 cuBLAS GEMM.
+extern "C" __global__ void model_to_bf16(const float* x, unsigned short* y, long long n) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const unsigned int bits = (unsigned int)__float_as_int(x[i]);
+    y[i] = (unsigned short)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
 }
 
 // ---- mix, LayerNorm and residual: h += LN(gate * local + (1 - gate) * global) --------------------

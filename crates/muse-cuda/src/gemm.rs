@@ -22,10 +22,15 @@ pub enum GemmMath {
     Tf32,
 }
 
-struct Handle(sys::cublasHandle_t);
+/// The cuBLAS handle and the workspace it was given (kept alive with it).
+struct Handle(sys::cublasHandle_t, #[allow(dead_code)] Buf<u8>);
 // SAFETY: the handle is only used under the mutex below (one call at a time), always with the
-// process-wide GPU's context current and its one stream.
+// process-wide GPU's context current and its one stream; the workspace is only touched by cuBLAS.
 unsafe impl Send for Handle {}
+
+/// cuBLAS's workspace: given explicitly (rather than allocated by cuBLAS on first use) so that
+/// GEMMs can be captured in a CUDA graph, and so that its bytes count in the allocation peak.
+const WORKSPACE_BYTES: usize = 32 << 20;
 
 static HANDLE: OnceLock<std::result::Result<Mutex<Handle>, String>> = OnceLock::new();
 
@@ -36,7 +41,7 @@ fn cublas_err(what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-fn handle(gpu: &Gpu) -> Result<&'static Mutex<Handle>> {
+fn handle(gpu: &'static Gpu) -> Result<&'static Mutex<Handle>> {
     HANDLE
         .get_or_init(|| {
             let h = std::panic::catch_unwind(cublas::create_handle)
@@ -48,23 +53,83 @@ fn handle(gpu: &Gpu) -> Result<&'static Mutex<Handle>> {
             // SAFETY: `h` is a live handle and the stream outlives the process-wide GPU.
             unsafe { cublas::set_stream(h, gpu.stream.as_inner() as sys::cudaStream_t) }
                 .map_err(|e| format!("binding the stream: {e}"))?;
-            Ok(Mutex::new(Handle(h)))
+            let ws = gpu
+                .alloc::<u8>(WORKSPACE_BYTES)
+                .map_err(|e| format!("allocating the workspace: {e}"))?;
+            // SAFETY: `ws` is a live device allocation of WORKSPACE_BYTES that lives as long as the
+            // handle (both are kept in the static below).
+            let r = unsafe {
+                sys::cublasSetWorkspace_v2(h, ws.ptr().as_raw() as *mut c_void, WORKSPACE_BYTES)
+            };
+            r.result()
+                .map_err(|e| format!("setting the workspace: {e}"))?;
+            Ok(Mutex::new(Handle(h, ws)))
         })
         .as_ref()
         .map_err(|m| cublas_err("unavailable", m))
 }
 
+/// Row-major `C[m, n] = A[m, k]·W[n, k]ᵀ` with A and W as bf16 bits (u16) and C in f32, fp32
+/// sums (`COMPUTE_32F`): a bf16 tensor-core GEMM.
+pub fn gemm_nt_bf16(
+    gpu: &'static Gpu,
+    dims: (usize, usize, usize),
+    a: &Buf<u16>,
+    w: &Buf<u16>,
+    c: &Buf<f32>,
+) -> Result<()> {
+    gemm_ex_any(
+        gpu,
+        dims,
+        (a.ptr().as_raw(), a.len()),
+        (w.ptr().as_raw(), w.len()),
+        c,
+        0.0,
+        sys::cudaDataType::CUDA_R_16BF,
+        sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+    )
+}
+
 /// Row-major `C[m, n] = A[m, k]·W[n, k]ᵀ + beta·C` (W stored (out, in), as `nn.Linear`).
 pub fn gemm_nt(
-    gpu: &Gpu,
-    (m, n, k): (usize, usize, usize),
+    gpu: &'static Gpu,
+    dims: (usize, usize, usize),
     a: &Buf<f32>,
     w: &Buf<f32>,
     c: &Buf<f32>,
     beta: f32,
     math: GemmMath,
 ) -> Result<()> {
-    if a.len() < m * k || w.len() < n * k || c.len() < m * n {
+    let compute = match math {
+        GemmMath::Fp32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        GemmMath::Tf32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+    };
+    gemm_ex_any(
+        gpu,
+        dims,
+        (a.ptr().as_raw(), a.len()),
+        (w.ptr().as_raw(), w.len()),
+        c,
+        beta,
+        sys::cudaDataType::CUDA_R_32F,
+        compute,
+    )
+}
+
+/// The cuBLAS call of both GEMMs: A and W (device pointer, length in elements) of `in_type`, C
+/// f32.
+#[allow(clippy::too_many_arguments)]
+fn gemm_ex_any(
+    gpu: &'static Gpu,
+    (m, n, k): (usize, usize, usize),
+    (a, a_len): (u64, usize),
+    (w, w_len): (u64, usize),
+    c: &Buf<f32>,
+    beta: f32,
+    in_type: sys::cudaDataType,
+    compute: sys::cublasComputeType_t,
+) -> Result<()> {
+    if a_len < m * k || w_len < n * k || c.len() < m * n {
         return Err(Error::Backend {
             backend: "cuda",
             message: format!("gemm: buffers too small for ({m}, {n}, {k})"),
@@ -75,17 +140,13 @@ pub fn gemm_nt(
     };
     let (mi, ni, ki) = (int(m)?, int(n)?, int(k)?);
     let alpha = 1.0f32;
-    let compute = match math {
-        GemmMath::Fp32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-        GemmMath::Tf32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
-    };
     let guard = handle(gpu)?
         .lock()
         .map_err(|_| cublas_err("gemm", "a previous call panicked"))?;
-    let f32t = sys::cudaDataType::CUDA_R_32F;
     // Column-major: Cᵀ (n × m, ld n) = W (k × n col-major, ld k)ᵀ · Aᵀ (k × m, ld k).
-    // SAFETY: the pointers are live device buffers of the sizes checked above; alpha and beta are
-    // host scalars that outlive the call; the handle is bound to the GPU's stream and guarded.
+    // SAFETY: a and w are live device buffers of `in_type` elements and c of f32, of the sizes
+    // checked above; alpha and beta are host scalars that outlive the call; the handle is bound
+    // to the GPU's stream and guarded.
     unsafe {
         cublas::gemm_ex(
             guard.0,
@@ -95,15 +156,15 @@ pub fn gemm_nt(
             mi,
             ki,
             (&alpha as *const f32).cast::<c_void>(),
-            w.ptr().as_raw() as *const c_void,
-            f32t,
+            w as *const c_void,
+            in_type,
             ki,
-            a.ptr().as_raw() as *const c_void,
-            f32t,
+            a as *const c_void,
+            in_type,
             ki,
             (&beta as *const f32).cast::<c_void>(),
             c.ptr().as_raw() as *mut c_void,
-            f32t,
+            sys::cudaDataType::CUDA_R_32F,
             ni,
             compute,
             sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,

@@ -58,6 +58,10 @@ pub mod lin_attn_bwd;
 #[cfg(feature = "cuda")]
 pub mod model;
 #[cfg(feature = "cuda")]
+pub mod model_attn;
+#[cfg(feature = "cuda")]
+pub mod model_side;
+#[cfg(feature = "cuda")]
 pub mod poincare;
 #[cfg(feature = "cuda")]
 pub mod timing;

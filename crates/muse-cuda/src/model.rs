@@ -1,4 +1,5 @@
-//! The language model on the GPU: launchers of `../kernels/model.cu` (this file) and the
+//! The language model on the GPU: launchers of `../kernels/model.cu` (this file; the windowed
+//! attention's are in `model_attn.rs`) and the
 //! device-resident forward ([`forward::CudaModel`], `model/forward.rs`). The GEMMs run through
 //! [`crate::gemm`]; BK-Core through [`crate::bk_core`].
 
@@ -15,9 +16,6 @@ pub(crate) static MODULE: LazyModule = LazyModule::new(k::model::CUBIN, "model")
 
 const THREADS: u32 = k::model::THREADS;
 const WARPS: u32 = k::model::WARPS;
-
-/// Head widths the window-attention kernel holds in its per-thread arrays.
-pub const MAX_HEAD_DIM: usize = k::model::MAX_DH as usize;
 
 fn blocks(n: usize) -> u32 {
     n.div_ceil(THREADS as usize) as u32
@@ -42,13 +40,13 @@ pub struct HttShape {
     pub v2: i32,
 }
 
-/// h = HTT(ids) + pos, (rows, dim).
+/// h = HTT(ids) + pos (or HTT(ids) alone when `pos` is `None`), (rows, dim).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn embed(
     gpu: &Gpu,
     ids: &Buf<i32>,
     (core1, core2, cos): (&Buf<f32>, &Buf<f32>, &Buf<f32>),
-    pos: &Buf<f32>,
+    pos: Option<&Buf<f32>>,
     h: &Buf<f32>,
     (rows, n, dim): (usize, usize, usize),
     s: HttShape,
@@ -57,12 +55,13 @@ pub(crate) fn embed(
     let f = gpu.function(m, k::model::EMBED)?;
     let stream = &gpu.stream;
     let (rows_i, n_i, dim_i) = (rows as i32, n as i32, dim as i32);
+    let pos = pos.map_or(DevicePointer::null(), Buf::ptr);
     // SAFETY: 14 arguments in the C order of `model_embed`; ids holds rows ints < vocab, the
-    // cores (v1·r·d1, v2·r·d2), cos (r), pos (n_seq·dim ≥ n·dim) and h (rows·dim) are live
-    // buffers of those sizes; every Buf synchronises the stream before it is freed.
+    // cores (v1·r·d1, v2·r·d2), cos (r), pos (null, or n_seq·dim ≥ n·dim) and h (rows·dim) are
+    // live buffers of those sizes; every Buf synchronises the stream before it is freed.
     unsafe {
         launch!(f<<<blocks(rows * dim), THREADS, 0, stream>>>(
-            ids.ptr(), core1.ptr(), core2.ptr(), cos.ptr(), pos.ptr(), h.ptr(), rows_i, n_i, dim_i,
+            ids.ptr(), core1.ptr(), core2.ptr(), cos.ptr(), pos, h.ptr(), rows_i, n_i, dim_i,
             s.r, s.d1, s.d2, s.v1, s.v2
         ))
     }
@@ -239,55 +238,38 @@ pub(crate) fn ssm_scan(
     let m = MODULE.get(gpu)?;
     let f = gpu.function(m, k::model::SSM_SCAN)?;
     let stream = &gpu.stream;
+    // The cumsum runs one warp per (b, r), the pseudo-cumsum one thread per element.
     let threads = if bs == 0 {
-        batch * rank
+        32 * batch * rank
     } else {
         batch * n * rank
     };
     let (b, ni, r, bsi) = (batch as i32, n as i32, rank as i32, bs as i32);
     // SAFETY: 7 arguments in the C order of `model_ssm_scan`; ug, vg and out hold batch·n·rank
-    // floats; the grid covers one thread per (b, r) (cumsum) or per element (pseudo).
+    // floats; the grid covers one warp per (b, r) (cumsum; THREADS is a multiple of 32, so a warp
+    // never straddles two CTAs) or one thread per element (pseudo).
     unsafe {
         launch!(f<<<blocks(threads), THREADS, 0, stream>>>(ug.ptr(), vg.ptr(), out.ptr(), b, ni, r, bsi))
     }
     .map_err(|e| err("launching model_ssm_scan", e))
 }
 
-/// The scalars of one window-attention launch.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct AttnScalars {
-    pub c: f32,
-    pub beta: f32,
-    pub bias: f32,
-    pub form: i32,
-}
-
-/// o (rows, heads·dh) from qkv (rows, 3·heads·dh), windows of `window` keys.
-pub(crate) fn window_attn(
-    gpu: &Gpu,
-    qkv: &Buf<f32>,
-    o: &Buf<f32>,
-    (batch, n, heads, dh, window): (usize, usize, usize, usize, usize),
-    s: AttnScalars,
-) -> Result<()> {
-    let m = MODULE.get(gpu)?;
-    let f = gpu.function(m, k::model::WINDOW_ATTN)?;
-    let stream = &gpu.stream;
-    let grid = cust::function::GridSize::xyz(n.div_ceil(window) as u32, heads as u32, batch as u32);
-    let block = window.next_multiple_of(32) as u32;
-    let (b, ni, h, d, w) = (
-        batch as i32,
-        n as i32,
-        heads as i32,
-        dh as i32,
-        window as i32,
-    );
-    // SAFETY: 11 arguments in the C order of `model_window_attn`; qkv holds batch·n·3·heads·dh
-    // floats and o batch·n·heads·dh; dh ≤ MODEL_MAX_DH (checked by the caller), window ≤ 1024.
-    unsafe {
-        launch!(f<<<grid, block, 0, stream>>>(qkv.ptr(), o.ptr(), b, ni, h, d, w, s.c, s.beta, s.bias, s.form))
+/// y = the bf16 bits of x (round to nearest even), the first `n` elements.
+pub(crate) fn to_bf16(gpu: &Gpu, x: &Buf<f32>, y: &Buf<u16>, n: usize) -> Result<()> {
+    if x.len() < n || y.len() < n {
+        return Err(muse_reference::Error::Backend {
+            backend: "cuda",
+            message: format!("to_bf16: {n} elements from {} into {}", x.len(), y.len()),
+        });
     }
-    .map_err(|e| err("launching model_window_attn", e))
+    let m = MODULE.get(gpu)?;
+    let f = gpu.function(m, k::model::TO_BF16)?;
+    let stream = &gpu.stream;
+    let len = n as i64;
+    // SAFETY: 3 arguments in the C order of `model_to_bf16`; x and y hold at least n elements
+    // (checked above); u16 matches the kernel's unsigned short.
+    unsafe { launch!(f<<<blocks(n), THREADS, 0, stream>>>(x.ptr(), y.ptr(), len)) }
+        .map_err(|e| err("launching model_to_bf16", e))
 }
 
 /// h += LN(gate·local + (1 − gate)·global)·g + b, rows of `dim`.

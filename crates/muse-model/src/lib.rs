@@ -135,6 +135,34 @@ impl Model {
         )?)
     }
 
+    /// The model on the GPU with every GEMM in bf16 (the numerics of [`Model::forward_cpu_bf16`]).
+    #[cfg(feature = "cuda")]
+    pub fn cuda_bf16(&self, profile: Profile) -> Result<muse_cuda::model::forward::CudaModel> {
+        let gpu = muse_cuda::Cuda::new()?.gpu()?;
+        let w = self.weights.model::<f32>().with_bf16_gemms();
+        Ok(muse_cuda::model::forward::CudaModel::new(
+            gpu,
+            self.config().dims(),
+            &w,
+            profile.numerics(),
+            muse_cuda::gemm::GemmMath::Fp32,
+        )?)
+    }
+
+    /// The Phase 8 side branch on the GPU (HTT(ids) + fusion(HTT(ids)), discarded by the
+    /// original); `None` when the config has no fusion module.
+    #[cfg(feature = "cuda")]
+    pub fn side_branch_cuda(&self, ids: ArrayView2<'_, usize>) -> Result<Option<Array3<f32>>> {
+        let Some(fw) = self.weights.fusion::<f32>() else {
+            return Ok(None);
+        };
+        let gpu = muse_cuda::Cuda::new()?.gpu()?;
+        let side = muse_cuda::model_side::SideBranch::new(gpu, &fw)?;
+        Ok(Some(
+            self.cuda(Profile::Exact, false)?.side_branch(&side, ids)?,
+        ))
+    }
+
     /// Without the `cuda` feature: the reason the GPU path is missing.
     #[cfg(not(feature = "cuda"))]
     pub fn cuda(&self, _profile: Profile, _tf32: bool) -> Result<std::convert::Infallible> {
@@ -157,6 +185,23 @@ impl Model {
         #[cfg(not(feature = "cuda"))]
         {
             let _ = (ids, profile, tf32);
+            anyhow::bail!("{}", muse_cuda::NOT_COMPILED)
+        }
+    }
+
+    /// [`Model::forward_cuda`] with every GEMM in bf16 (`Model::cuda_bf16`, with the `cuda` feature).
+    pub fn forward_cuda_bf16(
+        &self,
+        ids: ArrayView2<'_, usize>,
+        profile: Profile,
+    ) -> Result<Array3<f32>> {
+        #[cfg(feature = "cuda")]
+        {
+            Ok(self.cuda_bf16(profile)?.forward(ids)?)
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (ids, profile);
             anyhow::bail!("{}", muse_cuda::NOT_COMPILED)
         }
     }

@@ -186,3 +186,67 @@ fn small_at_batch_1_is_finite_and_matches_the_cpu() {
         assert!(r <= bound, "{r:.3e} > {bound:.3e}");
     }
 }
+
+#[test]
+fn graph_replay_equals_the_eager_forward() {
+    let m = oracle_model();
+    let ids = ids(&fixtures("oracle"));
+    for p in [Profile::Exact, Profile::Bench] {
+        let gpu = m.cuda(p, false).expect("cuda");
+        let eager = gpu.forward(ids.view()).expect("eager");
+        let first = gpu.forward_graph(ids.view()).expect("capture and replay");
+        // Other ids through the same graph, then the first ones again.
+        let other = ids.mapv(|t| (t * 7 + 3) % m.config().vocab_size);
+        let o_eager = gpu.forward(other.view()).expect("eager");
+        let o_graph = gpu.forward_graph(other.view()).expect("replay");
+        let again = gpu.forward_graph(ids.view()).expect("replay");
+        assert_eq!(eager, first, "{}", p.name());
+        assert_eq!(eager, again, "{}", p.name());
+        assert_eq!(o_eager, o_graph, "{}", p.name());
+    }
+}
+
+#[test]
+fn bf16_gemms_match_the_cpu_bf16_reference() {
+    // Same rounding points on both backends (GEMM inputs to bf16, fp32 sums); what differs is the
+    // fp32 summation order, which can move an activation across a bf16 rounding boundary.
+    let m = oracle_model();
+    let ids = ids(&fixtures("oracle"));
+    for p in [Profile::Exact, Profile::BenchCpu] {
+        let got = m
+            .cuda_bf16(p)
+            .expect("cuda bf16")
+            .forward(ids.view())
+            .expect("forward");
+        let want = m
+            .forward_cpu_bf16(ids.view(), p)
+            .expect("cpu bf16")
+            .mapv(f64::from);
+        let f32_gap = rel(
+            &m.forward_cpu::<f32>(ids.view(), p).expect("cpu f32"),
+            &want,
+        );
+        let r = rel(&got, &want);
+        eprintln!(
+            "bf16 {}: cuda vs cpu {r:.3e} (the f32 path is {f32_gap:.3e} away)",
+            p.name()
+        );
+        assert!(r <= 0.1 * f32_gap, "{}: {r:.3e} vs {f32_gap:.3e}", p.name());
+    }
+}
+
+#[test]
+fn side_branch_on_the_gpu_matches_the_cpu() {
+    let m = common::parity_model();
+    let ids = ids(&fixtures("parity"));
+    let got = m
+        .side_branch_cuda(ids.view())
+        .expect("cuda side branch")
+        .expect("tiny has the fusion module");
+    let want = m
+        .side_branch_cpu::<f64>(ids.view())
+        .expect("cpu side branch");
+    let r = rel(&got, &want);
+    eprintln!("side branch: cuda vs cpu f64 {r:.3e}");
+    assert!(r <= 1e-5, "{r:.3e}");
+}

@@ -3,6 +3,7 @@
 use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3, Axis, Zip};
 use num_complex::Complex64;
 
+use super::structure::{run, ModelSteps};
 use super::{
     ar_ssm, htt_decode, htt_embed, layer_norm, linear, softplus, window_attention, BlockWeights,
     ModelDims, ModelWeights, Numerics,
@@ -58,7 +59,27 @@ pub fn bk_gate<F: Elem>(
     }))
 }
 
-/// One block: h + LN_out(g⊙local(x) + (1 − g)⊙global(x)) with x = LN(h).
+/// h + LN_out(g⊙local + (1 − g)⊙global) (the step `mix_norm_residual`).
+pub fn mix_norm_residual<F: Elem>(
+    w: &BlockWeights<F>,
+    h: ArrayView3<'_, F>,
+    mut local: Array3<F>,
+    global: ArrayView3<'_, F>,
+    g: ArrayView2<'_, F>,
+) -> Array3<F> {
+    Zip::from(local.lanes_mut(Axis(2)))
+        .and(global.lanes(Axis(2)))
+        .and(g)
+        .for_each(|mut l, gl, &gg| {
+            Zip::from(&mut l)
+                .and(&gl)
+                .for_each(|a, &b| *a = gg * *a + (F::one() - gg) * b);
+        });
+    &h + &layer_norm(&w.out_norm, local.view())
+}
+
+/// One block: h + LN_out(g⊙local(x) + (1 − g)⊙global(x)) with x = LN(h), the steps of
+/// [`super::structure::run`] for one block.
 pub fn block<F: Elem>(
     d: &ModelDims,
     w: &BlockWeights<F>,
@@ -67,18 +88,74 @@ pub fn block<F: Elem>(
 ) -> Result<Array3<F>> {
     let x = layer_norm(&w.norm, h);
     let g = bk_gate(w, x.view(), num)?;
-    let global = ar_ssm(&w.ssm, x.view(), num.scan, num.conv);
     let local = window_attention(&w.attn, x.view(), d.heads, d.window, num.attention)?;
-    let mut mix = local;
-    Zip::from(mix.lanes_mut(Axis(2)))
-        .and(global.lanes(Axis(2)))
-        .and(&g)
-        .for_each(|mut l, gl, &gg| {
-            Zip::from(&mut l)
-                .and(&gl)
-                .for_each(|a, &b| *a = gg * *a + (F::one() - gg) * b);
-        });
-    Ok(&h + &layer_norm(&w.out_norm, mix.view()))
+    let global = ar_ssm(&w.ssm, x.view(), num.scan, num.conv);
+    Ok(mix_norm_residual(w, h, local, global.view(), g.view()))
+}
+
+/// The CPU reference's steps of the model.
+struct CpuSteps<'a, F: Elem> {
+    d: &'a ModelDims,
+    w: &'a ModelWeights<F>,
+    num: &'a Numerics,
+    ids: ArrayView2<'a, usize>,
+}
+
+impl<F: Elem> ModelSteps for CpuSteps<'_, F> {
+    type Act = Array3<F>;
+    type Gate = Array2<F>;
+    type Logits = Array3<F>;
+
+    fn embed(&mut self) -> Result<Array3<F>> {
+        let mut h = htt_embed(&self.w.htt, self.ids, self.d.d_model);
+        h += &self.w.pos.slice(s![..self.ids.ncols(), ..]);
+        Ok(h)
+    }
+    fn pre_norm(&mut self, l: usize, h: &Array3<F>) -> Result<Array3<F>> {
+        Ok(layer_norm(&self.w.blocks[l].norm, h.view()))
+    }
+    fn gate(&mut self, l: usize, x: &Array3<F>) -> Result<Array2<F>> {
+        bk_gate(&self.w.blocks[l], x.view(), self.num)
+    }
+    fn local(&mut self, l: usize, x: &Array3<F>) -> Result<Array3<F>> {
+        window_attention(
+            &self.w.blocks[l].attn,
+            x.view(),
+            self.d.heads,
+            self.d.window,
+            self.num.attention,
+        )
+    }
+    fn global(&mut self, l: usize, x: &Array3<F>) -> Result<Array3<F>> {
+        Ok(ar_ssm(
+            &self.w.blocks[l].ssm,
+            x.view(),
+            self.num.scan,
+            self.num.conv,
+        ))
+    }
+    fn mix_norm_residual(
+        &mut self,
+        l: usize,
+        h: Array3<F>,
+        local: Array3<F>,
+        global: Array3<F>,
+        gate: Array2<F>,
+    ) -> Result<Array3<F>> {
+        Ok(mix_norm_residual(
+            &self.w.blocks[l],
+            h.view(),
+            local,
+            global.view(),
+            gate.view(),
+        ))
+    }
+    fn final_norm(&mut self, h: &Array3<F>) -> Result<Array3<F>> {
+        Ok(layer_norm(&self.w.final_norm, h.view()))
+    }
+    fn decode(&mut self, x: &Array3<F>) -> Result<Array3<F>> {
+        Ok(htt_decode(&self.w.htt, x.view(), self.d.vocab))
+    }
 }
 
 fn check_ids(d: &ModelDims, ids: &ArrayView2<'_, usize>) -> Result<()> {
@@ -119,14 +196,8 @@ pub fn forward<F: Elem>(
     ids: ArrayView2<'_, usize>,
 ) -> Result<Array3<F>> {
     check_ids(d, &ids)?;
-    let n = ids.ncols();
-    let mut h = htt_embed(&w.htt, ids, d.d_model);
-    h += &w.pos.slice(s![..n, ..]);
-    for blk in &w.blocks {
-        h = block(d, blk, h.view(), num)?;
-    }
-    let h = layer_norm(&w.final_norm, h.view());
-    let logits = htt_decode(&w.htt, h.view(), d.vocab);
+    let mut steps = CpuSteps { d, w, num, ids };
+    let logits = run(&mut steps, w.blocks.len())?;
     if let Some((idx, &v)) = logits.indexed_iter().find(|(_, v)| !v.is_finite()) {
         return Err(Error::NonFinite {
             op: OP,

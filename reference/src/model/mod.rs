@@ -23,10 +23,11 @@ mod attention;
 mod block;
 mod layers;
 mod side;
+pub mod structure;
 
 pub use ar_ssm::{ar_ssm, pseudo_cumsum};
 pub use attention::window_attention;
-pub use block::{bk_gate, block, forward};
+pub use block::{bk_gate, block, forward, mix_norm_residual};
 pub use layers::{
     bf16_round, htt_decode, htt_embed, htt_factors, htt_table, layer_norm, linear, softplus,
 };

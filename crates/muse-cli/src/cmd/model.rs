@@ -74,7 +74,7 @@ struct RunArgs {
     #[arg(long)]
     tf32: bool,
     /// Also compute the Phase 8 side branch (second HTT call + AR-SSM fusion), which the original
-    /// computes and discards: for FLOP and time parity only, it never changes the logits (CPU).
+    /// computes and discards: for FLOP and time parity only, it never changes the logits.
     #[arg(long)]
     side_branch: bool,
 }
@@ -193,14 +193,11 @@ fn run_cmd(a: RunArgs) -> Result<Outcome> {
         (_, "f32" | "bf16") => {}
         (_, p) => bail!("`--precision {p}`: expected f32 or bf16"),
     }
-    if a.precision == "bf16" && a.backend == BackendArg::Cuda {
-        bail!("`--precision bf16`: not implemented yet on the CUDA backend; use `--precision f32` or `--backend cpu`");
+    if a.precision == "bf16" && a.tf32 {
+        bail!("`--tf32` and `--precision bf16` exclude each other (bf16 GEMMs already run on tensor cores)");
     }
     if a.tf32 && a.backend != BackendArg::Cuda {
         bail!("`--tf32` needs `--backend cuda`");
-    }
-    if a.side_branch && a.backend != BackendArg::Cpu {
-        bail!("`--side-branch` runs on the CPU reference only; use `--backend cpu`");
     }
     if a.side_branch && !cfg.use_ar_ssm_fusion {
         bail!("`--side-branch`: the config has no AR-SSM fusion module (`use_ar_ssm_fusion` is false)");
@@ -219,9 +216,11 @@ fn run_cmd(a: RunArgs) -> Result<Outcome> {
     let secs = t0.elapsed().as_secs_f64();
     if a.side_branch {
         let t1 = std::time::Instant::now();
-        let side = model
-            .side_branch_cpu::<f32>(ids.view())
-            .context("the side branch")?;
+        let side = match a.backend {
+            BackendArg::Cpu => model.side_branch_cpu::<f32>(ids.view()),
+            BackendArg::Cuda => side_branch_cuda(&model, &ids)?,
+        }
+        .context("the side branch")?;
         let norm = side
             .iter()
             .map(|v| f64::from(*v).powi(2))
@@ -244,7 +243,22 @@ fn run_cmd(a: RunArgs) -> Result<Outcome> {
 }
 
 fn cuda_forward(model: &Model, ids: &Array2<usize>, a: &RunArgs) -> Result<Array3<f32>> {
-    model.forward_cuda(ids.view(), a.profile, a.tf32)
+    if a.precision == "bf16" {
+        model.forward_cuda_bf16(ids.view(), a.profile)
+    } else {
+        model.forward_cuda(ids.view(), a.profile, a.tf32)
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn side_branch_cuda(model: &Model, ids: &Array2<usize>) -> Result<Option<Array3<f32>>> {
+    model.side_branch_cuda(ids.view())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn side_branch_cuda(model: &Model, ids: &Array2<usize>) -> Result<Option<Array3<f32>>> {
+    let _ = (model, ids);
+    bail!("{}", muse_cuda::NOT_COMPILED)
 }
 
 fn print_stats(logits: &Array3<f32>, secs: f64, a: &RunArgs) {

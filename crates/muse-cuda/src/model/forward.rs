@@ -4,83 +4,32 @@
 
 use std::sync::Mutex;
 
-use muse_reference::model::{
-    htt_factors, softplus, AttnPath, Conv, ModelDims, ModelWeights, Numerics, Scan,
-};
+use muse_reference::model::structure;
+use muse_reference::model::{ModelDims, Numerics};
 use muse_reference::{Error, Result};
 use ndarray::{Array3, ArrayView2};
 use num_complex::Complex64;
 
-use super::{AttnScalars, HttShape, MAX_HEAD_DIM};
-use crate::bk_core::{self, ForwardWs, Problem};
+use super::HttShape;
+use crate::bk_core::{ForwardWs, Problem};
 use crate::device::{Buf, Gpu, GpuFloat};
 use crate::gemm::{gemm_nt, GemmMath};
 use crate::model as kern;
+
+mod graph;
+mod steps;
+mod timer;
+mod upload;
+
+use graph::Graph;
+use steps::CudaSteps;
+pub use timer::StageTimer;
+use upload::{BlockDev, Lin};
 
 const OP: &str = "model";
 
 /// Named intermediates of a traced forward, each flattened row-major.
 pub type Trace = Vec<(String, Vec<f32>)>;
-
-/// CUDA events between the stages of one forward, for the per-layer time breakdown.
-#[derive(Default)]
-pub struct StageTimer {
-    marks: Vec<(&'static str, cust::event::Event)>,
-}
-
-impl StageTimer {
-    fn mark(&mut self, gpu: &Gpu, stage: &'static str) -> Result<()> {
-        let e = cust::event::Event::new(cust::event::EventFlags::DEFAULT)
-            .map_err(|e| crate::device::err("creating an event", e))?;
-        e.record(&gpu.stream)
-            .map_err(|e| crate::device::err("recording an event", e))?;
-        self.marks.push((stage, e));
-        Ok(())
-    }
-
-    /// Microseconds per stage name, summed over the blocks, in first-seen order.
-    pub fn totals(&self) -> Result<Vec<(&'static str, f64)>> {
-        let mut out: Vec<(&'static str, f64)> = Vec::new();
-        for w in self.marks.windows(2) {
-            let (_, start) = &w[0];
-            let (name, stop) = &w[1];
-            stop.synchronize()
-                .map_err(|e| crate::device::err("waiting for an event", e))?;
-            let us = f64::from(
-                stop.elapsed_time_f32(start)
-                    .map_err(|e| crate::device::err("reading an event", e))?,
-            ) * 1e3;
-            match out.iter_mut().find(|(n, _)| n == name) {
-                Some((_, t)) => *t += us,
-                None => out.push((name, us)),
-            }
-        }
-        Ok(out)
-    }
-}
-
-struct Lin {
-    w: Buf<f32>,
-    b: Option<Buf<f32>>,
-}
-
-struct BlockDev {
-    norm: (Buf<f32>, Buf<f32>),
-    v_w: Buf<f32>,
-    v_b: f32,
-    h0: [Buf<f64>; 3],
-    z_im: f64,
-    gs: f32,
-    wqkv: Buf<f32>,
-    wo: Buf<f32>,
-    attn: AttnScalars,
-    g1: Lin,
-    g2: Lin,
-    uv: Buf<f32>,
-    taps: Buf<f32>,
-    out: Lin,
-    out_norm: (Buf<f32>, Buf<f32>),
-}
 
 /// BK-Core on the device in the precision the profile needs.
 enum Bk {
@@ -92,6 +41,9 @@ enum Bk {
 struct Workspace {
     batch: usize,
     n: usize,
+    /// bf16 copy of a GEMM input (bf16 mode; one element otherwise).
+    a16: Buf<u16>,
+    graph: Option<Graph>,
     ids: Buf<i32>,
     h: Buf<f32>,
     x: Buf<f32>,
@@ -123,6 +75,7 @@ pub struct CudaModel {
     core2: Buf<f32>,
     cos: Buf<f32>,
     table: Buf<f32>,
+    table16: Option<Buf<u16>>,
     vpad: usize,
     pos: Buf<f32>,
     blocks: Vec<BlockDev>,
@@ -149,134 +102,7 @@ fn bk_problem<T: GpuFloat>(
     Ok((p, ws))
 }
 
-fn up(gpu: &'static Gpu, a: impl IntoIterator<Item = f32>) -> Result<Buf<f32>> {
-    gpu.upload(&a.into_iter().collect::<Vec<_>>())
-}
-
-fn form_of(path: AttnPath) -> i32 {
-    match path {
-        AttnPath::Exact => 0,
-        AttnPath::FastBench { tf32: false } => 1,
-        AttnPath::FastBench { tf32: true } => 2,
-        AttnPath::TorchBall => 3,
-    }
-}
-
 impl CudaModel {
-    /// Uploads `w` and builds the decoder table. `math` picks fp32 or TF32 GEMMs.
-    pub fn new(
-        gpu: &'static Gpu,
-        dims: ModelDims,
-        w: &ModelWeights<f32>,
-        num: Numerics,
-        math: GemmMath,
-    ) -> Result<Self> {
-        if w.htt.bf16 || w.blocks.iter().any(|b| b.attn.bf16 || b.v_proj.bf16) {
-            return Err(Error::Unsupported {
-                op: OP,
-                backend: "cuda",
-                what: "bf16 GEMMs (the model's CUDA path computes in f32)".into(),
-            });
-        }
-        let dh = dims.d_model / dims.heads;
-        if dh > MAX_HEAD_DIM || dims.window > 1024 {
-            return Err(Error::Unsupported {
-                op: OP,
-                backend: "cuda",
-                what: format!(
-                    "head width {dh} (at most {MAX_HEAD_DIM}) or window {} (at most 1024)",
-                    dims.window
-                ),
-            });
-        }
-        let (v1, v2, d1, d2) = htt_factors(dims.vocab, dims.d_model);
-        let shape = HttShape {
-            r: dims.htt_rank as i32,
-            d1: d1 as i32,
-            d2: d2 as i32,
-            v1: v1 as i32,
-            v2: v2 as i32,
-        };
-        let lin = |l: &muse_reference::model::Linear<f32>| -> Result<Lin> {
-            Ok(Lin {
-                w: up(gpu, l.w.iter().copied())?,
-                b: l.b
-                    .as_ref()
-                    .map(|b| up(gpu, b.iter().copied()))
-                    .transpose()?,
-            })
-        };
-        let norm = |n: &muse_reference::model::Norm<f32>| -> Result<(Buf<f32>, Buf<f32>)> {
-            Ok((
-                up(gpu, n.weight.iter().copied())?,
-                up(gpu, n.bias.iter().copied())?,
-            ))
-        };
-        let mut blocks = Vec::with_capacity(w.blocks.len());
-        for b in &w.blocks {
-            let im = softplus(b.epsilon) + 1e-6f32 + b.gamma;
-            let z_im = f64::from(im);
-            let a = &b.attn;
-            blocks.push(BlockDev {
-                norm: norm(&b.norm)?,
-                v_w: up(gpu, b.v_proj.w.iter().copied())?,
-                v_b: b.v_proj.b.as_ref().map_or(0.0, |v| v[0]),
-                h0: [
-                    gpu.upload(b.h0[0].as_slice().expect("contiguous"))?,
-                    gpu.upload(b.h0[1].as_slice().expect("contiguous"))?,
-                    gpu.upload(b.h0[2].as_slice().expect("contiguous"))?,
-                ],
-                z_im,
-                gs: b.gate_sensitivity,
-                wqkv: up(
-                    gpu,
-                    a.wq.iter().chain(a.wk.iter()).chain(a.wv.iter()).copied(),
-                )?,
-                wo: up(gpu, a.wo.iter().copied())?,
-                attn: AttnScalars {
-                    c: softplus(a.log_c),
-                    beta: softplus(a.beta),
-                    bias: a.bias,
-                    form: form_of(num.attention),
-                },
-                g1: lin(&b.ssm.gate1)?,
-                g2: lin(&b.ssm.gate2)?,
-                uv: up(gpu, b.ssm.u.w.iter().chain(b.ssm.v.w.iter()).copied())?,
-                taps: up(gpu, b.ssm.conv.iter().copied())?,
-                out: lin(&b.ssm.out)?,
-                out_norm: norm(&b.out_norm)?,
-            });
-        }
-        let vpad = dims.vocab.next_multiple_of(64);
-        let core1 = up(gpu, w.htt.core1.iter().copied())?;
-        let core2 = up(gpu, w.htt.core2.iter().copied())?;
-        let cos = up(gpu, w.htt.phase.iter().map(|t| t.cos()))?;
-        let table = gpu.alloc::<f32>(vpad * dims.d_model)?;
-        kern::htt_table(
-            gpu,
-            (&core1, &core2, &cos),
-            &table,
-            (dims.vocab, vpad, dims.d_model),
-            shape,
-        )?;
-        Ok(Self {
-            gpu,
-            dims,
-            num,
-            math,
-            shape,
-            core1,
-            core2,
-            cos,
-            table,
-            vpad,
-            pos: up(gpu, w.pos.iter().copied())?,
-            blocks,
-            final_norm: norm(&w.final_norm)?,
-            ws: Mutex::new(None),
-        })
-    }
-
     /// The dims.
     pub fn dims(&self) -> &ModelDims {
         &self.dims
@@ -293,9 +119,15 @@ impl CudaModel {
             let (p, ws) = bk_problem(g, batch, n)?;
             Bk::F32(p, ws)
         };
+        let widest = d.max(self.dims.ssm_hidden).max(r);
         Ok(Workspace {
             batch,
             n,
+            a16: g.alloc(if self.table16.is_some() {
+                rows * widest
+            } else {
+                1
+            })?,
             ids: g.alloc(rows)?,
             h: f(rows * d)?,
             x: f(rows * d)?,
@@ -314,6 +146,7 @@ impl CudaModel {
             global: f(rows * d)?,
             logits: f(rows * self.vpad)?,
             bk,
+            graph: None,
         })
     }
 
@@ -353,173 +186,60 @@ impl CudaModel {
 
     /// Queues the whole forward for the ids already in the workspace (no host wait). With
     /// `trace`, each block's output is copied out (a host wait per block; verification only).
+    /// Queues the forward for the ids in the workspace: the model's one structure
+    /// (`muse_reference::model::structure::run`) on the device's steps ([`CudaSteps`]).
     fn run(
         &self,
         ws: &mut Workspace,
-        mut trace: Option<&mut Trace>,
-        mut timer: Option<&mut StageTimer>,
+        trace: Option<&mut Trace>,
+        timer: Option<&mut StageTimer>,
     ) -> Result<()> {
-        let g = self.gpu;
-        let mut mark = |name: &'static str| -> Result<()> {
-            match timer.as_deref_mut() {
-                Some(t) => t.mark(g, name),
-                None => Ok(()),
-            }
+        let mut steps = CudaSteps {
+            m: self,
+            ws,
+            trace,
+            timer,
         };
-        mark("start")?;
-        let d = &self.dims;
-        let (batch, n) = (ws.batch, ws.n);
-        let (rows, dm, r) = (batch * n, d.d_model, d.ssm_rank);
-        let dh = dm / d.heads;
-        let m = self.math;
-        kern::embed(
-            g,
-            &ws.ids,
-            (&self.core1, &self.core2, &self.cos),
-            &self.pos,
-            &ws.h,
-            (rows, n, dm),
-            self.shape,
-        )?;
-        mark("embedding")?;
-        if let Some(t) = trace.as_deref_mut() {
-            t.push(("embedding".into(), ws.h.to_vec()?));
+        steps.mark("start")?;
+        structure::run(&mut steps, self.blocks.len())
+    }
+
+    /// One GEMM of the forward: C = A·Wᵀ in fp32/TF32, or, in bf16 mode (`w16` present), A
+    /// rounded to bf16 into `a16` and multiplied by the bf16 W with fp32 sums.
+    fn gemm(
+        &self,
+        a16: &Buf<u16>,
+        dims: (usize, usize, usize),
+        a: &Buf<f32>,
+        w: &Buf<f32>,
+        w16: Option<&Buf<u16>>,
+        c: &Buf<f32>,
+    ) -> Result<()> {
+        match w16 {
+            Some(w16) => {
+                kern::to_bf16(self.gpu, a, a16, dims.0 * dims.2)?;
+                crate::gemm::gemm_nt_bf16(self.gpu, dims, a16, w16, c)
+            }
+            None => gemm_nt(self.gpu, dims, a, w, c, 0.0, self.math),
         }
-        for (bi, blk) in self.blocks.iter().enumerate() {
-            // layer_norm(w.norm, h)
-            kern::layer_norm(g, &ws.h, (&blk.norm.0, &blk.norm.1), &ws.x, rows, dm)?;
-            // bk_gate: v = clamp(v_proj(x), ±3), G = BK-Core(H0 + diag v, z), gate = σ(γ|Im G|)
-            gemm_nt(g, (rows, 1, dm), &ws.x, &blk.v_w, &ws.v, 0.0, m)?;
-            let h0 = [&blk.h0[0], &blk.h0[1], &blk.h0[2]];
-            match &mut ws.bk {
-                Bk::F64(p, bws) => {
-                    p.z = Complex64::new(0.0, f64::from(blk.z_im as f32));
-                    kern::bk_prep(g, &ws.v, blk.v_b, h0, (&p.a, &p.b, &p.c), (batch, n), true)?;
-                    bk_core::forward(g, p, bws)?;
-                    kern::gate(g, &bws.g, blk.gs, &ws.gate, rows)?;
-                }
-                Bk::F32(p, bws) => {
-                    p.z = Complex64::new(0.0, blk.z_im);
-                    kern::bk_prep(g, &ws.v, blk.v_b, h0, (&p.a, &p.b, &p.c), (batch, n), false)?;
-                    bk_core::forward(g, p, bws)?;
-                    kern::gate(g, &bws.g, blk.gs, &ws.gate, rows)?;
-                }
-            }
-            mark("layer_norm + potential + bk_core + gate")?;
-            // window_attention: q|k|v in one GEMM, the windows, W_o
-            gemm_nt(g, (rows, 3 * dm, dm), &ws.x, &blk.wqkv, &ws.qkv, 0.0, m)?;
-            kern::window_attn(
-                g,
-                &ws.qkv,
-                &ws.o,
-                (batch, n, d.heads, dh, d.window),
-                blk.attn,
-            )?;
-            gemm_nt(g, (rows, dm, dm), &ws.o, &blk.wo, &ws.local, 0.0, m)?;
-            mark("attention (qkv, windows, W_o)")?;
-            // ar_ssm
-            kern::ssm_conv(
-                g,
-                &ws.x,
-                &blk.taps,
-                &ws.t,
-                (batch, n, dm),
-                self.num.conv == Conv::Causal,
-            )?;
-            gemm_nt(
-                g,
-                (rows, d.ssm_hidden, dm),
-                &ws.x,
-                &blk.g1.w,
-                &ws.gh,
-                0.0,
-                m,
-            )?;
-            kern::bias_act(
-                g,
-                &ws.gh,
-                blk.g1.b.as_ref(),
-                None,
-                (rows, d.ssm_hidden),
-                kern::Act::Relu,
-            )?;
-            gemm_nt(
-                g,
-                (rows, r, d.ssm_hidden),
-                &ws.gh,
-                &blk.g2.w,
-                &ws.gg,
-                0.0,
-                m,
-            )?;
-            kern::bias_act(
-                g,
-                &ws.gg,
-                blk.g2.b.as_ref(),
-                None,
-                (rows, r),
-                kern::Act::Sigmoid,
-            )?;
-            gemm_nt(g, (rows, 2 * r, dm), &ws.x, &blk.uv, &ws.uv, 0.0, m)?;
-            kern::ssm_gate_uv(g, &ws.uv, &ws.gg, (&ws.ug, &ws.vg), (rows, r))?;
-            let bs = match self.num.scan {
-                Scan::Cumsum => 0,
-                Scan::Pseudo { bs } => bs,
-            };
-            kern::ssm_scan(g, (&ws.ug, &ws.vg), &ws.kv, (batch, n, r), bs)?;
-            gemm_nt(g, (rows, dm, r), &ws.kv, &blk.out.w, &ws.global, 0.0, m)?;
-            kern::bias_act(
-                g,
-                &ws.global,
-                blk.out.b.as_ref(),
-                Some(&ws.t),
-                (rows, dm),
-                kern::Act::None,
-            )?;
-            mark("ar_ssm")?;
-            if let Some(t) = trace.as_deref_mut().filter(|_| bi == 0) {
-                for (name, buf) in [
-                    ("x", &ws.x),
-                    ("gate", &ws.gate),
-                    ("local", &ws.local),
-                    ("global", &ws.global),
-                ] {
-                    t.push((format!("block0.{name}"), buf.to_vec()?));
-                }
-            }
-            // h + LN(g·local + (1 − g)·global)
-            kern::mix_ln_res(
-                g,
-                (&ws.local, &ws.global),
-                &ws.gate,
-                (&blk.out_norm.0, &blk.out_norm.1),
-                &ws.h,
-                rows,
-                dm,
-            )?;
-            mark("mix + layer_norm + residual")?;
-            if let Some(t) = trace.as_deref_mut() {
-                t.push((format!("block{bi}"), ws.h.to_vec()?));
-            }
-        }
-        kern::layer_norm(
-            g,
-            &ws.h,
-            (&self.final_norm.0, &self.final_norm.1),
-            &ws.x,
-            rows,
-            dm,
-        )?;
-        gemm_nt(
-            g,
-            (rows, self.vpad, dm),
-            &ws.x,
-            &self.table,
-            &ws.logits,
-            0.0,
-            m,
-        )?;
-        mark("final layer_norm + decoder")
+    }
+
+    /// [`CudaModel::gemm`] then the bias, the activation and an optional residual:
+    /// c = act(a·Wᵀ + b) (+ res).
+    #[allow(clippy::too_many_arguments)]
+    fn linear_act(
+        &self,
+        a16: &Buf<u16>,
+        dims: (usize, usize, usize),
+        a: &Buf<f32>,
+        lin: &Lin,
+        w16: Option<&Buf<u16>>,
+        c: &Buf<f32>,
+        act: kern::Act,
+        res: Option<&Buf<f32>>,
+    ) -> Result<()> {
+        self.gemm(a16, dims, a, &lin.w, w16, c)?;
+        kern::bias_act(self.gpu, c, lin.b.as_ref(), res, (dims.0, dims.1), act)
     }
 
     /// Uploads ids and queues the forward; the logits stay on the device (for timing).
@@ -542,7 +262,22 @@ impl CudaModel {
         timer: Option<&mut StageTimer>,
         download: bool,
     ) -> Result<Option<Array3<f32>>> {
-        let host_ids = self.check_ids(&ids)?;
+        let mut guard = self.workspace_for(&ids)?;
+        let ws = guard.as_mut().expect("workspace_for made it");
+        self.run(ws, trace, timer)?;
+        if !download {
+            return Ok(None);
+        }
+        self.logits_of(ws).map(Some)
+    }
+
+    /// The workspace for the (B, N) of `ids` (kept, or made anew for another shape), with the
+    /// ids copied in.
+    fn workspace_for(
+        &self,
+        ids: &ArrayView2<'_, usize>,
+    ) -> Result<std::sync::MutexGuard<'_, Option<Workspace>>> {
+        let host_ids = self.check_ids(ids)?;
         let (batch, n) = ids.dim();
         let mut guard = self.ws.lock().map_err(|_| Error::Backend {
             backend: "cuda",
@@ -552,15 +287,20 @@ impl CudaModel {
             *guard = None;
             *guard = Some(self.workspace(batch, n)?);
         }
-        let ws = guard.as_mut().expect("just set");
-        ws.ids.copy_from_host(&host_ids)?;
-        self.run(ws, trace, timer)?;
-        if !download {
-            return Ok(None);
-        }
+        guard
+            .as_mut()
+            .expect("just set")
+            .ids
+            .copy_from_host(&host_ids)?;
+        Ok(guard)
+    }
+
+    /// The workspace's logits (B, N, V), the padding columns dropped; a non-finite value is an
+    /// error.
+    fn logits_of(&self, ws: &Workspace) -> Result<Array3<f32>> {
         let raw = ws.logits.to_vec()?;
         let v = self.dims.vocab;
-        let mut out = Array3::zeros((batch, n, v));
+        let mut out = Array3::zeros((ws.batch, ws.n, v));
         for (row, dst) in out
             .as_slice_mut()
             .expect("standard layout")
@@ -577,7 +317,34 @@ impl CudaModel {
                 value: f64::from(*x),
             });
         }
-        Ok(Some(out))
+        Ok(out)
+    }
+
+    /// The Phase 8 side branch on the device: HTT(ids) + fusion(HTT(ids)), (B, N, D), as the
+    /// original computes and discards it (FLOP and time parity only).
+    pub fn side_branch(
+        &self,
+        side: &crate::model_side::SideBranch,
+        ids: ArrayView2<'_, usize>,
+    ) -> Result<Array3<f32>> {
+        let host_ids = self.check_ids(&ids)?;
+        let (batch, n) = ids.dim();
+        let (rows, dm) = (batch * n, self.dims.d_model);
+        let g = self.gpu;
+        let ids_dev = g.upload(&host_ids)?;
+        let x = g.alloc::<f32>(rows * dm)?;
+        let out = g.alloc::<f32>(rows * dm)?;
+        kern::embed(
+            g,
+            &ids_dev,
+            (&self.core1, &self.core2, &self.cos),
+            None,
+            &x,
+            (rows, n, dm),
+            self.shape,
+        )?;
+        side.run(&x, &out, (batch, n, dm), self.math)?;
+        Ok(Array3::from_shape_vec((batch, n, dm), out.to_vec()?).expect("rows·D"))
     }
 
     /// Logits (B, N, V) for ids (B, N).

@@ -1,0 +1,216 @@
+//! The model's weights on the device: every tensor uploaded once (bf16 copies of the GEMM weights
+//! in bf16 mode) and the decoder table built on the GPU.
+
+use std::sync::Mutex;
+
+use muse_reference::model::{htt_factors, softplus, AttnPath, ModelDims, ModelWeights, Numerics};
+use muse_reference::{Error, Result};
+
+use super::{CudaModel, OP};
+use crate::device::{Buf, Gpu};
+use crate::gemm::GemmMath;
+use crate::model::{self as kern, HttShape};
+use crate::model_attn::{AttnScalars, MAX_HEAD_DIM};
+
+pub(super) struct Lin {
+    pub(super) w: Buf<f32>,
+    pub(super) b: Option<Buf<f32>>,
+}
+
+/// bf16 copies of one block's GEMM weights (bf16 mode only).
+pub(super) struct BlockBf16 {
+    pub(super) v_w: Buf<u16>,
+    pub(super) wqkv: Buf<u16>,
+    pub(super) wo: Buf<u16>,
+    pub(super) g1: Buf<u16>,
+    pub(super) g2: Buf<u16>,
+    pub(super) uv: Buf<u16>,
+    pub(super) out: Buf<u16>,
+}
+
+pub(super) struct BlockDev {
+    pub(super) h16: Option<BlockBf16>,
+    pub(super) norm: (Buf<f32>, Buf<f32>),
+    pub(super) v_w: Buf<f32>,
+    pub(super) v_b: f32,
+    pub(super) h0: [Buf<f64>; 3],
+    pub(super) z_im: f64,
+    pub(super) gs: f32,
+    pub(super) wqkv: Buf<f32>,
+    pub(super) wo: Buf<f32>,
+    pub(super) attn: AttnScalars,
+    pub(super) g1: Lin,
+    pub(super) g2: Lin,
+    pub(super) uv: Buf<f32>,
+    pub(super) taps: Buf<f32>,
+    pub(super) out: Lin,
+    pub(super) out_norm: (Buf<f32>, Buf<f32>),
+}
+
+fn up(gpu: &'static Gpu, a: impl IntoIterator<Item = f32>) -> Result<Buf<f32>> {
+    gpu.upload(&a.into_iter().collect::<Vec<_>>())
+}
+
+/// The bf16 bits (round to nearest even) of `a`, uploaded.
+fn up16(gpu: &'static Gpu, a: impl IntoIterator<Item = f32>) -> Result<Buf<u16>> {
+    gpu.upload(
+        &a.into_iter()
+            .map(|v| half::bf16::from_f32(v).to_bits())
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn form_of(path: AttnPath) -> i32 {
+    match path {
+        AttnPath::Exact => 0,
+        AttnPath::FastBench { tf32: false } => 1,
+        AttnPath::FastBench { tf32: true } => 2,
+        AttnPath::TorchBall => 3,
+    }
+}
+
+impl CudaModel {
+    /// Uploads `w` and builds the decoder table. `math` picks fp32 or TF32 GEMMs.
+    pub fn new(
+        gpu: &'static Gpu,
+        dims: ModelDims,
+        w: &ModelWeights<f32>,
+        num: Numerics,
+        math: GemmMath,
+    ) -> Result<Self> {
+        // bf16 GEMMs when the weights say so (ModelWeights::with_bf16_gemms), all or none.
+        let bf16 = w.htt.bf16;
+        if w.blocks
+            .iter()
+            .any(|b| b.attn.bf16 != bf16 || b.v_proj.bf16 != bf16 || b.ssm.out.bf16 != bf16)
+        {
+            return Err(Error::Unsupported {
+                op: OP,
+                backend: "cuda",
+                what: "bf16 GEMMs for some layers only (all or none)".into(),
+            });
+        }
+        let dh = dims.d_model / dims.heads;
+        if dh > MAX_HEAD_DIM || dims.window > 1024 {
+            return Err(Error::Unsupported {
+                op: OP,
+                backend: "cuda",
+                what: format!(
+                    "head width {dh} (at most {MAX_HEAD_DIM}) or window {} (at most 1024)",
+                    dims.window
+                ),
+            });
+        }
+        let (v1, v2, d1, d2) = htt_factors(dims.vocab, dims.d_model);
+        let shape = HttShape {
+            r: dims.htt_rank as i32,
+            d1: d1 as i32,
+            d2: d2 as i32,
+            v1: v1 as i32,
+            v2: v2 as i32,
+        };
+        let lin = |l: &muse_reference::model::Linear<f32>| -> Result<Lin> {
+            Ok(Lin {
+                w: up(gpu, l.w.iter().copied())?,
+                b: l.b
+                    .as_ref()
+                    .map(|b| up(gpu, b.iter().copied()))
+                    .transpose()?,
+            })
+        };
+        let norm = |n: &muse_reference::model::Norm<f32>| -> Result<(Buf<f32>, Buf<f32>)> {
+            Ok((
+                up(gpu, n.weight.iter().copied())?,
+                up(gpu, n.bias.iter().copied())?,
+            ))
+        };
+        let mut blocks = Vec::with_capacity(w.blocks.len());
+        for b in &w.blocks {
+            let im = softplus(b.epsilon) + 1e-6f32 + b.gamma;
+            let z_im = f64::from(im);
+            let a = &b.attn;
+            let h16 = if bf16 {
+                Some(BlockBf16 {
+                    v_w: up16(gpu, b.v_proj.w.iter().copied())?,
+                    wqkv: up16(
+                        gpu,
+                        a.wq.iter().chain(a.wk.iter()).chain(a.wv.iter()).copied(),
+                    )?,
+                    wo: up16(gpu, a.wo.iter().copied())?,
+                    g1: up16(gpu, b.ssm.gate1.w.iter().copied())?,
+                    g2: up16(gpu, b.ssm.gate2.w.iter().copied())?,
+                    uv: up16(gpu, b.ssm.u.w.iter().chain(b.ssm.v.w.iter()).copied())?,
+                    out: up16(gpu, b.ssm.out.w.iter().copied())?,
+                })
+            } else {
+                None
+            };
+            blocks.push(BlockDev {
+                h16,
+                norm: norm(&b.norm)?,
+                v_w: up(gpu, b.v_proj.w.iter().copied())?,
+                v_b: b.v_proj.b.as_ref().map_or(0.0, |v| v[0]),
+                h0: [
+                    gpu.upload(b.h0[0].as_slice().expect("contiguous"))?,
+                    gpu.upload(b.h0[1].as_slice().expect("contiguous"))?,
+                    gpu.upload(b.h0[2].as_slice().expect("contiguous"))?,
+                ],
+                z_im,
+                gs: b.gate_sensitivity,
+                wqkv: up(
+                    gpu,
+                    a.wq.iter().chain(a.wk.iter()).chain(a.wv.iter()).copied(),
+                )?,
+                wo: up(gpu, a.wo.iter().copied())?,
+                attn: AttnScalars {
+                    c: softplus(a.log_c),
+                    beta: softplus(a.beta),
+                    bias: a.bias,
+                    form: form_of(num.attention),
+                },
+                g1: lin(&b.ssm.gate1)?,
+                g2: lin(&b.ssm.gate2)?,
+                uv: up(gpu, b.ssm.u.w.iter().chain(b.ssm.v.w.iter()).copied())?,
+                taps: up(gpu, b.ssm.conv.iter().copied())?,
+                out: lin(&b.ssm.out)?,
+                out_norm: norm(&b.out_norm)?,
+            });
+        }
+        let vpad = dims.vocab.next_multiple_of(64);
+        let core1 = up(gpu, w.htt.core1.iter().copied())?;
+        let core2 = up(gpu, w.htt.core2.iter().copied())?;
+        let cos = up(gpu, w.htt.phase.iter().map(|t| t.cos()))?;
+        let table = gpu.alloc::<f32>(vpad * dims.d_model)?;
+        kern::htt_table(
+            gpu,
+            (&core1, &core2, &cos),
+            &table,
+            (dims.vocab, vpad, dims.d_model),
+            shape,
+        )?;
+        let table16 = if bf16 {
+            let t = gpu.alloc::<u16>(vpad * dims.d_model)?;
+            kern::to_bf16(gpu, &table, &t, vpad * dims.d_model)?;
+            Some(t)
+        } else {
+            None
+        };
+        Ok(Self {
+            gpu,
+            dims,
+            num,
+            math,
+            shape,
+            core1,
+            core2,
+            cos,
+            table,
+            table16,
+            vpad,
+            pos: up(gpu, w.pos.iter().copied())?,
+            blocks,
+            final_norm: norm(&w.final_norm)?,
+            ws: Mutex::new(None),
+        })
+    }
+}

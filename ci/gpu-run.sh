@@ -8,7 +8,8 @@
 # torch (BK-Core baselines), torch_hyp (hyperbolic baselines), torch_model (the model in PyTorch:
 # agreement with muse and the throughput protocol), sanitizer, sass (cuobjdump of the cubins into
 # logs/), bench.
-# TORCH_HYP_JSON names an earlier torch_hyp.json to use instead of running the script. The tests step runs the `::cuda` halves (CI
+# TORCH_JSON / TORCH_HYP_JSON / TORCH_MODEL_JSON name the baselines of an earlier call to use instead
+# of running the script. The tests step runs the `::cuda` halves (CI
 # runs the CPU ones).
 # BENCH_FAMILIES (comma-separated stems) restricts `muse bench`; SANITIZER_FILTER the cases run
 # under compute-sanitizer.
@@ -52,7 +53,9 @@ if want torch_model; then
         --check fixtures/model --muse logs/muse-oracle --bench --max-seconds "${TORCH_MODEL_SECONDS:-240}" \
         --out "$OUT/torch_model.json"
 fi
+[ -n "${TORCH_JSON:-}" ] && cp "$TORCH_JSON" logs/torch_earlier.json
 [ -n "${TORCH_HYP_JSON:-}" ] && cp "$TORCH_HYP_JSON" logs/torch_hyp_earlier.json
+[ -n "${TORCH_MODEL_JSON:-}" ] && cp "$TORCH_MODEL_JSON" logs/torch_model_earlier.json
 if want sass && [ -d gpu-bundle/cubins ]; then
     mkdir -p logs/sass
     for c in gpu-bundle/cubins/*.cubin; do
@@ -64,16 +67,21 @@ fi
 SAN=${SANITIZER_LOGS:-logs/sanitizer}
 mkdir -p "$SAN"
 if want sanitizer; then
-    filter=${SANITIZER_FILTER:-n2,n4096_random,long/benchmark_b1_n65536,poincare/ball_c0.693_d64,small_causal,d96_causal,window16_dv48,masked_rows,decode_n1_m513,lm_window64,gen/none_b1h2_n200_m333_d128_dv128,hyp_ln/exp0_r7_d256,hyp_ln/clip_r16_d256,lin_attn/causal_b2h2_n37_d16_dv24,lin_attn/causal_b1h2_n130_d64,hyp_dist/tangent_c2_d96,hyp_dist/ball_c0.693_d200}
+    filter=${SANITIZER_FILTER:-n2,n4096_random,long/benchmark_b1_n65536,poincare/ball_c0.693_d64,small_causal,d96_causal,window16_dv48,masked_rows,decode_n1_m513,lm_window64,gen/none_b1h2_n200_m333_d128_dv128,hyp_ln/exp0_r7_d256,hyp_ln/clip_r16_d256,lin_attn/causal_b2h2_n37_d16_dv24,lin_attn/causal_b1h2_n130_d64,hyp_dist/tangent_c2_d96,hyp_dist/ball_c0.693_d200,model/oracle/forward,model/parity/logits_cuda}
     for tool in memcheck racecheck; do
         step "$tool" timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 3 \
             "$M" verify --backend cuda --out "logs/san-$tool" --filter "$filter"
-        cp "logs/$tool.log" "$SAN/$tool.log"
+        # The model's CUDA tests (graph replay, bf16 GEMMs, side branch) under the same tool; small
+        # B1 N256 is left out for time (the verify cases above run the same kernels on tiny).
+        MUSE_FIXTURES=$PWD/fixtures step "$tool-model" timeout 200 compute-sanitizer --tool "$tool" \
+            --error-exitcode 3 gpu-bundle/bin/muse-model-cuda-tests --test-threads=1 --skip small_at_batch_1
+        cat "logs/$tool.log" "logs/$tool-model.log" > "$SAN/$tool.log"
     done
 fi
 if want bench; then
     bench_args=(bench --backend cuda --out "$OUT" --sanitizer-dir "$SAN")
-    for f in "$OUT/torch.json" "$OUT/torch_hyp.json" logs/torch_hyp_earlier.json "$OUT/torch_model.json"; do
+    for f in "$OUT/torch.json" logs/torch_earlier.json "$OUT/torch_hyp.json" logs/torch_hyp_earlier.json "$OUT/torch_model.json" \
+        logs/torch_model_earlier.json; do
         [ -s "$f" ] && bench_args+=(--torch-baseline "$f")
     done
     [ -n "${BENCH_FAMILIES:-}" ] && bench_args+=(--family "$BENCH_FAMILIES")

@@ -1,6 +1,7 @@
 //! compute-sanitizer results as records: `ci/gpu-run.sh` runs `muse verify --backend cuda` under
-//! memcheck and racecheck and leaves `memcheck.log` and `racecheck.log` in one directory; each
-//! tool's error count must be 0, and the run under it must have checked at least one record.
+//! memcheck and racecheck (then the model's CUDA tests, appended to the same log) and leaves
+//! `memcheck.log` and `racecheck.log` in one directory; each tool's error count (summed over the
+//! runs) must be 0, and the run under it must have checked at least one record.
 
 use std::path::Path;
 
@@ -30,8 +31,7 @@ pub fn records(report: &mut Report, dir: &Path, kernel: &str) {
             );
             continue;
         };
-        let errors = text.lines().rev().find_map(parse_summary);
-        let value = errors.map_or(f64::NAN, |e| e as f64);
+        let value = total_errors(&text).map_or(f64::NAN, |e| e as f64);
         report.records.push(site.record(
             &format!("{tool}_errors"),
             value,
@@ -44,15 +44,19 @@ pub fn records(report: &mut Report, dir: &Path, kernel: &str) {
             "",
             Some(Target::AtLeast(1.0)),
         ));
-        report.meta.insert(
-            format!("sanitizer_{tool}"),
-            text.lines()
-                .rev()
-                .find(|l| parse_summary(l).is_some())
-                .unwrap_or("no summary line")
-                .trim()
-                .into(),
-        );
+        let summaries: Vec<&str> = text
+            .lines()
+            .filter(|l| parse_summary(l).is_some())
+            .map(str::trim)
+            .collect();
+        let summary = if summaries.is_empty() {
+            "no summary line".to_string()
+        } else {
+            summaries.join(" | ")
+        };
+        report
+            .meta
+            .insert(format!("sanitizer_{tool}"), summary.into());
     }
 }
 
@@ -76,6 +80,14 @@ pub fn parse_summary(line: &str) -> Option<u64> {
     inner.split_whitespace().next()?.parse().ok()
 }
 
+/// The errors of every sanitized run in the log (one summary line each: `ci/gpu-run.sh` appends
+/// the model's CUDA tests to the `muse verify` run); `None` when the log has no summary line.
+fn total_errors(log: &str) -> Option<u64> {
+    log.lines()
+        .filter_map(parse_summary)
+        .fold(None, |acc, e| Some(acc.unwrap_or(0) + e))
+}
+
 /// How many records the run under the tool checked: `muse verify` prints `N records, M failed`.
 fn records_checked(log: &str) -> Option<f64> {
     log.lines().find_map(|l| {
@@ -93,6 +105,13 @@ mod tests {
         let log = "cpu bk_core 3 0\n========= x\n302 records, 0 failed\n";
         assert_eq!(records_checked(log), Some(302.0));
         assert_eq!(records_checked("no summary"), None);
+    }
+
+    #[test]
+    fn errors_of_every_run_in_the_log_are_added() {
+        let log = "========= ERROR SUMMARY: 0 errors\n302 records, 0 failed\n========= ERROR SUMMARY: 2 errors\n";
+        assert_eq!(total_errors(log), Some(2));
+        assert_eq!(total_errors("302 records, 0 failed"), None);
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl Dtype {
         match self {
             Dtype::F64 => x,
             Dtype::F32 => f64::from(x as f32),
-            Dtype::Bf16 => f64::from(half::bf16::from_f64(x).to_f32()),
+            Dtype::Bf16 => f64::from(crate::bf16_from_f64(x).to_f32()),
         }
     }
     /// Every dtype, f64 first.

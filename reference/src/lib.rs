@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)] // not `forbid`: ndarray's `s!` expands to an inner `allow`
 
+mod bf16;
 pub mod bk_core;
 pub mod dense;
 mod elem;
@@ -17,6 +18,7 @@ pub mod lin_attn;
 pub mod model;
 pub mod poincare;
 
+pub use bf16::bf16_from_f64;
 pub use elem::{Dtype, Elem, Precision};
 pub use error::{Error, Result};
 

@@ -35,7 +35,7 @@ pub struct Problem {
 
 pub(crate) fn bf16_bits(x: ArrayView4<'_, f64>) -> Vec<u16> {
     x.iter()
-        .map(|&v| half::bf16::from_f64(v).to_bits())
+        .map(|&v| muse_reference::bf16_from_f64(v).to_bits())
         .collect()
 }
 

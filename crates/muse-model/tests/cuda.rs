@@ -250,3 +250,77 @@ fn side_branch_on_the_gpu_matches_the_cpu() {
     eprintln!("side branch: cuda vs cpu f64 {r:.3e}");
     assert!(r <= 1e-5, "{r:.3e}");
 }
+
+#[test]
+fn bf16_stages_match_the_cpu_bf16_stages() {
+    // Each CPU step (f32, bf16 GEMM inputs) on the GPU's own input to that step. This located the
+    // one disagreement the end-to-end test above found (1.8e-3, bench-cpu, decoder row 0): the
+    // CPU's bf16 rounding (half's from_f64, see muse_reference::bf16_from_f64), not the GPU.
+    use muse_reference::model::{ar_ssm, bk_gate, htt_decode, layer_norm, window_attention};
+    let m = oracle_model();
+    let ids = ids(&fixtures("oracle"));
+    let w = m.weights().model::<f32>().with_bf16_gemms();
+    let d = m.config().dims();
+    let mut failures = Vec::new();
+    for p in [Profile::Exact, Profile::BenchCpu] {
+        let num = p.numerics();
+        let (got_logits, trace) = m
+            .cuda_bf16(p)
+            .expect("cuda bf16")
+            .forward_trace(ids.view())
+            .expect("forward");
+        let get = |name: &str| {
+            &trace
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("{name} traced"))
+                .1
+        };
+        let to3 = |v: &[f32]| {
+            Array3::from_shape_vec((ids.nrows(), ids.ncols(), d.d_model), v.to_vec())
+                .expect("shape")
+        };
+        let up = |a: &ndarray::ArrayD<f32>| a.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+        let x_gpu = to3(get("block0.x"));
+        let b0 = &w.blocks[0];
+        let gate = bk_gate(b0, x_gpu.view(), &num).expect("gate");
+        let local = window_attention(&b0.attn, x_gpu.view(), d.heads, d.window, num.attention)
+            .expect("attention");
+        let global = ar_ssm(&b0.ssm, x_gpu.view(), num.scan, num.conv);
+        for (name, want) in [
+            ("block0.gate", gate.into_dyn()),
+            ("block0.local", local.into_dyn()),
+            ("block0.global", global.into_dyn()),
+        ] {
+            let r = rel_flat(get(name), &up(&want));
+            eprintln!("bf16 {}: {name} cuda vs cpu {r:.3e}", p.name());
+            if r.is_nan() || r > 1e-5 {
+                failures.push(format!("{} {name}: {r:.3e}", p.name()));
+            }
+        }
+        let mut prev = to3(get("embedding"));
+        for i in 0..d.layers {
+            let got = get(&format!("block{i}"));
+            let want = block(&d, &w.blocks[i], prev.view(), &num).expect("cpu block");
+            let r = rel_flat(got, &up(&want.into_dyn()));
+            eprintln!("bf16 {}: block{i} cuda vs cpu {r:.3e}", p.name());
+            if r.is_nan() || r > 1e-5 {
+                failures.push(format!("{} block{i}: {r:.3e}", p.name()));
+            }
+            prev = to3(got);
+        }
+        let ln = layer_norm(&w.final_norm, prev.view());
+        let r = rel_flat(get("final_norm"), &up(&ln.into_dyn()));
+        eprintln!("bf16 {}: final_norm cuda vs cpu {r:.3e}", p.name());
+        if r.is_nan() || r > 1e-5 {
+            failures.push(format!("{} final_norm: {r:.3e}", p.name()));
+        }
+        let logits = htt_decode(&w.htt, to3(get("final_norm")).view(), d.vocab);
+        let r = rel(&got_logits, &logits.mapv(f64::from));
+        eprintln!("bf16 {}: decoder cuda vs cpu {r:.3e}", p.name());
+        if r.is_nan() || r > 1e-5 {
+            failures.push(format!("{} decoder: {r:.3e}", p.name()));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -42,7 +42,7 @@ pub fn linear<F: Elem>(l: &Linear<F>, x: ArrayView3<'_, F>) -> Array3<F> {
 /// assert_eq!(muse_reference::model::bf16_round(1.0f32 + 1.0 / 512.0), 1.0);
 /// ```
 pub fn bf16_round<F: Elem>(x: F) -> F {
-    F::of(half::bf16::from_f64(x.to_f64_exact()).to_f64())
+    F::of(crate::bf16_from_f64(x.to_f64_exact()).to_f64())
 }
 
 /// LayerNorm over the last axis with eps 1e-5 (biased variance, as `nn.LayerNorm`).

@@ -265,6 +265,7 @@ impl ModelSteps for CudaSteps<'_> {
             rows,
             dm,
         )?;
+        self.keep("final_norm".into(), Slot::X)?;
         Ok(Slot::X)
     }
 

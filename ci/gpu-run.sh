@@ -7,7 +7,7 @@
 # STEPS (comma-separated, default all): tests, model (the model's CUDA tests), verify, roundtrip,
 # torch (BK-Core baselines), torch_hyp (hyperbolic baselines), torch_model (the model in PyTorch:
 # agreement with muse and the throughput protocol), sanitizer, sass (cuobjdump of the cubins into
-# logs/), bench.
+# logs/), profile (per-kernel times of one small and one medium forward, ci/gpu-profile.sh), bench.
 # TORCH_JSON / TORCH_HYP_JSON / TORCH_MODEL_JSON name the baselines of an earlier call to use instead
 # of running the script. The tests step runs the `::cuda` halves (CI
 # runs the CPU ones).
@@ -16,7 +16,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
-STEPS=${STEPS:-tests,model,verify,roundtrip,torch,torch_hyp,torch_model,sanitizer,sass,bench}
+STEPS=${STEPS:-tests,model,verify,roundtrip,torch,torch_hyp,torch_model,sanitizer,sass,profile,bench}
 mkdir -p "$OUT" logs
 export MUSE_GIT_COMMIT MUSE_REQUIRE_GPU=1
 MUSE_GIT_COMMIT=$(python3 -c 'import json; print(json.load(open("gpu-bundle/manifest.json"))["commit"])')
@@ -77,6 +77,10 @@ if want sanitizer; then
             --error-exitcode 3 gpu-bundle/bin/muse-model-cuda-tests --test-threads=1 --skip small_at_batch_1
         cat "logs/$tool.log" "logs/$tool-model.log" > "$SAN/$tool.log"
     done
+fi
+if want profile; then
+    step profile-small bash ci/gpu-profile.sh small 8 256 --tf32
+    step profile-medium bash ci/gpu-profile.sh medium 4 512 --tf32
 fi
 if want bench; then
     bench_args=(bench --backend cuda --out "$OUT" --sanitizer-dir "$SAN")

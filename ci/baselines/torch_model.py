@@ -180,6 +180,23 @@ def pseudo_cumsum(x, bs=128):
     return out
 
 
+@torch.library.custom_op("muse_baseline::cumsum_n", mutates_args=())
+def _cumsum_n(x: torch.Tensor) -> torch.Tensor:
+    return torch.cumsum(x, dim=1)
+
+
+@_cumsum_n.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+def cumsum_n(x):
+    """Inclusive cumsum over N. Under torch.compile it stays ATen's kernel (an opaque op): the
+    inductor of torch 2.11 fails to generate its split scan for (B, N, 32) on the H200 ("list
+    indices must be integers or slices, not NoneType"); everything around it is compiled."""
+    return _cumsum_n(x) if torch.compiler.is_compiling() else torch.cumsum(x, dim=1)
+
+
 def ar_ssm(w, pre, x, profile):
     wc = w[pre + "T_conv.weight"]
     xt = x.transpose(1, 2)
@@ -190,7 +207,7 @@ def ar_ssm(w, pre, x, profile):
     g = F.relu(F.linear(x, w[pre + "complexity_gate.0.weight"], w[pre + "complexity_gate.0.bias"]))
     g = torch.sigmoid(F.linear(g, w[pre + "complexity_gate.2.weight"], w[pre + "complexity_gate.2.bias"]))
     ug, vg = F.linear(x, w[pre + "U_proj.weight"]) * g, F.linear(x, w[pre + "V_proj.weight"]) * g
-    k = pseudo_cumsum(ug) if profile == "bench" else torch.cumsum(ug, dim=1)
+    k = pseudo_cumsum(ug) if profile == "bench" else cumsum_n(ug)
     return t + F.linear(k * vg, w[pre + "output_proj.weight"], w[pre + "output_proj.bias"])
 
 

@@ -124,27 +124,19 @@ extern "C" __global__ void model_attn_window(const float* qkv, float* o, int bat
 }
 
 // Fast path for W <= 64 and dh <= 64 (every shipped config but large): one CTA of 8 warps per
-// (window, head, batch). The window's keys and values and their per-key terms are staged in shared
-// memory once. Each warp takes groups of 4 query rows (groups g and 15 - g, so causal work is
-// balanced); each lane two keys (j = lane, lane + 32) against all 4 rows, so one shared load of
-// k[j][e] (and one broadcast float4 of the 4 rows' q[e]) feeds 4 products: the loop is no longer
-// bound by shared-memory loads. Max and sum by shuffles; p in the same float4 slots, then each lane
-// two output dims for the 4 rows. Same formulas, forms and summation order as model_window_attn
-// (its sums over e and over j run in the same ascending order).
-
-#define MODEL_ATTN_W64_ROWS 4
-
-__device__ __forceinline__ float& row_of(float4& v, int r) { return (&v.x)[r]; }
+// (window, head, batch). The window's keys and values and their per-row terms are staged in shared
+// memory once; each warp takes query rows in turn, each lane two keys (j = lane, lane + 32): the
+// scores in registers, max and sum by shuffles, p in shared memory, then each lane two output
+// dims. Same formulas and forms as model_window_attn (sums in another order).
 
 extern "C" __global__ void __launch_bounds__(MODEL_ATTN_W64_WARPS * 32) model_attn_window_w64(const float* qkv, float* o, int batch, int n, int heads, int dh, int window, float c, float beta, float bias, int form) {
-    constexpr int R = MODEL_ATTN_W64_ROWS;
     __shared__ float ks[MODEL_ATTN_W64_MAX][MODEL_ATTN_W64_MAX + 1];  // exact: unit k; fast: k; ball: exp0 k
     __shared__ float vs[MODEL_ATTN_W64_MAX][MODEL_ATTN_W64_MAX];
     __shared__ float kt[MODEL_ATTN_W64_MAX];   // exact: a; fast and ball: |k|^2
     __shared__ float ks2[MODEL_ATTN_W64_MAX];  // exact: sinh 2a
     __shared__ float kr[MODEL_ATTN_W64_MAX];   // exact: |k|
-    // Per warp: the group's 4 (mapped) query rows by dim e, then their p by key j.
-    __shared__ float4 qp[MODEL_ATTN_W64_WARPS][MODEL_ATTN_W64_MAX];
+    __shared__ float qs[MODEL_ATTN_W64_WARPS][MODEL_ATTN_W64_MAX];
+    __shared__ float ps[MODEL_ATTN_W64_WARPS][MODEL_ATTN_W64_MAX];
     const int w0 = blockIdx.x * window, h = blockIdx.y, b = blockIdx.z;
     const int nw = min(window, n - w0);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -189,160 +181,97 @@ extern "C" __global__ void __launch_bounds__(MODEL_ATTN_W64_WARPS * 32) model_at
     }
     __syncthreads();
     const bool t32 = form == 2;
-    const int groups = (nw + R - 1) / R;
-    for (int g0 = 0; g0 < groups; g0 += 2 * MODEL_ATTN_W64_WARPS) {
-        for (int half = 0; half < 2; ++half) {
-            const int g = g0 + (half == 0 ? warp : 2 * MODEL_ATTN_W64_WARPS - 1 - warp);
-            if (g >= groups) continue;  // warp-uniform
-            const int i0 = g * R, last = min(i0 + R, nw) - 1;
-            // The rows' terms and their mapped q in qp (a row past the window: zeros, masked).
-            float qa[R], qsh[R], qr[R], qn[R];
-#pragma unroll
-            for (int r = 0; r < R; ++r) {
-                const int il = i0 + r;
-                qa[r] = qsh[r] = qr[r] = qn[r] = 0.0f;
-                if (il >= nw) {
-                    for (int e = lane; e < dh; e += 32) row_of(qp[warp][e], r) = 0.0f;
-                    continue;
-                }
-                const float* q = base + (long long)il * stride;
-                float r2 = 0.0f;
-                for (int e = lane; e < dh; e += 32) r2 += q[e] * q[e];
-                r2 = warp_sum_f(r2);
-                qn[r] = r2;
-                if (form == 0) {
-                    qr[r] = sqrtf(r2);
-                    const TangentTerms<float> t = tangent_terms<float>(s, qr[r]);
-                    qa[r] = t.a;
-                    qsh[r] = t.sinh2a;
-                    for (int e = lane; e < dh; e += 32) row_of(qp[warp][e], r) = qr[r] > 0.0f ? __fdiv_rn(q[e], qr[r]) : 0.0f;
-                } else if (form == 3) {
-                    const float rr = fmaxf(sqrtf(r2), 1e-5f);
-                    const float f = 1.0f / s * tanhf(s * rr);
-                    float m2 = 0.0f;
-                    for (int e = lane; e < dh; e += 32) {
-                        const float x = f * (q[e] / rr);
-                        row_of(qp[warp][e], r) = x;
-                        m2 += x * x;
-                    }
-                    qn[r] = warp_sum_f(m2);
-                } else {
-                    for (int e = lane; e < dh; e += 32) row_of(qp[warp][e], r) = q[e];
-                }
+    for (int il = warp; il < nw; il += MODEL_ATTN_W64_WARPS) {
+        // The query row and its terms.
+        const float* q = base + (long long)il * stride;
+        float r2 = 0.0f;
+        for (int e = lane; e < dh; e += 32) r2 += q[e] * q[e];
+        r2 = warp_sum_f(r2);
+        float qa = 0.0f, qsh = 0.0f, qr = 0.0f, qn = r2;
+        if (form == 0) {
+            qr = sqrtf(r2);
+            const TangentTerms<float> t = tangent_terms<float>(s, qr);
+            qa = t.a;
+            qsh = t.sinh2a;
+            for (int e = lane; e < dh; e += 32) qs[warp][e] = qr > 0.0f ? __fdiv_rn(q[e], qr) : 0.0f;
+        } else if (form == 3) {
+            const float r = fmaxf(sqrtf(r2), 1e-5f);
+            const float f = 1.0f / s * tanhf(s * r);
+            float m2 = 0.0f;
+            for (int e = lane; e < dh; e += 32) {
+                const float x = f * (q[e] / r);
+                qs[warp][e] = x;
+                m2 += x * x;
             }
-            __syncwarp();
-            float sc[R][2];
-#pragma unroll
-            for (int h2 = 0; h2 < 2; ++h2) {
-                const int j = lane + 32 * h2;
-                float acc4[R] = {0.0f, 0.0f, 0.0f, 0.0f};  // exact: |q^ - k^|^2; else q.k
-                if (j <= last) {
-                    for (int e = 0; e < dh; ++e) {
-                        const float4 q4 = qp[warp][e];
-                        const float kv = ks[j][e];
-                        if (form == 0) {
-                            const float d0 = q4.x - kv, d1 = q4.y - kv, d2 = q4.z - kv, d3 = q4.w - kv;
-                            acc4[0] += d0 * d0;
-                            acc4[1] += d1 * d1;
-                            acc4[2] += d2 * d2;
-                            acc4[3] += d3 * d3;
-                        } else if (t32) {
-                            const float kk = tf32_trunc(kv);
-                            acc4[0] += tf32_trunc(q4.x) * kk;
-                            acc4[1] += tf32_trunc(q4.y) * kk;
-                            acc4[2] += tf32_trunc(q4.z) * kk;
-                            acc4[3] += tf32_trunc(q4.w) * kk;
-                        } else {
-                            acc4[0] += q4.x * kv;
-                            acc4[1] += q4.y * kv;
-                            acc4[2] += q4.z * kv;
-                            acc4[3] += q4.w * kv;
-                        }
-                    }
-                }
-#pragma unroll
-                for (int r = 0; r < R; ++r) {
-                    const int il = i0 + r;
-                    sc[r][h2] = -INFINITY;
-                    if (il >= nw || j > il) continue;
-                    if (form == 0) {
-                        const float omc = qr[r] > 0.0f && kr[j] > 0.0f ? 0.5f * acc4[r] : 1.0f;
-                        const float sh = sinhf(qa[r] - kt[j]);
-                        const float z = 2.0f * sh * sh + qsh[r] * ks2[j] * omc;
-                        sc[r][h2] = -beta * (acosh1p<float>(z) / s);
-                    } else if (form == 3) {
-                        const float nk = kt[j];
-                        const float diff2 = qn[r] - 2.0f * acc4[r] + nk;
-                        const float den = fmaxf((1.0f - c * qn[r]) * (1.0f - c * nk), 1e-5f);
-                        const float x = fmaxf(1.0f + 2.0f * c * diff2 / den, 1.0f + 1e-5f);
-                        sc[r][h2] = -beta * (1.0f / s * acoshf(x)) - bias;
-                    } else {
-                        const float nk = kt[j];
-                        const float diff2 = fmaxf(qn[r] - 2.0f * acc4[r] + nk, 0.0f);
-                        sc[r][h2] = -beta * (sqrtf(diff2 + 1e-8f) * sqrtf(1.0f + c * (qn[r] + nk)));
-                    }
-                }
-            }
-            float l[R];
-            float4 p0, p1;
-#pragma unroll
-            for (int r = 0; r < R; ++r) {
-                const float m = warp_max_f(fmaxf(sc[r][0], sc[r][1]));
-                row_of(p0, r) = sc[r][0] == -INFINITY ? 0.0f : expf(sc[r][0] - m);
-                row_of(p1, r) = sc[r][1] == -INFINITY ? 0.0f : expf(sc[r][1] - m);
-                l[r] = warp_sum_f(row_of(p0, r) + row_of(p1, r));
-            }
-            __syncwarp();  // every lane is done with the q rows
-            qp[warp][lane] = p0;
-            qp[warp][lane + 32] = p1;
-            __syncwarp();
-            float acc[R][2];
-#pragma unroll
-            for (int h2 = 0; h2 < 2; ++h2) {
-                const int e = lane + 32 * h2;
-#pragma unroll
-                for (int r = 0; r < R; ++r) acc[r][h2] = 0.0f;
-                if (e >= dh) continue;
-                for (int j = 0; j <= last; ++j) {
-                    const float4 p4 = qp[warp][j];
-                    const float v = t32 ? tf32_trunc(vs[j][e]) : vs[j][e];
-                    if (t32) {
-                        acc[0][h2] += tf32_trunc(p4.x) * v;
-                        acc[1][h2] += tf32_trunc(p4.y) * v;
-                        acc[2][h2] += tf32_trunc(p4.z) * v;
-                        acc[3][h2] += tf32_trunc(p4.w) * v;
-                    } else {
-                        acc[0][h2] += p4.x * v;
-                        acc[1][h2] += p4.y * v;
-                        acc[2][h2] += p4.z * v;
-                        acc[3][h2] += p4.w * v;
-                    }
-                }
-#pragma unroll
-                for (int r = 0; r < R; ++r) acc[r][h2] = acc[r][h2] / l[r];
-            }
-#pragma unroll
-            for (int r = 0; r < R; ++r) {
-                const int il = i0 + r;
-                if (il >= nw) continue;  // warp-uniform
-                float a0 = acc[r][0], a1 = acc[r][1];
-                if (form == 3) {  // the original's expmap0 of the weighted sum
-                    const float rr = fmaxf(sqrtf(warp_sum_f(a0 * a0 + a1 * a1)), 1e-5f);
-                    const float f = 1.0f / s * tanhf(s * rr);
-                    a0 = f * (a0 / rr);
-                    a1 = f * (a1 / rr);
-                }
-                if (form != 0) {  // the original's logmap0 with its clamps
-                    const float yn = fmaxf(sqrtf(warp_sum_f(a0 * a0 + a1 * a1)), 1e-5f);
-                    const float f = 1.0f / s * atanhf(s * fminf(yn, 1.0f / s - 1e-5f));
-                    a0 = f * (a0 / yn);
-                    a1 = f * (a1 / yn);
-                }
-                float* out = o + ((long long)b * n + w0 + il) * dim + h * dh;
-                if (lane < dh) out[lane] = a0;
-                if (lane + 32 < dh) out[lane + 32] = a1;
-            }
-            __syncwarp();  // qp is rewritten by the next group
+            qn = warp_sum_f(m2);
+        } else {
+            for (int e = lane; e < dh; e += 32) qs[warp][e] = q[e];
         }
+        __syncwarp();
+        float sc[2];
+#pragma unroll
+        for (int h2 = 0; h2 < 2; ++h2) {
+            const int j = lane + 32 * h2;
+            sc[h2] = -INFINITY;
+            if (j >= nw || j > il) continue;
+            if (form == 0) {
+                float omc = 1.0f;
+                if (qr > 0.0f && kr[j] > 0.0f) {
+                    float d2 = 0.0f;
+                    for (int e = 0; e < dh; ++e) {
+                        const float d = qs[warp][e] - ks[j][e];
+                        d2 += d * d;
+                    }
+                    omc = 0.5f * d2;
+                }
+                const float sh = sinhf(qa - kt[j]);
+                const float z = 2.0f * sh * sh + qsh * ks2[j] * omc;
+                sc[h2] = -beta * (acosh1p<float>(z) / s);
+            } else {
+                float dot = 0.0f;
+                for (int e = 0; e < dh; ++e) dot += t32 ? tf32_trunc(qs[warp][e]) * tf32_trunc(ks[j][e]) : qs[warp][e] * ks[j][e];
+                const float nk = kt[j];
+                if (form == 3) {
+                    const float diff2 = qn - 2.0f * dot + nk;
+                    const float den = fmaxf((1.0f - c * qn) * (1.0f - c * nk), 1e-5f);
+                    const float x = fmaxf(1.0f + 2.0f * c * diff2 / den, 1.0f + 1e-5f);
+                    sc[h2] = -beta * (1.0f / s * acoshf(x)) - bias;
+                } else {
+                    const float diff2 = fmaxf(qn - 2.0f * dot + nk, 0.0f);
+                    sc[h2] = -beta * (sqrtf(diff2 + 1e-8f) * sqrtf(1.0f + c * (qn + nk)));
+                }
+            }
+        }
+        const float m = warp_max_f(fmaxf(sc[0], sc[1]));
+        const float p0 = sc[0] == -INFINITY ? 0.0f : expf(sc[0] - m);
+        const float p1 = sc[1] == -INFINITY ? 0.0f : expf(sc[1] - m);
+        const float l = warp_sum_f(p0 + p1);
+        ps[warp][lane] = p0;
+        ps[warp][lane + 32] = p1;
+        __syncwarp();
+        float acc[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int h2 = 0; h2 < 2; ++h2) {
+            const int e = lane + 32 * h2;
+            if (e >= dh) continue;
+            for (int j = 0; j <= il; ++j) acc[h2] += t32 ? tf32_trunc(ps[warp][j]) * tf32_trunc(vs[j][e]) : ps[warp][j] * vs[j][e];
+            acc[h2] = acc[h2] / l;
+        }
+        if (form == 3) {  // the original's expmap0 of the weighted sum
+            const float r = fmaxf(sqrtf(warp_sum_f(acc[0] * acc[0] + acc[1] * acc[1])), 1e-5f);
+            const float f = 1.0f / s * tanhf(s * r);
+            acc[0] = f * (acc[0] / r);
+            acc[1] = f * (acc[1] / r);
+        }
+        if (form != 0) {  // the original's logmap0 with its clamps
+            const float yn = fmaxf(sqrtf(warp_sum_f(acc[0] * acc[0] + acc[1] * acc[1])), 1e-5f);
+            const float f = 1.0f / s * atanhf(s * fminf(yn, 1.0f / s - 1e-5f));
+            acc[0] = f * (acc[0] / yn);
+            acc[1] = f * (acc[1] / yn);
+        }
+        float* out = o + ((long long)b * n + w0 + il) * dim + h * dh;
+        if (lane < dh) out[lane] = acc[0];
+        if (lane + 32 < dh) out[lane + 32] = acc[1];
+        __syncwarp();
     }
 }

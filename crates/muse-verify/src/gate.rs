@@ -99,6 +99,45 @@ pub fn check(baseline: &Report, current: &Report, max_slowdown: Option<f64>) -> 
     out
 }
 
+/// Drops from `baseline` the compiler records (kernel `ptxas`, case = the CUDA function) of
+/// functions that no longer appear in `sources` (the kernel files' text): a removed or renamed
+/// kernel has no register count left to compare. Returns one `not comparable` line per record.
+///
+/// ```
+/// use muse_verify::{gate, report::Site, Report};
+/// let mut base = Report::new("kpi-cuda");
+/// for case in ["kept_kernel", "gone_kernel"] {
+///     let site = Site { kernel: "ptxas", backend: "cuda", case, shape: &[], dtype: "model" };
+///     base.records.push(site.record("registers", 40.0, "", None));
+/// }
+/// let lines = gate::retire_removed_kernels(&mut base, "__global__ void kept_kernel(float* x) {}");
+/// assert_eq!(base.records.len(), 1);
+/// assert_eq!(lines.len(), 1);
+/// ```
+pub fn retire_removed_kernels(baseline: &mut Report, sources: &str) -> Vec<String> {
+    let defined = |name: &str| {
+        sources.match_indices(&format!("{name}(")).any(|(i, _)| {
+            sources[..i]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+        })
+    };
+    let mut lines = Vec::new();
+    baseline.records.retain(|r| {
+        let keep = r.kernel != "ptxas" || defined(&r.case);
+        if !keep {
+            lines.push(format!(
+                "{}: CUDA function `{}` is no longer in the kernel sources",
+                r.key(),
+                r.case
+            ));
+        }
+        keep
+    });
+    lines
+}
+
 /// The report's `meta.kernel_sources_sha256` against the hash of the sources in the tree: a
 /// regression line when the report is missing the hash or measured other sources.
 pub fn check_sources(report: &Report, sources_now: &str) -> Option<String> {

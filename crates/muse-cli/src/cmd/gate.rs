@@ -1,7 +1,8 @@
 //! `muse gate`: the CI regression gate. Fails (exit 1) on any failing record in the current
 //! report, any baseline record missing for a backend that ran, (with `--max-slowdown`) a KPI slower
 //! than the baseline by more than the given fraction, or (with `--kernel-sources`) a GPU report
-//! that measured other kernel sources than those in the tree.
+//! that measured other kernel sources than those in the tree. With `--kernel-sources`, compiler
+//! records of CUDA functions no longer in the sources are not comparable (not missing).
 
 use std::path::PathBuf;
 
@@ -33,9 +34,14 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     if let Some(x) = args.max_slowdown.filter(|x| !(x.is_finite() && *x >= 0.0)) {
         anyhow::bail!("`--max-slowdown {x}` must be a non-negative fraction, e.g. 0.1");
     }
-    let baseline = Report::load(&args.baseline)?;
+    let mut baseline = Report::load(&args.baseline)?;
     let current = Report::load(&args.current)?;
+    let retired = match &args.kernel_sources {
+        Some(dir) => gate::retire_removed_kernels(&mut baseline, &kernel_text(dir)?),
+        None => Vec::new(),
+    };
     let mut out = gate::check(&baseline, &current, args.max_slowdown);
+    out.not_comparable.extend(retired);
     if let Some(dir) = &args.kernel_sources {
         let now = muse_cuda::kernel_sources_sha256(dir)
             .map_err(|e| anyhow::anyhow!("`--kernel-sources {}`: {e}", dir.display()))?;
@@ -58,4 +64,24 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         args.baseline.display()
     );
     Ok(Outcome::from_pass(out.passed()))
+}
+
+/// The text of every `.cu` / `.cuh` file under `dir` (where the gate looks up kernel names).
+fn kernel_text(dir: &std::path::Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d)
+            .map_err(|e| anyhow::anyhow!("`--kernel-sources {}`: {e}", d.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "cu" || e == "cuh") {
+                text.push_str(&std::fs::read_to_string(&path)?);
+                text.push('\n');
+            }
+        }
+    }
+    Ok(text)
 }

@@ -30,6 +30,10 @@ enum Cmd {
     Attention(cmd::attention::Args),
     /// The Phase 8 language model: parameter counts, seeded init, logits for token ids.
     Model(cmd::model::Args),
+    /// Train the model on a text file (GPT-2 BPE, exact gradients, AdamW); checkpoints resume.
+    Train(cmd::train::TrainArgs),
+    /// Continue a prompt with a trained model (greedy or sampled).
+    Generate(cmd::train::GenerateArgs),
     /// Compare a fresh report with a committed baseline (the CI regression gate).
     Gate(cmd::gate::Args),
     /// Render a report's Markdown from its JSON.
@@ -68,6 +72,8 @@ fn main() -> ExitCode {
         Cmd::BkCore(args) => cmd::bk_core::run(args),
         Cmd::Attention(args) => cmd::attention::run(args),
         Cmd::Model(args) => cmd::model::run(args),
+        Cmd::Train(args) => cmd::train::run_train(args),
+        Cmd::Generate(args) => cmd::train::run_generate(args),
         Cmd::Gate(args) => cmd::gate::run(args),
         Cmd::Report(args) => cmd::report::run(args),
     };

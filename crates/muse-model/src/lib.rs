@@ -17,6 +17,7 @@
 mod config;
 pub mod init;
 pub mod spec;
+pub mod vram;
 mod weights;
 
 pub use config::Config;

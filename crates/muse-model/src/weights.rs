@@ -214,6 +214,86 @@ impl Weights {
         })
     }
 
+    /// Writes `m` (e.g. trained weights) back into the tensors it came from ([`Weights::model`]'s
+    /// inverse), rounded to f32; the other tensors (the side branch's, the H0 buffers) stay.
+    ///
+    /// ```
+    /// use muse_model::{init, Config};
+    /// let cfg = Config::named("tiny").unwrap();
+    /// let mut w = init::init(&cfg, 1);
+    /// let mut m = w.model::<f64>();
+    /// m.final_norm.bias.fill(0.5);
+    /// w.set_model(&m);
+    /// assert_eq!(w.model::<f64>().final_norm.bias[3], 0.5);
+    /// ```
+    pub fn set_model(&mut self, m: &ModelWeights<f64>) {
+        let mut put = |name: String, values: Vec<f64>| {
+            let slot = self
+                .tensors
+                .get_mut(&name)
+                .expect("a core tensor of this config");
+            assert_eq!(
+                slot.1.len(),
+                values.len(),
+                "{name}: same size as the config's"
+            );
+            slot.1 = values.into_iter().map(|v| v as f32).collect();
+        };
+        let all = |a: ndarray::ArrayViewD<'_, f64>| a.iter().copied().collect::<Vec<f64>>();
+        let lin = |put: &mut dyn FnMut(String, Vec<f64>), name: String, l: &Linear<f64>| {
+            put(format!("{name}.weight"), all(l.w.view().into_dyn()));
+            if let Some(b) = &l.b {
+                put(format!("{name}.bias"), b.to_vec());
+            }
+        };
+        let norm = |put: &mut dyn FnMut(String, Vec<f64>), name: String, n: &Norm<f64>| {
+            put(format!("{name}.weight"), n.weight.to_vec());
+            put(format!("{name}.bias"), n.bias.to_vec());
+        };
+        let emb = format!("{CORE}token_embedding");
+        put(format!("{emb}.core1"), all(m.htt.core1.view().into_dyn()));
+        put(format!("{emb}.core2"), all(m.htt.core2.view().into_dyn()));
+        put(format!("{emb}.phase_shift"), m.htt.phase.to_vec());
+        put(
+            format!("{CORE}position_embedding.weight"),
+            all(m.pos.view().into_dyn()),
+        );
+        for (i, b) in m.blocks.iter().enumerate() {
+            let blk = format!("{CORE}blocks.{i}");
+            let bk = format!("{blk}.bk_layer");
+            let ha = format!("{bk}.hybrid_attn");
+            let (la, ga) = (format!("{ha}.local_attn"), format!("{ha}.global_attn"));
+            norm(&mut put, format!("{blk}.layer_norm"), &b.norm);
+            lin(&mut put, format!("{bk}.v_proj"), &b.v_proj);
+            put(format!("{bk}.epsilon_param"), vec![b.epsilon]);
+            put(format!("{bk}.gamma"), vec![b.gamma]);
+            put(format!("{ha}.gate_sensitivity"), vec![b.gate_sensitivity]);
+            let a = &b.attn;
+            for (n, w) in [
+                ("W_q", &a.wq),
+                ("W_k", &a.wk),
+                ("W_v", &a.wv),
+                ("W_o", &a.wo),
+            ] {
+                put(format!("{la}.{n}.weight"), all(w.view().into_dyn()));
+            }
+            put(format!("{la}.log_c"), vec![a.log_c]);
+            put(format!("{la}.attention.beta"), vec![a.beta]);
+            put(format!("{la}.attention.attention_bias"), vec![a.bias]);
+            lin(&mut put, format!("{ga}.complexity_gate.0"), &b.ssm.gate1);
+            lin(&mut put, format!("{ga}.complexity_gate.2"), &b.ssm.gate2);
+            lin(&mut put, format!("{ga}.U_proj"), &b.ssm.u);
+            lin(&mut put, format!("{ga}.V_proj"), &b.ssm.v);
+            put(
+                format!("{ga}.T_conv.weight"),
+                all(b.ssm.conv.view().into_dyn()),
+            );
+            lin(&mut put, format!("{ga}.output_proj"), &b.ssm.out);
+            norm(&mut put, format!("{ha}.layer_norm"), &b.out_norm);
+        }
+        norm(&mut put, format!("{CORE}layer_norm_final"), &m.final_norm);
+    }
+
     /// The tensors the logits depend on, converted to `F` and split per layer.
     pub fn model<F: Elem>(&self) -> ModelWeights<F> {
         let emb = format!("{CORE}token_embedding");

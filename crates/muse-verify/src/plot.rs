@@ -1,4 +1,5 @@
-//! SVG plots for reports: time against N on log–log axes, with an O(N) guide line.
+//! SVG plots for reports: time against N on log–log axes, with an O(N) guide line, and curves
+//! (e.g. loss against step) on linear axes.
 
 use std::path::Path;
 
@@ -88,6 +89,65 @@ pub fn time_vs_n(path: &Path, title: &str, unit: &str, series: &[Series]) -> Res
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))
+}
+
+/// Draws `series` on linear axes (`x_desc`, `y_desc`; e.g. loss against step) into an SVG file.
+pub fn curves(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| Error::Plot {
+        path: path.into(),
+        message: e.to_string(),
+    };
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .collect();
+    if all.is_empty() {
+        return Err(fail(&"no points to plot"));
+    }
+    let (xmin, xmax) = bounds(all.iter().map(|p| p.0));
+    let (ymin, ymax) = bounds(all.iter().map(|p| p.1));
+    let pad = ((ymax - ymin) * 0.05).max(1e-9);
+    let root = SVGBackend::new(path, (800, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(70)
+        .build_cartesian_2d(xmin..xmax.max(xmin + 1.0), (ymin - pad)..(ymax + pad))
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(|e| fail(&e))?;
+    for (i, s) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| fail(&e))?
+            .label(&s.label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()

@@ -21,6 +21,7 @@
 mod ar_ssm;
 mod attention;
 mod block;
+pub mod grad;
 mod layers;
 mod side;
 pub mod structure;

@@ -6,6 +6,7 @@ pub mod bk_core;
 pub mod gate;
 pub mod model;
 pub mod report;
+pub mod train;
 pub mod verify;
 
 /// A known fix for an error, printed after it as `hint: …`.

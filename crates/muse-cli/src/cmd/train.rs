@@ -1,0 +1,205 @@
+//! `muse train` and `muse generate`: the Phase 8 model trained on a text file (GPT-2 BPE, exact
+//! gradients, AdamW) and decoded from a prompt.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use muse_model::{Config, Model, Weights};
+use muse_train::generate::{generate, GenerateOptions};
+use muse_train::optim::AdamW;
+use muse_train::{train, TrainOptions};
+
+use crate::Outcome;
+
+/// Arguments of `muse train`.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// A config name or JSON file of Phase8Config keys; vocab_size must be 50257 (GPT-2 BPE).
+    #[arg(long)]
+    config: String,
+    /// The training text (UTF-8); its last `--held-out` fraction is the evaluation split.
+    #[arg(long)]
+    data: PathBuf,
+    /// Total optimiser steps.
+    #[arg(long)]
+    steps: u64,
+    /// The run directory: log.jsonl, state.safetensors, weights.safetensors, loss.svg.
+    #[arg(long)]
+    out: PathBuf,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Tokens per sequence (at most the config's n_seq; default n_seq).
+    #[arg(long)]
+    seq: Option<usize>,
+    /// Peak learning rate (warm-up, then cosine to a tenth of it).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 100)]
+    warmup: u64,
+    /// AdamW's decoupled weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Clip the gradient's global norm to this.
+    #[arg(long, default_value_t = 1.0)]
+    clip: f64,
+    /// Seed of the initialisation and of the batches.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Evaluate the held-out perplexity every this many steps (and at the end).
+    #[arg(long, default_value_t = 100)]
+    eval_every: u64,
+    /// Held-out tokens per evaluation (the split's first ones).
+    #[arg(long, default_value_t = 16384)]
+    eval_tokens: usize,
+    /// The held-out fraction of the text (its end).
+    #[arg(long, default_value_t = 0.1)]
+    held_out: f64,
+    /// Checkpoint every this many steps (and at the end).
+    #[arg(long, default_value_t = 100)]
+    save_every: u64,
+    /// Arithmetic: the CPU trains the float64 reference (`f64`); f32, bf16 and fp16 need the
+    /// CUDA training path, which is not built yet.
+    #[arg(long, default_value = "f64")]
+    precision: String,
+    /// Per-block recomputation in the backward. The CPU backward always recomputes each block
+    /// from its input, so this is accepted and is what the CPU does anyway.
+    #[arg(long)]
+    checkpointing: bool,
+    /// Continue the run in this directory (same config; bit-for-bit the same losses).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Stop after this step with a checkpoint (the schedule still spans --steps).
+    #[arg(long)]
+    stop_at: Option<u64>,
+}
+
+/// Runs `muse train`.
+pub fn run_train(a: TrainArgs) -> Result<Outcome> {
+    if a.precision != "f64" {
+        bail!(
+            "`--precision {}`: the CPU trains the float64 reference only; f32, bf16 and fp16 training need the CUDA path (not built yet)",
+            a.precision
+        );
+    }
+    let config = Config::resolve(&a.config)?;
+    let seq = a.seq.unwrap_or(config.n_seq);
+    let o = TrainOptions {
+        seq,
+        data: a.data,
+        steps: a.steps,
+        out: a.out,
+        batch: a.batch,
+        adam: AdamW {
+            lr: a.lr,
+            weight_decay: a.weight_decay,
+            ..AdamW::default()
+        },
+        warmup: a.warmup,
+        min_lr_ratio: 0.1,
+        clip: a.clip,
+        seed: a.seed,
+        eval_every: a.eval_every,
+        eval_tokens: a.eval_tokens,
+        held_out: a.held_out,
+        save_every: a.save_every,
+        resume: a.resume,
+        stop_at: a.stop_at,
+        progress: true,
+        config,
+    };
+    let _ = a.checkpointing;
+    println!(
+        "train: {} steps of B={} N={} on {} (CPU, float64 reference, exact gradients)",
+        o.steps,
+        o.batch,
+        o.seq,
+        o.data.display()
+    );
+    let s = train(&o)?;
+    if let Some(l) = s.log.last() {
+        println!(
+            "step {}: loss {:.4}, held-out perplexity {:.2}, {:.0} tokens/s",
+            l.step, l.loss, s.eval_ppl, l.tokens_per_s
+        );
+    }
+    println!(
+        "wrote {0}/log.jsonl, {0}/state.safetensors, {0}/weights.safetensors and {0}/loss.svg",
+        o.out.display()
+    );
+    Ok(Outcome::Passed)
+}
+
+/// Arguments of `muse generate`.
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// Weights (.safetensors); the config comes from its header (as `muse train` and `muse
+    /// model init` write it) unless `--config` is given.
+    #[arg(long)]
+    weights: PathBuf,
+    /// The prompt text.
+    #[arg(long)]
+    prompt: String,
+    /// A config name or JSON file, for weights without a config in their header.
+    #[arg(long)]
+    config: Option<String>,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 50)]
+    max_new_tokens: usize,
+    /// 0 for greedy decoding; otherwise the sampling temperature.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Sample among the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn header_config(path: &std::path::Path) -> Result<Config> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("`--weights`: cannot read {}", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("`--weights {}`: not a safetensors file", path.display()))?;
+    let Some(json) = meta.metadata().as_ref().and_then(|m| m.get("config")) else {
+        bail!(
+            "`--weights {}`: no config in its header; pass `--config`",
+            path.display()
+        );
+    };
+    Config::from_json(json)
+        .with_context(|| format!("`--weights {}`: the config in its header", path.display()))
+}
+
+/// Runs `muse generate`.
+pub fn run_generate(a: GenerateArgs) -> Result<Outcome> {
+    let config = match &a.config {
+        Some(c) => Config::resolve(c)?,
+        None => header_config(&a.weights)?,
+    };
+    let model = Model::new(Weights::load(&config, &a.weights)?);
+    let o = GenerateOptions {
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        seed: a.seed,
+    };
+    let (tokens, text) = generate(&model, &a.prompt, &o)?;
+    println!("{}{}", a.prompt, text);
+    eprintln!(
+        "generate: {} prompt + {} new tokens ({})",
+        tokens.len() - a.max_new_tokens,
+        a.max_new_tokens,
+        if a.temperature == 0.0 {
+            "greedy".to_string()
+        } else {
+            format!(
+                "temperature {}, top-k {:?}, seed {}",
+                a.temperature, a.top_k, a.seed
+            )
+        }
+    );
+    Ok(Outcome::Passed)
+}

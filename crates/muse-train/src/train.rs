@@ -1,0 +1,280 @@
+//! The training loop on the CPU reference (float64, exact gradients): AdamW with the warm-up +
+//! cosine schedule and gradient clipping, a JSONL log, held-out perplexity, checkpoints that
+//! resume bit for bit, and a loss-curve SVG.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use muse_model::{init, Config, Weights};
+use muse_reference::model::{forward, grad, ModelDims, ModelWeights, Numerics};
+use serde::Serialize;
+
+use crate::checkpoint::{self, flatten, unflatten, Checkpoint};
+use crate::data::{eval_batches, train_batch, Corpus, GPT2_VOCAB};
+use crate::optim::{clip_grad_norm, cosine_lr, AdamState, AdamW};
+
+/// What `muse train` was asked to do.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOptions {
+    /// The model's config (its vocabulary must be GPT-2's, 50257).
+    #[serde(skip)]
+    pub config: Config,
+    /// The text corpus.
+    pub data: PathBuf,
+    /// Total optimiser steps (a resumed run continues up to this count).
+    pub steps: u64,
+    /// The run directory (log, checkpoints, curve).
+    pub out: PathBuf,
+    /// Sequences per step.
+    pub batch: usize,
+    /// Tokens per sequence (≤ the config's n_seq).
+    pub seq: usize,
+    /// AdamW's hyper-parameters (its `lr` is the schedule's peak).
+    pub adam: AdamW,
+    /// Warm-up steps of the schedule.
+    pub warmup: u64,
+    /// The schedule's floor, as a fraction of the peak.
+    pub min_lr_ratio: f64,
+    /// Global gradient-norm clip.
+    pub clip: f64,
+    /// Seed of the initialisation and of the batches.
+    pub seed: u64,
+    /// Evaluate every this many steps (and at the end).
+    pub eval_every: u64,
+    /// At most this many held-out tokens per evaluation (the first ones, in order).
+    pub eval_tokens: usize,
+    /// The held-out fraction of the corpus (its tail).
+    pub held_out: f64,
+    /// Checkpoint every this many steps (and at the end).
+    pub save_every: u64,
+    /// A run directory to continue.
+    pub resume: Option<PathBuf>,
+    /// Stop (with a checkpoint) after this step; the schedule still spans `steps` (a run split
+    /// into parts, e.g. by a time limit).
+    pub stop_at: Option<u64>,
+    /// Draw a progress bar.
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+/// One line of `RUN/log.jsonl`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct LogLine {
+    /// The step just taken (1-based).
+    pub step: u64,
+    /// Training cross-entropy of its batch (nats per token).
+    pub loss: f64,
+    /// Its learning rate.
+    pub lr: f64,
+    /// The gradient's global norm before clipping.
+    pub grad_norm: f64,
+    /// Held-out cross-entropy and perplexity, on evaluation steps.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_loss: Option<f64>,
+    /// exp(eval_loss).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_ppl: Option<f64>,
+    /// Training tokens per second of this step (wall clock).
+    pub tokens_per_s: f64,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Every log line of the run (a resumed run's earlier lines included).
+    pub log: Vec<LogLine>,
+    /// The last held-out perplexity.
+    pub eval_ppl: f64,
+}
+
+fn check(o: &TrainOptions) -> Result<ModelDims> {
+    if o.config.vocab_size != GPT2_VOCAB {
+        bail!(
+            "`--config`: vocab_size is {}, but training uses the GPT-2 BPE vocabulary ({GPT2_VOCAB}); use a config with \"vocab_size\": {GPT2_VOCAB}",
+            o.config.vocab_size
+        );
+    }
+    if o.seq == 0 || o.seq > o.config.n_seq {
+        bail!(
+            "`--seq {}`: must be in 1..={} (the config's n_seq)",
+            o.seq,
+            o.config.n_seq
+        );
+    }
+    if o.batch == 0 {
+        bail!("`--batch 0`: must be at least 1");
+    }
+    if o.steps == 0 {
+        bail!("`--steps 0`: must be at least 1");
+    }
+    if !(o.adam.lr > 0.0 && o.adam.lr.is_finite()) {
+        bail!("`--lr {}`: must be a positive number", o.adam.lr);
+    }
+    Ok(o.config.dims())
+}
+
+/// Mean held-out cross-entropy over at most `max_tokens` tokens.
+pub fn evaluate(
+    d: &ModelDims,
+    w: &ModelWeights<f64>,
+    tokens: &[u32],
+    batch: usize,
+    seq: usize,
+    max_tokens: usize,
+) -> Result<f64> {
+    let limit = tokens.len().min(max_tokens.max(seq + 1));
+    let (mut sum, mut count) = (0.0, 0usize);
+    for (ids, targets) in eval_batches(&tokens[..limit], batch, seq) {
+        let logits = forward(d, w, &Numerics::exact(), ids.view())?;
+        let (loss, _) = grad::cross_entropy(logits.view(), targets.view())?;
+        sum += loss * ids.len() as f64;
+        count += ids.len();
+    }
+    Ok(sum / count as f64)
+}
+
+/// Trains, writing `RUN/log.jsonl`, `RUN/state.safetensors`, `RUN/weights.safetensors` and
+/// `RUN/loss.svg`.
+pub fn train(o: &TrainOptions) -> Result<Summary> {
+    let d = check(o)?;
+    let corpus = Corpus::load(&o.data, o.seq, o.held_out)?;
+    std::fs::create_dir_all(&o.out)
+        .with_context(|| format!("`--out {}`: cannot create it", o.out.display()))?;
+    let mut weights: Weights = init::init(&o.config, o.seed);
+    let mut w = weights.model::<f64>();
+    let mut log: Vec<LogLine> = Vec::new();
+    let mut adam = AdamState::new(flatten(&w).len());
+    if let Some(dir) = &o.resume {
+        let ck = checkpoint::load(dir, &o.config)?;
+        if ck.params.len() != adam.m.len() {
+            bail!(
+                "`--resume {}`: {} parameters, the config has {}",
+                dir.display(),
+                ck.params.len(),
+                adam.m.len()
+            );
+        }
+        unflatten(&mut w, &ck.params);
+        adam = ck.adam;
+        log = read_log(&dir.join("log.jsonl"))?
+            .into_iter()
+            .filter(|l| l.step <= adam.step)
+            .collect();
+    }
+    let log_path = o.out.join("log.jsonl");
+    let mut log_file = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot write {}", log_path.display()))?;
+    for l in &log {
+        writeln!(log_file, "{}", serde_json::to_string(l)?)?;
+    }
+    let bar = progress_bar(o, adam.step);
+    let options = serde_json::to_string(o)?;
+    let mut eval_ppl = log
+        .iter()
+        .rev()
+        .find_map(|l| l.eval_ppl)
+        .unwrap_or(f64::NAN);
+    let end = o.stop_at.map_or(o.steps, |s| s.min(o.steps));
+    while adam.step < end {
+        let t0 = Instant::now();
+        let (ids, targets) = train_batch(&corpus.train, o.batch, o.seq, o.seed, adam.step);
+        let (loss, g) =
+            grad::loss_and_grad(&d, &w, &Numerics::exact(), ids.view(), targets.view())?;
+        if !loss.is_finite() {
+            bail!(
+                "the training loss is {loss} at step {} (lower `--lr`?)",
+                adam.step + 1
+            );
+        }
+        let mut gflat = flatten(&g);
+        let grad_norm = clip_grad_norm(&mut gflat, o.clip);
+        let lr = cosine_lr(adam.step, o.adam.lr, o.warmup, o.steps, o.min_lr_ratio);
+        let mut p = flatten(&w);
+        o.adam.step(&mut p, &gflat, &mut adam, lr);
+        unflatten(&mut w, &p);
+        let mut line = LogLine {
+            step: adam.step,
+            loss,
+            lr,
+            grad_norm,
+            eval_loss: None,
+            eval_ppl: None,
+            tokens_per_s: (o.batch * o.seq) as f64 / t0.elapsed().as_secs_f64(),
+        };
+        let last = adam.step == end;
+        if last || adam.step % o.eval_every.max(1) == 0 {
+            let e = evaluate(&d, &w, &corpus.eval, o.batch, o.seq, o.eval_tokens)?;
+            line.eval_loss = Some(e);
+            line.eval_ppl = Some(e.exp());
+            eval_ppl = e.exp();
+        }
+        writeln!(log_file, "{}", serde_json::to_string(&line)?)?;
+        bar.set_message(format!("loss {loss:.4}, {:.0} tok/s", line.tokens_per_s));
+        bar.inc(1);
+        log.push(line);
+        if last || adam.step % o.save_every.max(1) == 0 {
+            weights.set_model(&w);
+            let ck = Checkpoint {
+                params: p,
+                adam: adam.clone(),
+                config: o.config.to_json(),
+                options: options.clone(),
+            };
+            checkpoint::save(&o.out, &ck, &weights)?;
+        }
+    }
+    bar.finish_and_clear();
+    plot(&o.out.join("loss.svg"), &log)?;
+    Ok(Summary { log, eval_ppl })
+}
+
+fn progress_bar(o: &TrainOptions, start: u64) -> indicatif::ProgressBar {
+    if !o.progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(o.steps);
+    bar.set_position(start);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} step {pos}/{len} [{bar:30}] {msg} ({eta} left)",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// The lines of a run's `log.jsonl`.
+pub fn read_log(path: &Path) -> Result<Vec<LogLine>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the run's log {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).with_context(|| format!("{}: a bad line `{l}`", path.display()))
+        })
+        .collect()
+}
+
+fn plot(path: &Path, log: &[LogLine]) -> Result<()> {
+    use muse_verify::plot::{curves, Series};
+    let train = Series {
+        label: "training loss (batch)".into(),
+        points: log.iter().map(|l| (l.step as f64, l.loss)).collect(),
+    };
+    let eval = Series {
+        label: "held-out loss".into(),
+        points: log
+            .iter()
+            .filter_map(|l| l.eval_loss.map(|e| (l.step as f64, e)))
+            .collect(),
+    };
+    curves(
+        path,
+        "muse train: cross-entropy (nats/token)",
+        "step",
+        "loss",
+        &[train, eval],
+    )?;
+    Ok(())
+}

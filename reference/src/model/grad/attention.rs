@@ -1,0 +1,84 @@
+//! The VJP of the exact windowed local attention (design model.md §3.5–3.6): the projections,
+//! the head split and merge, and [`crate::hyp_attn`]'s exact backward with `Mask::Window(W)`.
+
+use ndarray::{Array3, Array4, ArrayView3, ArrayView4};
+
+use super::layers::proj_vjp;
+use crate::hyp_attn::{backward, HypAttnArgs, Mask};
+use crate::model::{linear, softplus, Linear, LocalAttn};
+use crate::{Dtype, Result};
+
+/// (B, N, D) → (B, H, N, D/H).
+fn split(x: &Array3<f64>, h: usize) -> Array4<f64> {
+    let (b, n, d) = x.dim();
+    x.to_shape((b, n, h, d / h))
+        .expect("D = H·dh")
+        .permuted_axes([0, 2, 1, 3])
+        .as_standard_layout()
+        .into_owned()
+}
+
+/// (B, H, N, dh) → (B, N, H·dh).
+fn merge(x: ArrayView4<'_, f64>) -> Array3<f64> {
+    let (b, h, n, dh) = x.dim();
+    x.permuted_axes([0, 2, 1, 3])
+        .as_standard_layout()
+        .into_shape_with_order((b, n, h * dh))
+        .expect("heads merge")
+        .to_owned()
+}
+
+fn plain(w: &ndarray::Array2<f64>) -> Linear<f64> {
+    Linear {
+        w: w.clone(),
+        b: None,
+        bf16: false,
+    }
+}
+
+/// d softplus(x)/dx = σ(x) (1 where the forward returns x itself, x > 20).
+pub(super) fn softplus_grad(x: f64) -> f64 {
+    if x > 20.0 {
+        1.0
+    } else {
+        1.0 / (1.0 + (-x).exp())
+    }
+}
+
+/// The VJP of the exact `window_attention` on x (B, N, D): returns ∂L/∂x and adds the
+/// gradients of W_q, W_k, W_v, W_o, log c and β into `g`.
+pub fn window_attention_vjp(
+    w: &LocalAttn<f64>,
+    x: ArrayView3<'_, f64>,
+    n_heads: usize,
+    window: usize,
+    dy: ArrayView3<'_, f64>,
+    g: &mut LocalAttn<f64>,
+) -> Result<Array3<f64>> {
+    let (q, k, v) = (
+        linear(&plain(&w.wq), x),
+        linear(&plain(&w.wk), x),
+        linear(&plain(&w.wv), x),
+    );
+    let (qh, kh, vh) = (split(&q, n_heads), split(&k, n_heads), split(&v, n_heads));
+    let (c, beta) = (softplus(w.log_c), softplus(w.beta));
+    let args = HypAttnArgs::new(
+        qh.view(),
+        kh.view(),
+        vh.view(),
+        c,
+        beta,
+        Mask::Window(window),
+    )?;
+    let o = crate::hyp_attn::forward::forward::<f64>(&args, Dtype::F64).o;
+    let merged = merge(o.view());
+    let dmerged = proj_vjp(&w.wo, merged.view(), dy, &mut g.wo);
+    let d_o = split(&dmerged, n_heads);
+    let ga = backward::backward::<f64>(&args, d_o.view(), Dtype::F64);
+    g.log_c += ga.dc * softplus_grad(w.log_c);
+    g.beta += ga.dbeta * softplus_grad(w.beta);
+    let mut dx = proj_vjp(&w.wq, x, merge(ga.dq.view()).view(), &mut g.wq);
+    dx += &proj_vjp(&w.wk, x, merge(ga.dk.view()).view(), &mut g.wk);
+    dx += &proj_vjp(&w.wv, x, merge(ga.dv.view()).view(), &mut g.wv);
+    Ok(dx)
+}

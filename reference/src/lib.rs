@@ -15,6 +15,7 @@ pub mod hyp_attn;
 pub mod hyp_dist;
 pub mod hyp_ln;
 pub mod lin_attn;
+pub mod memopt;
 pub mod model;
 pub mod poincare;
 

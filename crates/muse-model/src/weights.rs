@@ -232,7 +232,11 @@ impl Weights {
                 .tensors
                 .get_mut(&name)
                 .expect("a core tensor of this config");
-            assert_eq!(slot.1.len(), values.len(), "{name}: same size as the config's");
+            assert_eq!(
+                slot.1.len(),
+                values.len(),
+                "{name}: same size as the config's"
+            );
             slot.1 = values.into_iter().map(|v| v as f32).collect();
         }
     }
@@ -333,7 +337,10 @@ pub fn named_tensors(m: &ModelWeights<f64>) -> Vec<(String, Vec<f64>)> {
     out.push((format!("{emb}.core1"), all(m.htt.core1.view().into_dyn())));
     out.push((format!("{emb}.core2"), all(m.htt.core2.view().into_dyn())));
     out.push((format!("{emb}.phase_shift"), m.htt.phase.to_vec()));
-    out.push((format!("{CORE}position_embedding.weight"), all(m.pos.view().into_dyn())));
+    out.push((
+        format!("{CORE}position_embedding.weight"),
+        all(m.pos.view().into_dyn()),
+    ));
     for (i, b) in m.blocks.iter().enumerate() {
         let blk = format!("{CORE}blocks.{i}");
         let bk = format!("{blk}.bk_layer");
@@ -345,7 +352,12 @@ pub fn named_tensors(m: &ModelWeights<f64>) -> Vec<(String, Vec<f64>)> {
         out.push((format!("{bk}.gamma"), vec![b.gamma]));
         out.push((format!("{ha}.gate_sensitivity"), vec![b.gate_sensitivity]));
         let a = &b.attn;
-        for (n, w) in [("W_q", &a.wq), ("W_k", &a.wk), ("W_v", &a.wv), ("W_o", &a.wo)] {
+        for (n, w) in [
+            ("W_q", &a.wq),
+            ("W_k", &a.wk),
+            ("W_v", &a.wv),
+            ("W_o", &a.wo),
+        ] {
             out.push((format!("{la}.{n}.weight"), all(w.view().into_dyn())));
         }
         out.push((format!("{la}.log_c"), vec![a.log_c]));
@@ -355,7 +367,10 @@ pub fn named_tensors(m: &ModelWeights<f64>) -> Vec<(String, Vec<f64>)> {
         lin(&mut out, format!("{ga}.complexity_gate.2"), &b.ssm.gate2);
         lin(&mut out, format!("{ga}.U_proj"), &b.ssm.u);
         lin(&mut out, format!("{ga}.V_proj"), &b.ssm.v);
-        out.push((format!("{ga}.T_conv.weight"), all(b.ssm.conv.view().into_dyn())));
+        out.push((
+            format!("{ga}.T_conv.weight"),
+            all(b.ssm.conv.view().into_dyn()),
+        ));
         lin(&mut out, format!("{ga}.output_proj"), &b.ssm.out);
         norm(&mut out, format!("{ha}.layer_norm"), &b.out_norm);
     }

@@ -41,19 +41,35 @@ fn gradients_match_pytorch_autograd() {
 
     let w = m.weights().model::<f64>();
     let dims = m.config().dims();
-    let (loss, g) = loss_and_grad(&dims, &w, &Profile::Exact.numerics(), ids.view(), targets.view())
-        .expect("backward");
-    assert!((loss - want_loss).abs() <= 1e-12 * want_loss, "loss {loss} vs torch {want_loss}");
+    let (loss, g) = loss_and_grad(
+        &dims,
+        &w,
+        &Profile::Exact.numerics(),
+        ids.view(),
+        targets.view(),
+    )
+    .expect("backward");
+    assert!(
+        (loss - want_loss).abs() <= 1e-12 * want_loss,
+        "loss {loss} vs torch {want_loss}"
+    );
     let mut failures = Vec::new();
     let mut checked = 0;
     for (name, got) in named_tensors(&g) {
         let Some(want) = torch.get(&name) else {
             // attention_bias feeds only the compat path: no autograd gradient in the exact one.
-            assert!(got.iter().all(|&v| v == 0.0), "{name}: muse has a gradient, torch none");
+            assert!(
+                got.iter().all(|&v| v == 0.0),
+                "{name}: muse has a gradient, torch none"
+            );
             continue;
         };
         let scale = want.iter().fold(0f64, |a, v| a.max(v.abs())).max(1e-12);
-        let err = got.iter().zip(want).fold(0f64, |a, (x, y)| a.max((x - y).abs())) / scale;
+        let err = got
+            .iter()
+            .zip(want)
+            .fold(0f64, |a, (x, y)| a.max((x - y).abs()))
+            / scale;
         eprintln!("{name}: max|Δ|/max|g| {err:.2e}");
         if err.is_nan() || err > 1e-9 {
             failures.push(format!("{name}: {err:.3e}"));

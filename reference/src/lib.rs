@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)] // not `forbid`: ndarray's `s!` expands to an inner `allow`
 
+pub mod baseline;
 mod bf16;
 pub mod bk_core;
 pub mod dense;

@@ -276,7 +276,9 @@ def block(w, i, h, heads, window, profile):
     sub = w[bk + "h0_sub_base"][:, : n - 1].double().expand(x.shape[0], -1)
     if profile != "exact":
         he, sup, sub = he.clamp(-100, 100), sup.clamp(-10, 10), sub.clamp(-10, 10)
-    im = F.softplus(w[bk + "epsilon_param"].float()) + 1e-6 + w[bk + "gamma"].float()
+    # Im z in f32 as the original computes it in the compat profiles; in the weights' dtype in exact.
+    cast = (lambda t: t.float()) if profile != "exact" else (lambda t: t)
+    im = F.softplus(cast(w[bk + "epsilon_param"])) + 1e-6 + cast(w[bk + "gamma"])
     g_ii = bk_core_diag(he, sup, sub, 1j * im.double())
     im_g = g_ii.imag.float() if profile != "exact" else g_ii.imag
     gate = torch.sigmoid(im_g.abs().to(x.dtype) * w[ha + "gate_sensitivity"]).unsqueeze(-1)
@@ -295,6 +297,47 @@ def forward(w, ids, cfg, profile):
 
 
 # ---- modes -----------------------------------------------------------------------------------
+def save_safetensors(path, tensors, metadata):
+    """A minimal safetensors writer (F64 tensors, sorted names), as the format specifies."""
+    header, blobs, off = {"__metadata__": metadata}, [], 0
+    for name in sorted(tensors):
+        b = np.ascontiguousarray(tensors[name], dtype="<f8").tobytes()
+        header[name] = {"dtype": "F64", "shape": list(tensors[name].shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def grad_fixture(d, out):
+    """PyTorch autograd (float64, CPU) of the exact profile's mean cross-entropy on the oracle
+    weights, ids[:, :8] (a multiple of the window: no padded rows) and targets (7 ids + 3) mod V:
+    the independent check of muse's backward (crates/muse-model/tests/grad.rs)."""
+    import os
+    w_np, _ = load_safetensors(f"{d}/oracle/weights.safetensors")
+    cfg = json.load(open(f"{d}/oracle/config.json"))
+    ids = np.load(f"{d}/oracle/ids.npy")[:, :8].astype(np.int64)
+    targets = (ids * 7 + 3) % cfg["vocab_size"]
+    w = to_torch(w_np, torch.float64, "cpu")
+    for k, v in w.items():
+        v.requires_grad_(not k.endswith(("h0_diag_base", "h0_super_base", "h0_sub_base")))
+    logits = forward(w, torch.from_numpy(ids), cfg, "exact")
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(targets).reshape(-1))
+    loss.backward()
+    grads = {k: v.grad.numpy() for k, v in w.items() if v.grad is not None}
+    bad = [k for k, g in grads.items() if not np.isfinite(g).all()]
+    if bad:
+        sys.exit(f"non-finite autograd gradients: {bad}")
+    os.makedirs(out, exist_ok=True)
+    np.save(f"{out}/ids.npy", ids)
+    np.save(f"{out}/targets.npy", targets)
+    save_safetensors(f"{out}/grads.safetensors", grads,
+                     {"loss": repr(loss.item()), "torch": torch.__version__, "generator": "ci/baselines/torch_model.py --grad-fixture"})
+    print(f"loss {loss.item():.17g}, {len(grads)} gradients -> {out}")
+
+
 def rel(got, want):
     return float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max() / np.abs(want).max())
 
@@ -391,9 +434,14 @@ def main():
     ap.add_argument("--check", help="fixtures/model (oracle/ and parity/)")
     ap.add_argument("--muse", help="muse's logits of the oracle inputs: <dir>/<profile>/logits.npy")
     ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--grad-fixture", metavar="OUT", help="write PyTorch autograd gradients of the oracle (f64, CPU) to OUT and exit")
     ap.add_argument("--max-seconds", type=float, default=240)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
     a = ap.parse_args()
+    if a.grad_fixture:
+        return grad_fixture(a.check or "fixtures/model", a.grad_fixture)
+    if not a.out:
+        ap.error("--out is required")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result = {"torch": {"version": torch.__version__, "cuda": torch.version.cuda},
               "device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "checks": [], "records": []}

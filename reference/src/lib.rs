@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)] // not `forbid`: ndarray's `s!` expands to an inner `allow`
 
+pub mod baseline;
 mod bf16;
 pub mod bk_core;
 pub mod dense;
@@ -15,6 +16,7 @@ pub mod hyp_attn;
 pub mod hyp_dist;
 pub mod hyp_ln;
 pub mod lin_attn;
+pub mod memopt;
 pub mod model;
 pub mod poincare;
 

@@ -21,7 +21,7 @@ pub mod vram;
 mod weights;
 
 pub use config::Config;
-pub use weights::Weights;
+pub use weights::{named_tensors, Weights};
 
 use anyhow::Result;
 use ndarray::{Array3, ArrayView2};

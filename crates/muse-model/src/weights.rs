@@ -227,7 +227,7 @@ impl Weights {
     /// assert_eq!(w.model::<f64>().final_norm.bias[3], 0.5);
     /// ```
     pub fn set_model(&mut self, m: &ModelWeights<f64>) {
-        let mut put = |name: String, values: Vec<f64>| {
+        for (name, values) in named_tensors(m) {
             let slot = self
                 .tensors
                 .get_mut(&name)
@@ -238,60 +238,7 @@ impl Weights {
                 "{name}: same size as the config's"
             );
             slot.1 = values.into_iter().map(|v| v as f32).collect();
-        };
-        let all = |a: ndarray::ArrayViewD<'_, f64>| a.iter().copied().collect::<Vec<f64>>();
-        let lin = |put: &mut dyn FnMut(String, Vec<f64>), name: String, l: &Linear<f64>| {
-            put(format!("{name}.weight"), all(l.w.view().into_dyn()));
-            if let Some(b) = &l.b {
-                put(format!("{name}.bias"), b.to_vec());
-            }
-        };
-        let norm = |put: &mut dyn FnMut(String, Vec<f64>), name: String, n: &Norm<f64>| {
-            put(format!("{name}.weight"), n.weight.to_vec());
-            put(format!("{name}.bias"), n.bias.to_vec());
-        };
-        let emb = format!("{CORE}token_embedding");
-        put(format!("{emb}.core1"), all(m.htt.core1.view().into_dyn()));
-        put(format!("{emb}.core2"), all(m.htt.core2.view().into_dyn()));
-        put(format!("{emb}.phase_shift"), m.htt.phase.to_vec());
-        put(
-            format!("{CORE}position_embedding.weight"),
-            all(m.pos.view().into_dyn()),
-        );
-        for (i, b) in m.blocks.iter().enumerate() {
-            let blk = format!("{CORE}blocks.{i}");
-            let bk = format!("{blk}.bk_layer");
-            let ha = format!("{bk}.hybrid_attn");
-            let (la, ga) = (format!("{ha}.local_attn"), format!("{ha}.global_attn"));
-            norm(&mut put, format!("{blk}.layer_norm"), &b.norm);
-            lin(&mut put, format!("{bk}.v_proj"), &b.v_proj);
-            put(format!("{bk}.epsilon_param"), vec![b.epsilon]);
-            put(format!("{bk}.gamma"), vec![b.gamma]);
-            put(format!("{ha}.gate_sensitivity"), vec![b.gate_sensitivity]);
-            let a = &b.attn;
-            for (n, w) in [
-                ("W_q", &a.wq),
-                ("W_k", &a.wk),
-                ("W_v", &a.wv),
-                ("W_o", &a.wo),
-            ] {
-                put(format!("{la}.{n}.weight"), all(w.view().into_dyn()));
-            }
-            put(format!("{la}.log_c"), vec![a.log_c]);
-            put(format!("{la}.attention.beta"), vec![a.beta]);
-            put(format!("{la}.attention.attention_bias"), vec![a.bias]);
-            lin(&mut put, format!("{ga}.complexity_gate.0"), &b.ssm.gate1);
-            lin(&mut put, format!("{ga}.complexity_gate.2"), &b.ssm.gate2);
-            lin(&mut put, format!("{ga}.U_proj"), &b.ssm.u);
-            lin(&mut put, format!("{ga}.V_proj"), &b.ssm.v);
-            put(
-                format!("{ga}.T_conv.weight"),
-                all(b.ssm.conv.view().into_dyn()),
-            );
-            lin(&mut put, format!("{ga}.output_proj"), &b.ssm.out);
-            norm(&mut put, format!("{ha}.layer_norm"), &b.out_norm);
         }
-        norm(&mut put, format!("{CORE}layer_norm_final"), &m.final_norm);
     }
 
     /// The tensors the logits depend on, converted to `F` and split per layer.
@@ -369,4 +316,64 @@ impl Weights {
             final_norm: self.norm(&format!("{CORE}layer_norm_final")),
         }
     }
+}
+
+/// Every core tensor of `m` (weights or their gradients) under the original's name, flattened in
+/// its stored order: [`Weights::set_model`]'s map, and how gradients are named.
+pub fn named_tensors(m: &ModelWeights<f64>) -> Vec<(String, Vec<f64>)> {
+    let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+    let all = |a: ndarray::ArrayViewD<'_, f64>| a.iter().copied().collect::<Vec<f64>>();
+    let lin = |out: &mut Vec<(String, Vec<f64>)>, name: String, l: &Linear<f64>| {
+        out.push((format!("{name}.weight"), all(l.w.view().into_dyn())));
+        if let Some(b) = &l.b {
+            out.push((format!("{name}.bias"), b.to_vec()));
+        }
+    };
+    let norm = |out: &mut Vec<(String, Vec<f64>)>, name: String, n: &Norm<f64>| {
+        out.push((format!("{name}.weight"), n.weight.to_vec()));
+        out.push((format!("{name}.bias"), n.bias.to_vec()));
+    };
+    let emb = format!("{CORE}token_embedding");
+    out.push((format!("{emb}.core1"), all(m.htt.core1.view().into_dyn())));
+    out.push((format!("{emb}.core2"), all(m.htt.core2.view().into_dyn())));
+    out.push((format!("{emb}.phase_shift"), m.htt.phase.to_vec()));
+    out.push((
+        format!("{CORE}position_embedding.weight"),
+        all(m.pos.view().into_dyn()),
+    ));
+    for (i, b) in m.blocks.iter().enumerate() {
+        let blk = format!("{CORE}blocks.{i}");
+        let bk = format!("{blk}.bk_layer");
+        let ha = format!("{bk}.hybrid_attn");
+        let (la, ga) = (format!("{ha}.local_attn"), format!("{ha}.global_attn"));
+        norm(&mut out, format!("{blk}.layer_norm"), &b.norm);
+        lin(&mut out, format!("{bk}.v_proj"), &b.v_proj);
+        out.push((format!("{bk}.epsilon_param"), vec![b.epsilon]));
+        out.push((format!("{bk}.gamma"), vec![b.gamma]));
+        out.push((format!("{ha}.gate_sensitivity"), vec![b.gate_sensitivity]));
+        let a = &b.attn;
+        for (n, w) in [
+            ("W_q", &a.wq),
+            ("W_k", &a.wk),
+            ("W_v", &a.wv),
+            ("W_o", &a.wo),
+        ] {
+            out.push((format!("{la}.{n}.weight"), all(w.view().into_dyn())));
+        }
+        out.push((format!("{la}.log_c"), vec![a.log_c]));
+        out.push((format!("{la}.attention.beta"), vec![a.beta]));
+        out.push((format!("{la}.attention.attention_bias"), vec![a.bias]));
+        lin(&mut out, format!("{ga}.complexity_gate.0"), &b.ssm.gate1);
+        lin(&mut out, format!("{ga}.complexity_gate.2"), &b.ssm.gate2);
+        lin(&mut out, format!("{ga}.U_proj"), &b.ssm.u);
+        lin(&mut out, format!("{ga}.V_proj"), &b.ssm.v);
+        out.push((
+            format!("{ga}.T_conv.weight"),
+            all(b.ssm.conv.view().into_dyn()),
+        ));
+        lin(&mut out, format!("{ga}.output_proj"), &b.ssm.out);
+        norm(&mut out, format!("{ha}.layer_norm"), &b.out_norm);
+    }
+    norm(&mut out, format!("{CORE}layer_norm_final"), &m.final_norm);
+    out
 }

@@ -9,12 +9,13 @@ independent check of muse's `reference::baseline`, crates/muse-model/tests/vram_
 import argparse
 import json
 import os
-import struct
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from torch_model import save_safetensors as save  # the same minimal writer (this folder is on sys.path)
 
 
 class Baseline(nn.Module):
@@ -27,19 +28,6 @@ class Baseline(nn.Module):
 
     def forward(self, ids):
         return self.output(self.transformer(self.embedding(ids)))
-
-
-def save(path, tensors, metadata):
-    header, blobs, off = {"__metadata__": metadata}, [], 0
-    for name in sorted(tensors):
-        b = np.ascontiguousarray(tensors[name], dtype="<f8").tobytes()
-        header[name] = {"dtype": "F64", "shape": list(tensors[name].shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
 def main():

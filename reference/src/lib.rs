@@ -19,6 +19,8 @@ pub mod lin_attn;
 pub mod memopt;
 pub mod model;
 pub mod poincare;
+#[cfg(test)]
+mod testing;
 
 pub use bf16::bf16_from_f64;
 pub use elem::{Dtype, Elem, Precision};

@@ -14,9 +14,9 @@
 #[cfg(test)]
 mod tests;
 
-use ndarray::{s, Array1, Array2, Array3, Array4, ArrayView2, ArrayView3, Axis, Zip};
+use ndarray::{s, Array2, Array3, Array4, ArrayView2, ArrayView3, Axis, Zip};
 
-use crate::model::grad::{layer_norm_vjp, linear_vjp};
+use crate::model::grad::{layer_norm_vjp, linear_vjp, merge_heads as merge, split_heads as split};
 use crate::model::{layer_norm, linear, Linear, Norm};
 
 /// One encoder layer.
@@ -49,34 +49,22 @@ pub struct BaselineWeights {
     pub head: Linear<f64>,
 }
 
-fn lin(o: usize, i: usize) -> Linear<f64> {
-    Linear {
-        w: Array2::zeros((o, i)),
-        b: Some(Array1::zeros(o)),
-        bf16: false,
-    }
-}
-
 impl BaselineWeights {
     /// Zero weights (unit norm gains) for V, D, L, heads and FFN width F.
     pub fn zeros(v: usize, d: usize, l: usize, heads: usize, f: usize) -> Self {
-        let norm = || Norm {
-            weight: Array1::ones(d),
-            bias: Array1::zeros(d),
-        };
         let layer = || EncoderLayer {
-            in_proj: lin(3 * d, d),
-            out_proj: lin(d, d),
-            linear1: lin(f, d),
-            linear2: lin(d, f),
-            norm1: norm(),
-            norm2: norm(),
+            in_proj: Linear::zeros(3 * d, d, true),
+            out_proj: Linear::zeros(d, d, true),
+            linear1: Linear::zeros(f, d, true),
+            linear2: Linear::zeros(d, f, true),
+            norm1: Norm::unit(d),
+            norm2: Norm::unit(d),
         };
         Self {
             embedding: Array2::zeros((v, d)),
             layers: (0..l).map(|_| layer()).collect(),
             heads,
-            head: lin(v, d),
+            head: Linear::zeros(v, d, true),
         }
     }
 
@@ -110,26 +98,6 @@ impl BaselineWeights {
         }
         lin("head".into(), &mut self.head, &mut each);
     }
-}
-
-/// (B, N, D) → (B, H, N, dh).
-fn split(x: ArrayView3<'_, f64>, h: usize) -> Array4<f64> {
-    let (b, n, d) = x.dim();
-    x.to_shape((b, n, h, d / h))
-        .expect("D = H·dh")
-        .permuted_axes([0, 2, 1, 3])
-        .as_standard_layout()
-        .into_owned()
-}
-
-fn merge(x: &Array4<f64>) -> Array3<f64> {
-    let (b, h, n, dh) = x.dim();
-    x.view()
-        .permuted_axes([0, 2, 1, 3])
-        .as_standard_layout()
-        .into_shape_with_order((b, n, h * dh))
-        .expect("merge")
-        .to_owned()
 }
 
 /// Unmasked softmax attention per head: (o (B, H, N, dh), p (B, H, N, N)).
@@ -166,10 +134,10 @@ fn mha(
 ) -> (Array3<f64>, [Array4<f64>; 4], Array3<f64>) {
     let d = x.dim().2;
     let qkv = linear(&l.in_proj, x);
-    let part = |i: usize| split(qkv.slice(s![.., .., i * d..(i + 1) * d]), heads);
+    let part = |i: usize| split(&qkv.slice(s![.., .., i * d..(i + 1) * d]).to_owned(), heads);
     let (q, k, v) = (part(0), part(1), part(2));
     let (o, p) = attention(&q, &k, &v);
-    let merged = merge(&o);
+    let merged = merge(o.view());
     (linear(&l.out_proj, merged.view()), [q, k, v, p], merged)
 }
 
@@ -216,7 +184,7 @@ fn layer_vjp(
     let dy = &dz + &linear_vjp(&l.linear1, y.view(), dpre.view(), &mut g.linear1);
     let da = layer_norm_vjp(&l.norm1, a.view(), dy.view(), &mut g.norm1);
     let dmerged = linear_vjp(&l.out_proj, merged.view(), da.view(), &mut g.out_proj);
-    let d_o = split(dmerged.view(), heads);
+    let d_o = split(&dmerged, heads);
     let dh = q.dim().3;
     let scale = 1.0 / (dh as f64).sqrt();
     let (mut dq, mut dk, mut dv) = (
@@ -242,7 +210,11 @@ fn layer_vjp(
     }
     let dqkv = ndarray::concatenate(
         Axis(2),
-        &[merge(&dq).view(), merge(&dk).view(), merge(&dv).view()],
+        &[
+            merge(dq.view()).view(),
+            merge(dk.view()).view(),
+            merge(dv.view()).view(),
+        ],
     )
     .expect("(B, N, 3D)");
     &da + &linear_vjp(&l.in_proj, x, dqkv.view(), &mut g.in_proj)

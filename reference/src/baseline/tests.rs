@@ -3,22 +3,12 @@
 use ndarray::{Array2, Array3};
 
 use super::*;
-
-fn rng(seed: u64) -> impl FnMut() -> f64 {
-    let mut s = seed;
-    move || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
-}
+use crate::testing::{check_gradient, uniform};
 
 #[test]
 fn the_backward_matches_central_differences() {
     let mut w = BaselineWeights::zeros(50, 16, 2, 2, 32);
-    let mut r = rng(21);
+    let mut r = uniform(21);
     w.for_each_param(&mut |name, v| {
         let u = r();
         *v = if name.contains("norm") && name.ends_with("weight") {
@@ -28,35 +18,11 @@ fn the_backward_matches_central_differences() {
         };
     });
     let ids = Array2::from_shape_fn((2, 5), |(b, n)| (b * 13 + n * 9) % 50);
-    let mut r = rng(22);
+    let mut r = uniform(22);
     let dl = Array3::from_shape_fn((2, 5, 50), |_| r());
     let loss = |wp: &BaselineWeights| (&forward(wp, ids.view()) * &dl).sum();
     let g = backward(&w, ids.view(), dl.view());
-    let mut grads = Vec::new();
-    g.clone()
-        .for_each_param(&mut |n, v| grads.push((n.to_string(), *v)));
-    let scale = grads.iter().fold(0f64, |a, (_, v)| a.max(v.abs()));
-    let mut failures = Vec::new();
-    for i in (0..grads.len()).step_by(grads.len() / 300 + 1) {
-        let at = |delta: f64| {
-            let mut wp = w.clone();
-            let mut k = 0;
-            wp.for_each_param(&mut |_, v| {
-                if k == i {
-                    *v += delta;
-                }
-                k += 1;
-            });
-            loss(&wp)
-        };
-        let fd = (at(1e-6) - at(-1e-6)) / 2e-6;
-        let (name, an) = &grads[i];
-        if (fd - an).abs() > 1e-6 * (an.abs() + 1e-3 * scale) + 1e-9 {
-            failures.push(format!(
-                "{name}[{i}]: analytic {an:.10e}, central {fd:.10e}"
-            ));
-        }
-    }
+    let failures = check_gradient(&w, &g, BaselineWeights::for_each_param, loss, 300);
     assert!(failures.is_empty(), "{failures:#?}");
 }
 

@@ -52,21 +52,6 @@ pub struct MemOptWeights {
     pub up: Linear<f64>,
 }
 
-fn lin(o: usize, i: usize) -> Linear<f64> {
-    Linear {
-        w: Array2::zeros((o, i)),
-        b: Some(Array1::zeros(o)),
-        bf16: false,
-    }
-}
-
-fn norm(d: usize, gain: f64) -> Norm<f64> {
-    Norm {
-        weight: Array1::from_elem(d, gain),
-        bias: Array1::zeros(d),
-    }
-}
-
 impl MemOptWeights {
     /// Zero weights (unit LayerNorm gains) for V, D, L, HTT rank r, AR-SSM rank R, FFN width f
     /// and head width o.
@@ -74,23 +59,22 @@ impl MemOptWeights {
         let (v1, v2, d1, d2) = htt_factors(v, d);
         let g = (d / 4).max(4);
         let block = || MemOptBlock {
-            ln1: norm(d, 1.0),
+            ln1: Norm::unit(d),
             ssm: ArSsm {
-                gate1: lin(g, d),
-                gate2: lin(rank, g),
-                u: Linear {
-                    b: None,
-                    ..lin(rank, d)
-                },
-                v: Linear {
-                    b: None,
-                    ..lin(rank, d)
-                },
+                gate1: Linear::zeros(g, d, true),
+                gate2: Linear::zeros(rank, g, true),
+                u: Linear::zeros(rank, d, false),
+                v: Linear::zeros(rank, d, false),
                 conv: Array2::zeros((d, 3)),
-                out: lin(d, rank),
+                out: Linear::zeros(d, rank, true),
             },
-            ln2: norm(d, 1.0),
-            ffn: [lin(f, d), lin(4 * d, f), lin(f, 4 * d), lin(d, f)],
+            ln2: Norm::unit(d),
+            ffn: [
+                Linear::zeros(f, d, true),
+                Linear::zeros(4 * d, f, true),
+                Linear::zeros(f, 4 * d, true),
+                Linear::zeros(d, f, true),
+            ],
         };
         Self {
             htt: Htt {
@@ -100,9 +84,9 @@ impl MemOptWeights {
                 bf16: false,
             },
             blocks: (0..l).map(|_| block()).collect(),
-            final_norm: norm(d, 1.0),
-            down: lin(o, d),
-            up: lin(v, o),
+            final_norm: Norm::unit(d),
+            down: Linear::zeros(o, d, true),
+            up: Linear::zeros(v, o, true),
         }
     }
 

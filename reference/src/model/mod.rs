@@ -256,6 +256,27 @@ pub struct ModelWeights<F> {
     pub final_norm: Norm<F>,
 }
 
+impl<F: Elem> Linear<F> {
+    /// A zero (out, in) Linear, with a zero bias when `bias`.
+    pub fn zeros(out: usize, inp: usize, bias: bool) -> Self {
+        Self {
+            w: Array2::zeros((out, inp)),
+            b: bias.then(|| Array1::zeros(out)),
+            bf16: false,
+        }
+    }
+}
+
+impl<F: Elem> Norm<F> {
+    /// γ = 1, β = 0 over `d` features.
+    pub fn unit(d: usize) -> Self {
+        Self {
+            weight: Array1::ones(d),
+            bias: Array1::zeros(d),
+        }
+    }
+}
+
 impl<F: Elem> ModelWeights<F> {
     /// The same weights with every GEMM in bf16 (inputs rounded, fp32 sums): the projections,
     /// the potential, the AR-SSM's linears and the decoder. LayerNorm, BK-Core, the attention's

@@ -9,7 +9,7 @@ use crate::model::{linear, softplus, Linear, LocalAttn};
 use crate::{Dtype, Result};
 
 /// (B, N, D) → (B, H, N, D/H).
-fn split(x: &Array3<f64>, h: usize) -> Array4<f64> {
+pub fn split_heads(x: &Array3<f64>, h: usize) -> Array4<f64> {
     let (b, n, d) = x.dim();
     x.to_shape((b, n, h, d / h))
         .expect("D = H·dh")
@@ -19,7 +19,7 @@ fn split(x: &Array3<f64>, h: usize) -> Array4<f64> {
 }
 
 /// (B, H, N, dh) → (B, N, H·dh).
-fn merge(x: ArrayView4<'_, f64>) -> Array3<f64> {
+pub fn merge_heads(x: ArrayView4<'_, f64>) -> Array3<f64> {
     let (b, h, n, dh) = x.dim();
     x.permuted_axes([0, 2, 1, 3])
         .as_standard_layout()
@@ -60,7 +60,11 @@ pub fn window_attention_vjp(
         linear(&plain(&w.wk), x),
         linear(&plain(&w.wv), x),
     );
-    let (qh, kh, vh) = (split(&q, n_heads), split(&k, n_heads), split(&v, n_heads));
+    let (qh, kh, vh) = (
+        split_heads(&q, n_heads),
+        split_heads(&k, n_heads),
+        split_heads(&v, n_heads),
+    );
     let (c, beta) = (softplus(w.log_c), softplus(w.beta));
     let args = HypAttnArgs::new(
         qh.view(),
@@ -71,14 +75,14 @@ pub fn window_attention_vjp(
         Mask::Window(window),
     )?;
     let o = crate::hyp_attn::forward::forward::<f64>(&args, Dtype::F64).o;
-    let merged = merge(o.view());
+    let merged = merge_heads(o.view());
     let dmerged = proj_vjp(&w.wo, merged.view(), dy, &mut g.wo);
-    let d_o = split(&dmerged, n_heads);
+    let d_o = split_heads(&dmerged, n_heads);
     let ga = backward::backward::<f64>(&args, d_o.view(), Dtype::F64);
     g.log_c += ga.dc * softplus_grad(w.log_c);
     g.beta += ga.dbeta * softplus_grad(w.beta);
-    let mut dx = proj_vjp(&w.wq, x, merge(ga.dq.view()).view(), &mut g.wq);
-    dx += &proj_vjp(&w.wk, x, merge(ga.dk.view()).view(), &mut g.wk);
-    dx += &proj_vjp(&w.wv, x, merge(ga.dv.view()).view(), &mut g.wv);
+    let mut dx = proj_vjp(&w.wq, x, merge_heads(ga.dq.view()).view(), &mut g.wq);
+    dx += &proj_vjp(&w.wk, x, merge_heads(ga.dk.view()).view(), &mut g.wk);
+    dx += &proj_vjp(&w.wv, x, merge_heads(ga.dv.view()).view(), &mut g.wv);
     Ok(dx)
 }

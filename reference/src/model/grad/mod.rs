@@ -28,7 +28,7 @@ mod params;
 mod tests;
 
 pub use ar_ssm::ar_ssm_vjp;
-pub use attention::window_attention_vjp;
+pub use attention::{merge_heads, split_heads, window_attention_vjp};
 pub use blocks::{bk_gate_vjp, block_vjp, mix_norm_residual_vjp};
 pub use layers::{htt_decode_vjp, htt_embed_vjp, layer_norm_vjp, linear_vjp, proj_vjp};
 pub use params::{for_each_param, zeros_like};

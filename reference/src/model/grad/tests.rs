@@ -7,6 +7,7 @@ use ndarray::{Array2, Array3};
 
 use super::*;
 use crate::model::{forward, Conv, ModelDims, ModelWeights, Numerics, Scan};
+use crate::testing::uniform;
 
 const DIMS: ModelDims = ModelDims {
     vocab: 50,
@@ -20,26 +21,13 @@ const DIMS: ModelDims = ModelDims {
     ssm_hidden: 4,
 };
 
-/// splitmix64 → a uniform in [−1, 1).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
-}
-
 /// Random weights at the scales that keep every path active: v = v_proj(x) well inside ±3,
 /// LayerNorm gains near 1, logits of order 1.
 fn weights(seed: u64) -> ModelWeights<f64> {
     let mut w = ModelWeights::<f64>::zeros(&DIMS);
-    let mut rng = Rng(seed);
+    let mut rng = uniform(seed);
     for_each_param(&mut w, &mut |name, v| {
-        let u = rng.next();
+        let u = rng();
         *v = if name.ends_with("norm.weight") {
             1.0 + 0.2 * u
         } else if name.contains("v_proj") {
@@ -58,10 +46,8 @@ fn weights(seed: u64) -> ModelWeights<f64> {
 }
 
 fn ids(seed: u64, b: usize) -> Array2<usize> {
-    let mut rng = Rng(seed);
-    Array2::from_shape_fn((b, DIMS.n_seq), |_| {
-        ((rng.next() + 1.0) * 25.0) as usize % 50
-    })
+    let mut rng = uniform(seed);
+    Array2::from_shape_fn((b, DIMS.n_seq), |_| ((rng() + 1.0) * 25.0) as usize % 50)
 }
 
 /// L = Σ R∘logits for a fixed R, so ∂L/∂logits = R.
@@ -124,8 +110,8 @@ fn compare(
 fn the_backward_matches_central_differences_on_the_logits() {
     let w = weights(1);
     let ids = ids(2, 2);
-    let mut rng = Rng(3);
-    let r = Array3::from_shape_fn((2, DIMS.n_seq, DIMS.vocab), |_| rng.next());
+    let mut rng = uniform(3);
+    let r = Array3::from_shape_fn((2, DIMS.n_seq, DIMS.vocab), |_| rng());
     for num in [
         Numerics::exact(),
         Numerics {
@@ -180,8 +166,8 @@ fn the_potential_clamp_passes_no_gradient_where_it_is_active() {
         b.v_proj.w.mapv_inplace(|v| 3.0 * v);
     }
     let ids = ids(9, 1);
-    let mut rng = Rng(10);
-    let r = Array3::from_shape_fn((1, DIMS.n_seq, DIMS.vocab), |_| rng.next());
+    let mut rng = uniform(10);
+    let r = Array3::from_shape_fn((1, DIMS.n_seq, DIMS.vocab), |_| rng());
     let num = Numerics::exact();
     let g = backward(&DIMS, &w, &num, ids.view(), r.view()).expect("backward");
     let failures = compare(&w, &g, &|wp| weighted_logits(wp, &num, &ids, &r), 6);

@@ -1,0 +1,64 @@
+//! What the gradient tests share: a seeded uniform generator and a central-difference check.
+
+/// splitmix64 → uniforms in [−1, 1), deterministic for `seed`.
+pub fn uniform(seed: u64) -> impl FnMut() -> f64 {
+    let mut s = seed;
+    move || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+}
+
+/// Central differences (h = 1e-6) of `loss_at(i, δ)` (the loss with scalar i moved by δ) against
+/// `analytic[i]` = (tensor name, ∂L/∂θ_i), on about `samples` scalars spread over all of them;
+/// the bound is 1e-6·(|analytic| + 1e-3·max|analytic|). Returns one line per failure.
+pub fn central_difference_failures(
+    analytic: &[(String, f64)],
+    samples: usize,
+    loss_at: impl Fn(usize, f64) -> f64,
+) -> Vec<String> {
+    let scale = analytic.iter().fold(0f64, |a, (_, v)| a.max(v.abs()));
+    let h = 1e-6;
+    (0..analytic.len())
+        .step_by(analytic.len() / samples.max(1) + 1)
+        .filter_map(|i| {
+            let fd = (loss_at(i, h) - loss_at(i, -h)) / (2.0 * h);
+            let (name, an) = &analytic[i];
+            let err = (fd - an).abs();
+            let bad = err.is_nan() || err > 1e-6 * (an.abs() + 1e-3 * scale) + 1e-9;
+            bad.then(|| format!("{name}[{i}]: analytic {an:.10e}, central {fd:.10e}"))
+        })
+        .collect()
+}
+
+/// A parameter visitor, e.g. `MemOptWeights::for_each_param`.
+pub type Visit<W> = fn(&mut W, &mut dyn FnMut(&str, &mut f64));
+
+/// [`central_difference_failures`] of `loss` at `w` against the gradient `g` (same type), both
+/// walked by `visit`.
+pub fn check_gradient<W: Clone>(
+    w: &W,
+    g: &W,
+    visit: Visit<W>,
+    loss: impl Fn(&W) -> f64,
+    samples: usize,
+) -> Vec<String> {
+    let mut analytic = Vec::new();
+    visit(&mut g.clone(), &mut |n, v| {
+        analytic.push((n.to_string(), *v))
+    });
+    central_difference_failures(&analytic, samples, |i, delta| {
+        let mut wp = w.clone();
+        let mut k = 0;
+        visit(&mut wp, &mut |_, v| {
+            if k == i {
+                *v += delta;
+            }
+            k += 1;
+        });
+        loss(&wp)
+    })
+}

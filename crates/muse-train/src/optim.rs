@@ -77,17 +77,18 @@ impl AdamW {
     }
 }
 
-/// Scales `grads` so their global L2 norm is at most `max_norm`; returns the norm before.
+/// Scales `grads` so their global L2 norm is at most `max_norm`, as PyTorch's
+/// `clip_grad_norm_` does (factor max_norm / (norm + 1e-6) when below 1); returns the norm before.
 ///
 /// ```
 /// let mut g = vec![3.0, 4.0];
 /// assert_eq!(muse_train::optim::clip_grad_norm(&mut g, 1.0), 5.0);
-/// assert!((g[0] - 0.6).abs() < 1e-12 && (g[1] - 0.8).abs() < 1e-12);
+/// assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);
 /// ```
 pub fn clip_grad_norm(grads: &mut [f64], max_norm: f64) -> f64 {
     let norm = grads.iter().map(|g| g * g).sum::<f64>().sqrt();
-    if norm > max_norm && norm > 0.0 {
-        let s = max_norm / norm;
+    let s = max_norm / (norm + 1e-6);
+    if s < 1.0 {
         grads.iter_mut().for_each(|g| *g *= s);
     }
     norm

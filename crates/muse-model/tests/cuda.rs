@@ -18,6 +18,15 @@ fn rel<D: Dimension>(got: &ndarray::Array<f32, D>, want: &ndarray::Array<f64, D>
 }
 
 /// A flattened GPU intermediate against a CPU array.
+/// The activation `name` of a GPU trace.
+fn traced<'a>(trace: &'a [(String, Vec<f32>)], name: &str) -> &'a [f32] {
+    &trace
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("{name} traced"))
+        .1
+}
+
 fn rel_flat(got: &[f32], want: &[f64]) -> f64 {
     common::rel(got.iter().copied(), want.iter().copied())
 }
@@ -34,13 +43,7 @@ fn intermediates_blocks_and_logits_match_the_cpu_f64_reference() {
         let num = p.numerics();
         let gpu = m.cuda(p, false).expect("cuda model");
         let (logits, trace) = gpu.forward_trace(ids.view()).expect("forward");
-        let get = |name: &str| {
-            &trace
-                .iter()
-                .find(|(n, _)| n == name)
-                .unwrap_or_else(|| panic!("{name} traced"))
-                .1
-        };
+        let get = |name: &str| traced(&trace, name);
         let to3 = |v: &[f32]| {
             Array3::from_shape_vec(
                 (ids.nrows(), ids.ncols(), d.d_model),
@@ -269,13 +272,7 @@ fn bf16_stages_match_the_cpu_bf16_stages() {
             .expect("cuda bf16")
             .forward_trace(ids.view())
             .expect("forward");
-        let get = |name: &str| {
-            &trace
-                .iter()
-                .find(|(n, _)| n == name)
-                .unwrap_or_else(|| panic!("{name} traced"))
-                .1
-        };
+        let get = |name: &str| traced(&trace, name);
         let to3 = |v: &[f32]| {
             Array3::from_shape_vec((ids.nrows(), ids.ncols(), d.d_model), v.to_vec())
                 .expect("shape")

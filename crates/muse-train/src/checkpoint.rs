@@ -20,8 +20,13 @@ pub const WEIGHTS: &str = "weights.safetensors";
 
 /// Every trainable scalar of `w`, in [`for_each_param`] order.
 pub fn flatten(w: &ModelWeights<f64>) -> Vec<f64> {
+    into_flat(w.clone())
+}
+
+/// [`flatten`] of weights (or gradients) no longer needed, without a copy.
+pub fn into_flat(mut w: ModelWeights<f64>) -> Vec<f64> {
     let mut out = Vec::new();
-    for_each_param(&mut w.clone(), &mut |_, v| out.push(*v));
+    for_each_param(&mut w, &mut |_, v| out.push(*v));
     out
 }
 

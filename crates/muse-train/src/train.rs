@@ -11,7 +11,7 @@ use muse_model::{init, Config, Weights};
 use muse_reference::model::{forward, grad, ModelDims, ModelWeights, Numerics};
 use serde::Serialize;
 
-use crate::checkpoint::{self, flatten, unflatten, Checkpoint};
+use crate::checkpoint::{self, flatten, into_flat, unflatten, Checkpoint};
 use crate::data::{eval_batches, train_batch, Corpus, GPT2_VOCAB};
 use crate::optim::{clip_grad_norm, cosine_lr, AdamState, AdamW};
 
@@ -177,6 +177,8 @@ pub fn train(o: &TrainOptions) -> Result<Summary> {
         .find_map(|l| l.eval_ppl)
         .unwrap_or(f64::NAN);
     let end = o.stop_at.map_or(o.steps, |s| s.min(o.steps));
+    // The master parameters, flat; `w` is their structured copy for the forward.
+    let mut p = flatten(&w);
     while adam.step < end {
         let t0 = Instant::now();
         let (ids, targets) = train_batch(&corpus.train, o.batch, o.seq, o.seed, adam.step);
@@ -188,10 +190,9 @@ pub fn train(o: &TrainOptions) -> Result<Summary> {
                 adam.step + 1
             );
         }
-        let mut gflat = flatten(&g);
+        let mut gflat = into_flat(g);
         let grad_norm = clip_grad_norm(&mut gflat, o.clip);
         let lr = cosine_lr(adam.step, o.adam.lr, o.warmup, o.steps, o.min_lr_ratio);
-        let mut p = flatten(&w);
         o.adam.step(&mut p, &gflat, &mut adam, lr);
         unflatten(&mut w, &p);
         let mut line = LogLine {
@@ -217,7 +218,7 @@ pub fn train(o: &TrainOptions) -> Result<Summary> {
         if last || adam.step % o.save_every.max(1) == 0 {
             weights.set_model(&w);
             let ck = Checkpoint {
-                params: p,
+                params: p.clone(),
                 adam: adam.clone(),
                 config: o.config.to_json(),
                 options: options.clone(),

@@ -72,26 +72,7 @@ pub fn time_vs_n(path: &Path, title: &str, unit: &str, series: &[Series]) -> Res
             .label("O(N) guide")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.5)));
     }
-    for (i, s) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(
-                s.points.iter().copied(),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| fail(&e))?
-            .label(&s.label)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart
-            .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(|e| fail(&e))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
+    lines_and_legend(&mut chart, series, true, SeriesLabelPosition::UpperLeft)
         .map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))
 }
@@ -134,6 +115,24 @@ pub fn curves(
         .y_desc(y_desc)
         .draw()
         .map_err(|e| fail(&e))?;
+    lines_and_legend(&mut chart, series, false, SeriesLabelPosition::UpperRight)
+        .map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))
+}
+
+/// Each series as a coloured line (with point markers when `markers`), then the legend box.
+fn lines_and_legend<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    series: &[Series],
+    markers: bool,
+    position: SeriesLabelPosition,
+) -> std::result::Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
@@ -141,18 +140,22 @@ pub fn curves(
                 s.points.iter().copied(),
                 color.stroke_width(2),
             ))
-            .map_err(|e| fail(&e))?
+            .map_err(err)?
             .label(&s.label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        if markers {
+            chart
+                .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(err)?;
+        }
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
-        .map_err(|e| fail(&e))?;
-    root.present().map_err(|e| fail(&e))
+        .map_err(err)
 }
 
 fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {

@@ -16,6 +16,7 @@ mod tests;
 
 use ndarray::{s, Array2, Array3, Array4, ArrayView2, ArrayView3, Axis, Zip};
 
+use crate::model::grad::params::{lin, norm, slice};
 use crate::model::grad::{layer_norm_vjp, linear_vjp, merge_heads as merge, split_heads as split};
 use crate::model::{layer_norm, linear, Linear, Norm};
 
@@ -70,18 +71,7 @@ impl BaselineWeights {
 
     /// Calls `f(name, value)` on every parameter, in a fixed order.
     pub fn for_each_param(&mut self, f: &mut dyn FnMut(&str, &mut f64)) {
-        let mut each =
-            |name: String, it: &mut dyn Iterator<Item = &mut f64>| it.for_each(|v| f(&name, v));
-        each("embedding".into(), &mut self.embedding.iter_mut());
-        let lin =
-            |name: String,
-             l: &mut Linear<f64>,
-             each: &mut dyn FnMut(String, &mut dyn Iterator<Item = &mut f64>)| {
-                each(format!("{name}.weight"), &mut l.w.iter_mut());
-                if let Some(b) = l.b.as_mut() {
-                    each(format!("{name}.bias"), &mut b.iter_mut());
-                }
-            };
+        slice("embedding", self.embedding.iter_mut(), f);
         for (i, l) in self.layers.iter_mut().enumerate() {
             for (n, p) in [
                 ("in_proj", &mut l.in_proj),
@@ -89,14 +79,12 @@ impl BaselineWeights {
                 ("linear1", &mut l.linear1),
                 ("linear2", &mut l.linear2),
             ] {
-                lin(format!("layers.{i}.{n}"), p, &mut each);
+                lin(&format!("layers.{i}.{n}"), p, f);
             }
-            for (n, m) in [("norm1", &mut l.norm1), ("norm2", &mut l.norm2)] {
-                each(format!("layers.{i}.{n}.weight"), &mut m.weight.iter_mut());
-                each(format!("layers.{i}.{n}.bias"), &mut m.bias.iter_mut());
-            }
+            norm(&format!("layers.{i}.norm1"), &mut l.norm1, f);
+            norm(&format!("layers.{i}.norm2"), &mut l.norm2, f);
         }
-        lin("head".into(), &mut self.head, &mut each);
+        lin("head", &mut self.head, f);
     }
 }
 

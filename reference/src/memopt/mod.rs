@@ -19,6 +19,7 @@ mod tests;
 
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3};
 
+use crate::model::grad::params::{lin, norm, slice};
 use crate::model::grad::{ar_ssm_vjp, htt_embed_vjp, layer_norm_vjp, linear_vjp};
 use crate::model::{
     ar_ssm, htt_embed, htt_factors, layer_norm, linear, ArSsm, Conv, Htt, Linear, Norm, Scan,
@@ -92,25 +93,12 @@ impl MemOptWeights {
 
     /// Calls `f(name, value)` on every parameter, in a fixed order.
     pub fn for_each_param(&mut self, f: &mut dyn FnMut(&str, &mut f64)) {
-        let mut each =
-            |name: String, it: &mut dyn Iterator<Item = &mut f64>| it.for_each(|v| f(&name, v));
-        each("htt.core1".into(), &mut self.htt.core1.iter_mut());
-        each("htt.core2".into(), &mut self.htt.core2.iter_mut());
-        each("htt.phase".into(), &mut self.htt.phase.iter_mut());
-        let lin =
-            |name: String,
-             l: &mut Linear<f64>,
-             each: &mut dyn FnMut(String, &mut dyn Iterator<Item = &mut f64>)| {
-                each(format!("{name}.weight"), &mut l.w.iter_mut());
-                if let Some(b) = l.b.as_mut() {
-                    each(format!("{name}.bias"), &mut b.iter_mut());
-                }
-            };
+        slice("htt.core1", self.htt.core1.iter_mut(), f);
+        slice("htt.core2", self.htt.core2.iter_mut(), f);
+        slice("htt.phase", self.htt.phase.iter_mut(), f);
         for (i, b) in self.blocks.iter_mut().enumerate() {
-            for (n, ln) in [("ln1", &mut b.ln1), ("ln2", &mut b.ln2)] {
-                each(format!("blocks.{i}.{n}.weight"), &mut ln.weight.iter_mut());
-                each(format!("blocks.{i}.{n}.bias"), &mut ln.bias.iter_mut());
-            }
+            norm(&format!("blocks.{i}.ln1"), &mut b.ln1, f);
+            norm(&format!("blocks.{i}.ln2"), &mut b.ln2, f);
             let s = &mut b.ssm;
             for (n, l) in [
                 ("gate1", &mut s.gate1),
@@ -119,23 +107,16 @@ impl MemOptWeights {
                 ("v", &mut s.v),
                 ("out", &mut s.out),
             ] {
-                lin(format!("blocks.{i}.ssm.{n}"), l, &mut each);
+                lin(&format!("blocks.{i}.ssm.{n}"), l, f);
             }
-            each(format!("blocks.{i}.ssm.conv"), &mut s.conv.iter_mut());
+            slice(&format!("blocks.{i}.ssm.conv"), s.conv.iter_mut(), f);
             for (k, l) in b.ffn.iter_mut().enumerate() {
-                lin(format!("blocks.{i}.ffn.{k}"), l, &mut each);
+                lin(&format!("blocks.{i}.ffn.{k}"), l, f);
             }
         }
-        each(
-            "final_norm.weight".into(),
-            &mut self.final_norm.weight.iter_mut(),
-        );
-        each(
-            "final_norm.bias".into(),
-            &mut self.final_norm.bias.iter_mut(),
-        );
-        lin("down".into(), &mut self.down, &mut each);
-        lin("up".into(), &mut self.up, &mut each);
+        norm("final_norm", &mut self.final_norm, f);
+        lin("down", &mut self.down, f);
+        lin("up", &mut self.up, f);
     }
 }
 

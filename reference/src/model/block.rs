@@ -158,7 +158,7 @@ impl<F: Elem> ModelSteps for CpuSteps<'_, F> {
     }
 }
 
-fn check_ids(d: &ModelDims, ids: &ArrayView2<'_, usize>) -> Result<()> {
+pub(crate) fn check_ids(d: &ModelDims, ids: &ArrayView2<'_, usize>) -> Result<()> {
     let (b, n) = ids.dim();
     if b == 0 || n == 0 {
         return Err(Error::Empty {
@@ -198,13 +198,19 @@ pub fn forward<F: Elem>(
     check_ids(d, &ids)?;
     let mut steps = CpuSteps { d, w, num, ids };
     let logits = run(&mut steps, w.blocks.len())?;
-    if let Some((idx, &v)) = logits.indexed_iter().find(|(_, v)| !v.is_finite()) {
-        return Err(Error::NonFinite {
+    check_logits(&logits)?;
+    Ok(logits)
+}
+
+/// Refuses logits with a NaN or an infinity, naming the first.
+pub(crate) fn check_logits<F: Elem>(logits: &Array3<F>) -> Result<()> {
+    match logits.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        Some((idx, &v)) => Err(Error::NonFinite {
             op: OP,
             arg: "logits",
             index: vec![idx.0, idx.1, idx.2],
             value: v.to_f64_exact(),
-        });
+        }),
+        None => Ok(()),
     }
-    Ok(logits)
 }

@@ -23,7 +23,7 @@ mod ar_ssm;
 mod attention;
 mod blocks;
 mod layers;
-mod params;
+pub(crate) mod params;
 #[cfg(test)]
 mod tests;
 
@@ -35,7 +35,10 @@ pub use params::{for_each_param, zeros_like};
 
 use ndarray::{s, Array3, ArrayView2, ArrayView3, Axis, Zip};
 
-use super::{block, htt_embed, layer_norm, AttnPath, ModelDims, ModelWeights, Numerics};
+use super::block::{check_ids, check_logits};
+use super::{
+    block, htt_decode, htt_embed, layer_norm, AttnPath, ModelDims, ModelWeights, Numerics,
+};
 use crate::{Error, Result};
 
 const OP: &str = "model backward";
@@ -90,6 +93,13 @@ pub fn backward(
     ids: ArrayView2<'_, usize>,
     dlogits: ArrayView3<'_, f64>,
 ) -> Result<ModelWeights<f64>> {
+    check_exact(num)?;
+    let saved = forward_saving(d, w, num, ids)?;
+    backward_from(d, w, num, ids, &saved, dlogits)
+}
+
+/// Only the exact maths has a backward.
+fn check_exact(num: &Numerics) -> Result<()> {
     if num.attention != AttnPath::Exact || num.complex64 {
         return Err(Error::Unsupported {
             op: OP,
@@ -97,20 +107,48 @@ pub fn backward(
             what: "a compat profile's attention or complex64 BK-Core (only the exact maths has a backward)".into(),
         });
     }
-    let (_, n) = ids.dim();
-    // The forward, keeping each block's input.
+    Ok(())
+}
+
+/// The forward's block inputs and final hidden state: what the backward recomputes each block
+/// from (the checkpoints).
+struct Saved {
+    inputs: Vec<Array3<f64>>,
+    last: Array3<f64>,
+}
+
+/// The forward of [`super::forward`] (same checks), keeping each block's input.
+fn forward_saving(
+    d: &ModelDims,
+    w: &ModelWeights<f64>,
+    num: &Numerics,
+    ids: ArrayView2<'_, usize>,
+) -> Result<Saved> {
+    check_ids(d, &ids)?;
     let mut h = htt_embed(&w.htt, ids, d.d_model);
-    h += &w.pos.slice(s![..n, ..]);
+    h += &w.pos.slice(s![..ids.ncols(), ..]);
     let mut inputs = Vec::with_capacity(w.blocks.len());
     for bw in &w.blocks {
         let next = block(d, bw, h.view(), num)?;
         inputs.push(std::mem::replace(&mut h, next));
     }
+    Ok(Saved { inputs, last: h })
+}
+
+fn backward_from(
+    d: &ModelDims,
+    w: &ModelWeights<f64>,
+    num: &Numerics,
+    ids: ArrayView2<'_, usize>,
+    saved: &Saved,
+    dlogits: ArrayView3<'_, f64>,
+) -> Result<ModelWeights<f64>> {
     let mut g = zeros_like(w);
+    let h = &saved.last;
     let xf = layer_norm(&w.final_norm, h.view());
     let dxf = htt_decode_vjp(&w.htt, xf.view(), d.vocab, dlogits, &mut g.htt);
     let mut dh = layer_norm_vjp(&w.final_norm, h.view(), dxf.view(), &mut g.final_norm);
-    for (l, hin) in inputs.iter().enumerate().rev() {
+    for (l, hin) in saved.inputs.iter().enumerate().rev() {
         dh = block_vjp(
             d,
             &w.blocks[l],
@@ -120,7 +158,7 @@ pub fn backward(
             &mut g.blocks[l],
         )?;
     }
-    let mut dpos = g.pos.slice_mut(s![..n, ..]);
+    let mut dpos = g.pos.slice_mut(s![..ids.ncols(), ..]);
     dpos += &dh.sum_axis(Axis(0));
     htt_embed_vjp(&w.htt, ids, dh.view(), &mut g.htt);
     Ok(g)
@@ -135,7 +173,15 @@ pub fn loss_and_grad(
     ids: ArrayView2<'_, usize>,
     targets: ArrayView2<'_, usize>,
 ) -> Result<(f64, ModelWeights<f64>)> {
-    let logits = super::forward(d, w, num, ids)?;
+    check_exact(num)?;
+    // One forward: its block inputs serve the logits and the backward.
+    let saved = forward_saving(d, w, num, ids)?;
+    let logits = htt_decode(
+        &w.htt,
+        layer_norm(&w.final_norm, saved.last.view()).view(),
+        d.vocab,
+    );
+    check_logits(&logits)?;
     let (loss, dlogits) = cross_entropy(logits.view(), targets)?;
-    Ok((loss, backward(d, w, num, ids, dlogits.view())?))
+    Ok((loss, backward_from(d, w, num, ids, &saved, dlogits.view())?))
 }

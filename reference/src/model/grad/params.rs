@@ -5,20 +5,27 @@ use ndarray::Array1;
 
 use crate::model::{Linear, ModelWeights, Norm};
 
-fn slice<'a>(name: &str, a: impl Iterator<Item = &'a mut f64>, f: &mut dyn FnMut(&str, &mut f64)) {
+/// `f(name, v)` on every scalar of one tensor.
+pub(crate) fn slice<'a>(
+    name: &str,
+    a: impl Iterator<Item = &'a mut f64>,
+    f: &mut dyn FnMut(&str, &mut f64),
+) {
     for v in a {
         f(name, v);
     }
 }
 
-fn lin(name: &str, l: &mut Linear<f64>, f: &mut dyn FnMut(&str, &mut f64)) {
+/// A Linear's `name.weight` then `name.bias`.
+pub(crate) fn lin(name: &str, l: &mut Linear<f64>, f: &mut dyn FnMut(&str, &mut f64)) {
     slice(&format!("{name}.weight"), l.w.iter_mut(), f);
     if let Some(b) = l.b.as_mut() {
         slice(&format!("{name}.bias"), b.iter_mut(), f);
     }
 }
 
-fn norm(name: &str, n: &mut Norm<f64>, f: &mut dyn FnMut(&str, &mut f64)) {
+/// A LayerNorm's `name.weight` then `name.bias`.
+pub(crate) fn norm(name: &str, n: &mut Norm<f64>, f: &mut dyn FnMut(&str, &mut f64)) {
     slice(&format!("{name}.weight"), n.weight.iter_mut(), f);
     slice(&format!("{name}.bias"), n.bias.iter_mut(), f);
 }

@@ -26,6 +26,15 @@ for line in sys.stdin:
         print(m["executable"])')
 [ -n "$model_tests" ] || { echo "gpu-bundle: no model test binary" >&2; exit 1; }
 cp "$model_tests" gpu-bundle/bin/muse-model-cuda-tests
+# Training on the GPU (crates/muse-model/tests/cuda_train.rs).
+train_tests=$(cargo test -p muse-model --release --features cuda --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda_train":
+        print(m["executable"])')
+[ -n "$train_tests" ] || { echo "gpu-bundle: no training test binary" >&2; exit 1; }
+cp "$train_tests" gpu-bundle/bin/muse-train-cuda-tests
 cargo build --release -p muse-cli --features cuda
 cp target/release/muse gpu-bundle/bin/muse
 # With MUSE_BUNDLE_CUBINS=1, the cubins too, for SASS inspection there (cuobjdump is on the GPU

@@ -4,7 +4,8 @@
 # `muse bench --backend cuda`. Writes reports and a log tarball to $OUT (at most 8 files come
 # back). Never changes clocks or resets the GPU.
 #
-# STEPS (comma-separated, default all): tests, model (the model's CUDA tests), verify, roundtrip,
+# STEPS (comma-separated, default all): tests, model (the model's CUDA tests), train_tests (training
+# on the GPU: gradients vs PyTorch autograd and the CPU reference, AdamW steps), verify, roundtrip,
 # torch (BK-Core baselines), torch_hyp (hyperbolic baselines), torch_model (the model in PyTorch:
 # agreement with muse and the throughput protocol), sanitizer, sass (cuobjdump of the cubins into
 # logs/), profile (per-kernel times of one small and one medium forward, ci/gpu-profile.sh), bench.
@@ -16,7 +17,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
-STEPS=${STEPS:-tests,model,verify,roundtrip,torch,torch_hyp,torch_model,sanitizer,sass,profile,bench}
+STEPS=${STEPS:-tests,model,train_tests,verify,roundtrip,torch,torch_hyp,torch_model,sanitizer,sass,profile,bench}
 mkdir -p "$OUT" logs
 export MUSE_GIT_COMMIT MUSE_REQUIRE_GPU=1
 MUSE_GIT_COMMIT=$(python3 -c 'import json; print(json.load(open("gpu-bundle/manifest.json"))["commit"])')
@@ -35,6 +36,7 @@ cat logs/env.txt
 M=gpu-bundle/bin/muse
 want tests && step tests timeout 420 gpu-bundle/bin/muse-tests --test-threads=1 ::cuda
 want model && MUSE_FIXTURES=$PWD/fixtures step model timeout 300 gpu-bundle/bin/muse-model-cuda-tests --test-threads=1 --nocapture
+want train_tests && MUSE_FIXTURES=$PWD/fixtures step train-tests timeout 300 gpu-bundle/bin/muse-train-cuda-tests --test-threads=1 --nocapture
 want verify && step verify timeout 300 "$M" verify --backend cuda --out "$OUT"
 if want roundtrip; then
     step bk-core bash ci/gpu-roundtrip.sh bk-core "$M"

@@ -1,6 +1,7 @@
 //! The GPU: context, stream, loaded modules, tracked allocations and error mapping. All `unsafe`
 //! of the crate lives here and in the typed launchers (`bk_core.rs`, `bk_core_bwd.rs`).
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -230,6 +231,70 @@ impl<T: DeviceCopy> Buf<T> {
     /// Whether it has no elements.
     pub fn is_empty(&self) -> bool {
         self.buf.len() == 0
+    }
+}
+
+impl<T: DeviceCopy> Buf<T> {
+    /// The whole buffer as a [`View`].
+    pub fn view(&self) -> View<'_, T> {
+        View {
+            ptr: self.ptr(),
+            len: self.len(),
+            _buf: PhantomData,
+        }
+    }
+
+    /// Elements `off .. off + len` as a [`View`]; out of range is an error naming the bounds.
+    pub fn slice(&self, off: usize, len: usize) -> Result<View<'_, T>> {
+        self.view().slice(off, len)
+    }
+}
+
+/// A borrowed range of a [`Buf`]: a device pointer and a length, bounds-checked when made and
+/// unable to outlive the buffer (the launchers of the training kernels take views, so that a
+/// gradient can be written straight into its slot of the flat gradient buffer).
+pub struct View<'a, T: DeviceCopy> {
+    ptr: DevicePointer<T>,
+    len: usize,
+    _buf: PhantomData<&'a Buf<T>>,
+}
+
+impl<T: DeviceCopy> Clone for View<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: DeviceCopy> Copy for View<'_, T> {}
+
+impl<'a, T: DeviceCopy> View<'a, T> {
+    /// The device pointer for a launch.
+    pub fn ptr(&self) -> DevicePointer<T> {
+        self.ptr
+    }
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Elements `off .. off + len` of this view.
+    pub fn slice(&self, off: usize, len: usize) -> Result<View<'a, T>> {
+        if off.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(Error::Backend {
+                backend: "cuda",
+                message: format!(
+                    "device view [{off}, {off} + {len}) out of a range of {}",
+                    self.len
+                ),
+            });
+        }
+        Ok(View {
+            ptr: self.ptr.wrapping_add(off),
+            len,
+            _buf: PhantomData,
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 use cudarc::cublas::{result as cublas, sys};
 use muse_reference::{Error, Result};
 
-use crate::device::{Buf, Gpu};
+use crate::device::{Buf, Gpu, View};
 
 /// How a GEMM multiplies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,8 +116,56 @@ pub fn gemm_nt(
     )
 }
 
-/// The cuBLAS call of both GEMMs: A and W (device pointer, length in elements) of `in_type`, C
-/// f32.
+/// Row-major `C[m, n] = op(A)·op(B) + beta·C` on views, f32 in and out: `op(A)` is A (m, k), or
+/// Aᵀ of A stored (k, m) when `ta`; `op(B)` is B (k, n), or Bᵀ of B stored (n, k) when `tb`. The
+/// backward's GEMMs: ∂X = ∂Y·W (`ta = tb = false`) and ∂W += ∂Yᵀ·X (`ta`, `beta = 1`).
+///
+/// ```no_run
+/// use muse_cuda::{gemm::{gemm, GemmMath}, Gpu};
+/// let gpu = Gpu::get()?;
+/// let (a, b, c) = (gpu.upload(&[1.0f32; 6])?, gpu.upload(&[1.0f32; 6])?, gpu.alloc::<f32>(4)?);
+/// gemm(gpu, (false, false), (2, 2, 3), a.view(), b.view(), c.view(), 0.0, GemmMath::Fp32)?;
+/// assert_eq!(c.to_vec()?, vec![3.0; 4]);
+/// # Ok::<(), muse_reference::Error>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    gpu: &'static Gpu,
+    (ta, tb): (bool, bool),
+    (m, n, k): (usize, usize, usize),
+    a: View<'_, f32>,
+    b: View<'_, f32>,
+    c: View<'_, f32>,
+    beta: f32,
+    math: GemmMath,
+) -> Result<()> {
+    let compute = match math {
+        GemmMath::Fp32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        GemmMath::Tf32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+    };
+    let op = |t: bool| {
+        if t {
+            sys::cublasOperation_t::CUBLAS_OP_T
+        } else {
+            sys::cublasOperation_t::CUBLAS_OP_N
+        }
+    };
+    // Column-major Cᵀ (n × m) = op(B)ᵀ·op(A)ᵀ: B as stored is op(B)ᵀ (ld n) unless `tb` (then
+    // transposed, ld k); A likewise (ld k, or m when `ta`).
+    let (ldb, lda) = (if tb { k } else { n }, if ta { m } else { k });
+    gemm_raw(
+        gpu,
+        (m, n, k),
+        (op(tb), op(ta)),
+        (b.ptr().as_raw(), b.len(), ldb),
+        (a.ptr().as_raw(), a.len(), lda),
+        (c.ptr().as_raw(), c.len()),
+        beta,
+        (sys::cudaDataType::CUDA_R_32F, compute),
+    )
+}
+
+/// The forward's C = A·Wᵀ: A and W (device pointer, length in elements) of `in_type`, C f32.
 #[allow(clippy::too_many_arguments)]
 fn gemm_ex_any(
     gpu: &'static Gpu,
@@ -129,7 +177,37 @@ fn gemm_ex_any(
     in_type: sys::cudaDataType,
     compute: sys::cublasComputeType_t,
 ) -> Result<()> {
-    if a_len < m * k || w_len < n * k || c.len() < m * n {
+    // Column-major: Cᵀ (n × m, ld n) = W (k × n col-major, ld k)ᵀ · Aᵀ (k × m, ld k).
+    gemm_raw(
+        gpu,
+        (m, n, k),
+        (
+            sys::cublasOperation_t::CUBLAS_OP_T,
+            sys::cublasOperation_t::CUBLAS_OP_N,
+        ),
+        (w, w_len, k),
+        (a, a_len, k),
+        (c.ptr().as_raw(), c.len()),
+        beta,
+        (in_type, compute),
+    )
+}
+
+/// One column-major cuBLAS GEMM: Cᵀ (n × m, ld n) = op1(X) (n × k) · op2(Y) (k × m), X and Y
+/// given as (device pointer, length, leading dimension) of `in_type`; every length is checked
+/// against the shape before the call.
+#[allow(clippy::too_many_arguments)]
+fn gemm_raw(
+    gpu: &'static Gpu,
+    (m, n, k): (usize, usize, usize),
+    (op1, op2): (sys::cublasOperation_t, sys::cublasOperation_t),
+    (x, x_len, ldx): (u64, usize, usize),
+    (y, y_len, ldy): (u64, usize, usize),
+    (c, c_len): (u64, usize),
+    beta: f32,
+    (in_type, compute): (sys::cudaDataType, sys::cublasComputeType_t),
+) -> Result<()> {
+    if x_len < n * k || y_len < m * k || c_len < m * n {
         return Err(Error::Backend {
             backend: "cuda",
             message: format!("gemm: buffers too small for ({m}, {n}, {k})"),
@@ -139,31 +217,32 @@ fn gemm_ex_any(
         i32::try_from(x).map_err(|_| cublas_err("gemm", format!("dimension {x} exceeds i32")))
     };
     let (mi, ni, ki) = (int(m)?, int(n)?, int(k)?);
+    let (ldx, ldy) = (int(ldx)?, int(ldy)?);
     let alpha = 1.0f32;
     let guard = handle(gpu)?
         .lock()
         .map_err(|_| cublas_err("gemm", "a previous call panicked"))?;
-    // Column-major: Cᵀ (n × m, ld n) = W (k × n col-major, ld k)ᵀ · Aᵀ (k × m, ld k).
-    // SAFETY: a and w are live device buffers of `in_type` elements and c of f32, of the sizes
-    // checked above; alpha and beta are host scalars that outlive the call; the handle is bound
-    // to the GPU's stream and guarded.
+    // SAFETY: x and y are live device allocations of `in_type` elements and c of f32, each at
+    // least as long as the shape needs (checked above, with leading dimensions that the callers
+    // derive from the same shape); alpha and beta are host scalars that outlive the call; the
+    // handle is bound to the GPU's stream and guarded.
     unsafe {
         cublas::gemm_ex(
             guard.0,
-            sys::cublasOperation_t::CUBLAS_OP_T,
-            sys::cublasOperation_t::CUBLAS_OP_N,
+            op1,
+            op2,
             ni,
             mi,
             ki,
             (&alpha as *const f32).cast::<c_void>(),
-            w as *const c_void,
+            x as *const c_void,
             in_type,
-            ki,
-            a as *const c_void,
+            ldx,
+            y as *const c_void,
             in_type,
-            ki,
+            ldy,
             (&beta as *const f32).cast::<c_void>(),
-            c.ptr().as_raw() as *mut c_void,
+            c as *mut c_void,
             sys::cudaDataType::CUDA_R_32F,
             ni,
             compute,

@@ -19,15 +19,15 @@ use crate::poincare::as_i32;
 pub struct BackwardWs<T: GpuFloat> {
     /// ∂L/∂o, (B·H·N, Dv).
     pub d_o: Buf<T>,
-    delta: Buf<T>,
+    pub(crate) delta: Buf<T>,
     /// ∂L/∂q, (B·H·N, D).
     pub dq: Buf<T>,
     /// ∂L/∂k, (B·H·M, D).
     pub dk: Buf<T>,
     /// ∂L/∂v, (B·H·M, Dv).
     pub dv: Buf<T>,
-    part_ds: Buf<T>,
-    part_dbeta: Buf<T>,
+    pub(crate) part_ds: Buf<T>,
+    pub(crate) part_dbeta: Buf<T>,
 }
 
 fn dq_grid(d: &Dims) -> Result<(u32, u32, u32)> {

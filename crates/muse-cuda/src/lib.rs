@@ -60,14 +60,18 @@ pub mod model;
 #[cfg(feature = "cuda")]
 pub mod model_attn;
 #[cfg(feature = "cuda")]
+pub mod model_bwd;
+#[cfg(feature = "cuda")]
 pub mod model_side;
 #[cfg(feature = "cuda")]
 pub mod poincare;
 #[cfg(feature = "cuda")]
 pub mod timing;
+#[cfg(feature = "cuda")]
+pub mod train;
 
 #[cfg(feature = "cuda")]
-pub use device::{Buf, Cuda, DeviceInfo, Gpu, GpuFloat};
+pub use device::{Buf, Cuda, DeviceInfo, Gpu, GpuFloat, View};
 
 #[cfg(not(feature = "cuda"))]
 mod dummy;

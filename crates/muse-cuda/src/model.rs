@@ -3,7 +3,9 @@
 //! device-resident forward ([`forward::CudaModel`], `model/forward.rs`). The GEMMs run through
 //! [`crate::gemm`]; BK-Core through [`crate::bk_core`].
 
+mod backward;
 pub mod forward;
+pub mod train;
 
 use cust::launch;
 use cust::memory::DevicePointer;

@@ -17,14 +17,14 @@ use crate::gemm::{gemm_nt, GemmMath};
 use crate::model as kern;
 
 mod graph;
-mod steps;
+pub(crate) mod steps;
 mod timer;
 mod upload;
 
 use graph::Graph;
-use steps::CudaSteps;
+pub(crate) use steps::CudaSteps;
 pub use timer::StageTimer;
-use upload::{BlockDev, Lin};
+pub(crate) use upload::{BlockDev, Lin, RawScalars};
 
 const OP: &str = "model";
 
@@ -32,55 +32,55 @@ const OP: &str = "model";
 pub type Trace = Vec<(String, Vec<f32>)>;
 
 /// BK-Core on the device in the precision the profile needs.
-enum Bk {
+pub(crate) enum Bk {
     F32(Problem<f32>, ForwardWs<f32>),
     F64(Problem<f64>, ForwardWs<f64>),
 }
 
 /// Activations for one (B, N).
-struct Workspace {
-    batch: usize,
-    n: usize,
+pub(crate) struct Workspace {
+    pub(crate) batch: usize,
+    pub(crate) n: usize,
     /// bf16 copy of a GEMM input (bf16 mode; one element otherwise).
-    a16: Buf<u16>,
+    pub(crate) a16: Buf<u16>,
     graph: Option<Graph>,
-    ids: Buf<i32>,
-    h: Buf<f32>,
-    x: Buf<f32>,
-    qkv: Buf<f32>,
-    o: Buf<f32>,
-    local: Buf<f32>,
-    v: Buf<f32>,
-    gate: Buf<f32>,
-    t: Buf<f32>,
-    gh: Buf<f32>,
-    gg: Buf<f32>,
-    uv: Buf<f32>,
-    ug: Buf<f32>,
-    vg: Buf<f32>,
-    kv: Buf<f32>,
-    global: Buf<f32>,
-    logits: Buf<f32>,
-    bk: Bk,
+    pub(crate) ids: Buf<i32>,
+    pub(crate) h: Buf<f32>,
+    pub(crate) x: Buf<f32>,
+    pub(crate) qkv: Buf<f32>,
+    pub(crate) o: Buf<f32>,
+    pub(crate) local: Buf<f32>,
+    pub(crate) v: Buf<f32>,
+    pub(crate) gate: Buf<f32>,
+    pub(crate) t: Buf<f32>,
+    pub(crate) gh: Buf<f32>,
+    pub(crate) gg: Buf<f32>,
+    pub(crate) uv: Buf<f32>,
+    pub(crate) ug: Buf<f32>,
+    pub(crate) vg: Buf<f32>,
+    pub(crate) kv: Buf<f32>,
+    pub(crate) global: Buf<f32>,
+    pub(crate) logits: Buf<f32>,
+    pub(crate) bk: Bk,
 }
 
 /// The model's weights on the GPU with the numerics of one profile.
 pub struct CudaModel {
-    gpu: &'static Gpu,
-    dims: ModelDims,
-    num: Numerics,
-    math: GemmMath,
-    shape: HttShape,
-    core1: Buf<f32>,
-    core2: Buf<f32>,
-    cos: Buf<f32>,
-    table: Buf<f32>,
-    table16: Option<Buf<u16>>,
-    vpad: usize,
-    pos: Buf<f32>,
-    blocks: Vec<BlockDev>,
-    final_norm: (Buf<f32>, Buf<f32>),
-    ws: Mutex<Option<Workspace>>,
+    pub(crate) gpu: &'static Gpu,
+    pub(crate) dims: ModelDims,
+    pub(crate) num: Numerics,
+    pub(crate) math: GemmMath,
+    pub(crate) shape: HttShape,
+    pub(crate) core1: Buf<f32>,
+    pub(crate) core2: Buf<f32>,
+    pub(crate) cos: Buf<f32>,
+    pub(crate) table: Buf<f32>,
+    pub(crate) table16: Option<Buf<u16>>,
+    pub(crate) vpad: usize,
+    pub(crate) pos: Buf<f32>,
+    pub(crate) blocks: Vec<BlockDev>,
+    pub(crate) final_norm: (Buf<f32>, Buf<f32>),
+    pub(crate) ws: Mutex<Option<Workspace>>,
 }
 
 /// A (batch, n) BK-Core problem in `T` (z set per block before each launch) and its workspace.
@@ -206,7 +206,7 @@ impl CudaModel {
 
     /// One GEMM of the forward: C = A·Wᵀ in fp32/TF32, or, in bf16 mode (`w16` present), A
     /// rounded to bf16 into `a16` and multiplied by the bf16 W with fp32 sums.
-    fn gemm(
+    pub(crate) fn gemm(
         &self,
         a16: &Buf<u16>,
         dims: (usize, usize, usize),
@@ -227,7 +227,7 @@ impl CudaModel {
     /// [`CudaModel::gemm`] then the bias, the activation and an optional residual:
     /// c = act(a·Wᵀ + b) (+ res).
     #[allow(clippy::too_many_arguments)]
-    fn linear_act(
+    pub(crate) fn linear_act(
         &self,
         a16: &Buf<u16>,
         dims: (usize, usize, usize),
@@ -273,7 +273,7 @@ impl CudaModel {
 
     /// The workspace for the (B, N) of `ids` (kept, or made anew for another shape), with the
     /// ids copied in.
-    fn workspace_for(
+    pub(crate) fn workspace_for(
         &self,
         ids: &ArrayView2<'_, usize>,
     ) -> Result<std::sync::MutexGuard<'_, Option<Workspace>>> {

@@ -12,7 +12,7 @@ use crate::model as kern;
 
 /// A (B, N, D) activation of the device forward: which workspace buffer holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Slot {
+pub(crate) enum Slot {
     /// The residual stream h.
     H,
     /// A LayerNorm output x.
@@ -25,15 +25,15 @@ pub(super) enum Slot {
 
 /// The device's steps of the model: every activation lives in the workspace, each step queues
 /// kernels and GEMMs on the one stream (no host wait unless tracing).
-pub(super) struct CudaSteps<'a> {
-    pub(super) m: &'a CudaModel,
-    pub(super) ws: &'a mut Workspace,
-    pub(super) trace: Option<&'a mut Trace>,
-    pub(super) timer: Option<&'a mut StageTimer>,
+pub(crate) struct CudaSteps<'a> {
+    pub(crate) m: &'a CudaModel,
+    pub(crate) ws: &'a mut Workspace,
+    pub(crate) trace: Option<&'a mut Trace>,
+    pub(crate) timer: Option<&'a mut StageTimer>,
 }
 
 impl CudaSteps<'_> {
-    pub(super) fn mark(&mut self, name: &'static str) -> Result<()> {
+    pub(crate) fn mark(&mut self, name: &'static str) -> Result<()> {
         match self.timer.as_deref_mut() {
             Some(t) => t.mark(self.m.gpu, name),
             None => Ok(()),

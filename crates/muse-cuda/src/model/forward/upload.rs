@@ -12,39 +12,94 @@ use crate::gemm::GemmMath;
 use crate::model::{self as kern, HttShape};
 use crate::model_attn::{AttnScalars, MAX_HEAD_DIM};
 
-pub(super) struct Lin {
-    pub(super) w: Buf<f32>,
-    pub(super) b: Option<Buf<f32>>,
+pub(crate) struct Lin {
+    pub(crate) w: Buf<f32>,
+    pub(crate) b: Option<Buf<f32>>,
 }
 
 /// bf16 copies of one block's GEMM weights (bf16 mode only).
-pub(super) struct BlockBf16 {
-    pub(super) v_w: Buf<u16>,
-    pub(super) wqkv: Buf<u16>,
-    pub(super) wo: Buf<u16>,
-    pub(super) g1: Buf<u16>,
-    pub(super) g2: Buf<u16>,
-    pub(super) uv: Buf<u16>,
-    pub(super) out: Buf<u16>,
+pub(crate) struct BlockBf16 {
+    pub(crate) v_w: Buf<u16>,
+    pub(crate) wqkv: Buf<u16>,
+    pub(crate) wo: Buf<u16>,
+    pub(crate) g1: Buf<u16>,
+    pub(crate) g2: Buf<u16>,
+    pub(crate) uv: Buf<u16>,
+    pub(crate) out: Buf<u16>,
 }
 
-pub(super) struct BlockDev {
-    pub(super) h16: Option<BlockBf16>,
-    pub(super) norm: (Buf<f32>, Buf<f32>),
-    pub(super) v_w: Buf<f32>,
-    pub(super) v_b: f32,
-    pub(super) h0: [Buf<f64>; 3],
-    pub(super) z_im: f64,
-    pub(super) gs: f32,
-    pub(super) wqkv: Buf<f32>,
-    pub(super) wo: Buf<f32>,
-    pub(super) attn: AttnScalars,
-    pub(super) g1: Lin,
-    pub(super) g2: Lin,
-    pub(super) uv: Buf<f32>,
-    pub(super) taps: Buf<f32>,
-    pub(super) out: Lin,
-    pub(super) out_norm: (Buf<f32>, Buf<f32>),
+/// A block's trainable scalars as the weights hold them (before softplus): what the device
+/// launches derive their arguments from, and what the optimiser steps (`model/train.rs`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RawScalars {
+    pub(crate) v_b: f32,
+    pub(crate) epsilon: f32,
+    pub(crate) gamma: f32,
+    pub(crate) gs: f32,
+    pub(crate) log_c: f32,
+    pub(crate) beta: f32,
+    pub(crate) bias: f32,
+}
+
+impl RawScalars {
+    /// The scalars in the order of `for_each_param` (v_proj.bias, ε, γ, γ_gate, log c, β, bias).
+    pub(crate) fn to_array(self) -> [f32; 7] {
+        [
+            self.v_b,
+            self.epsilon,
+            self.gamma,
+            self.gs,
+            self.log_c,
+            self.beta,
+            self.bias,
+        ]
+    }
+    /// The inverse of [`RawScalars::to_array`].
+    pub(crate) fn from_array(a: [f32; 7]) -> Self {
+        let [v_b, epsilon, gamma, gs, log_c, beta, bias] = a;
+        Self {
+            v_b,
+            epsilon,
+            gamma,
+            gs,
+            log_c,
+            beta,
+            bias,
+        }
+    }
+}
+
+impl BlockDev {
+    /// Sets the raw scalars and every launch argument derived from them.
+    pub(crate) fn set_raw(&mut self, raw: RawScalars) {
+        self.raw = raw;
+        self.v_b = raw.v_b;
+        self.z_im = f64::from(softplus(raw.epsilon) + 1e-6f32 + raw.gamma);
+        self.gs = raw.gs;
+        self.attn.c = softplus(raw.log_c);
+        self.attn.beta = softplus(raw.beta);
+        self.attn.bias = raw.bias;
+    }
+}
+
+pub(crate) struct BlockDev {
+    pub(crate) raw: RawScalars,
+    pub(crate) h16: Option<BlockBf16>,
+    pub(crate) norm: (Buf<f32>, Buf<f32>),
+    pub(crate) v_w: Buf<f32>,
+    pub(crate) v_b: f32,
+    pub(crate) h0: [Buf<f64>; 3],
+    pub(crate) z_im: f64,
+    pub(crate) gs: f32,
+    pub(crate) wqkv: Buf<f32>,
+    pub(crate) wo: Buf<f32>,
+    pub(crate) attn: AttnScalars,
+    pub(crate) g1: Lin,
+    pub(crate) g2: Lin,
+    pub(crate) uv: Buf<f32>,
+    pub(crate) taps: Buf<f32>,
+    pub(crate) out: Lin,
+    pub(crate) out_norm: (Buf<f32>, Buf<f32>),
 }
 
 fn up(gpu: &'static Gpu, a: impl IntoIterator<Item = f32>) -> Result<Buf<f32>> {
@@ -146,6 +201,15 @@ impl CudaModel {
                 None
             };
             blocks.push(BlockDev {
+                raw: RawScalars {
+                    v_b: b.v_proj.b.as_ref().map_or(0.0, |v| v[0]),
+                    epsilon: b.epsilon,
+                    gamma: b.gamma,
+                    gs: b.gate_sensitivity,
+                    log_c: a.log_c,
+                    beta: a.beta,
+                    bias: a.bias,
+                },
                 h16,
                 norm: norm(&b.norm)?,
                 v_w: up(gpu, b.v_proj.w.iter().copied())?,

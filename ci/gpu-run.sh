@@ -7,7 +7,8 @@
 # STEPS (comma-separated, default all): tests, model (the model's CUDA tests), train_tests (training
 # on the GPU: gradients vs PyTorch autograd and the CPU reference, AdamW steps), verify, roundtrip,
 # torch (BK-Core baselines), torch_hyp (hyperbolic baselines), torch_model (the model in PyTorch:
-# agreement with muse and the throughput protocol), sanitizer, sass (cuobjdump of the cubins into
+# agreement with muse and the throughput protocol), torch_train (ci/baselines/torch_train_bench.py),
+# sanitizer, sass (cuobjdump of the cubins into
 # logs/), profile (per-kernel times of one small and one medium forward, ci/gpu-profile.sh), bench.
 # TORCH_JSON / TORCH_HYP_JSON / TORCH_MODEL_JSON name the baselines of an earlier call to use instead
 # of running the script. The tests step runs the `::cuda` halves (CI
@@ -17,8 +18,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
-STEPS=${STEPS:-tests,model,train_tests,verify,roundtrip,torch,torch_hyp,torch_model,sanitizer,sass,profile,bench}
+STEPS=${STEPS:-tests,model,train_tests,verify,roundtrip,torch,torch_hyp,torch_model,torch_train,sanitizer,sass,profile,bench}
 mkdir -p "$OUT" logs
+# gpu-bundle.sh ships the binaries as bin.tar.xz.
+[ -f gpu-bundle/bin.tar.xz ] && { tar xJf gpu-bundle/bin.tar.xz -C gpu-bundle && rm gpu-bundle/bin.tar.xz; }
 export MUSE_GIT_COMMIT MUSE_REQUIRE_GPU=1
 MUSE_GIT_COMMIT=$(python3 -c 'import json; print(json.load(open("gpu-bundle/manifest.json"))["commit"])')
 status() { printf '%s rc=%s %ss\n' "$1" "$2" "$3" | tee -a logs/summary.txt; }
@@ -36,7 +39,10 @@ cat logs/env.txt
 M=gpu-bundle/bin/muse
 want tests && step tests timeout 420 gpu-bundle/bin/muse-tests --test-threads=1 ::cuda
 want model && MUSE_FIXTURES=$PWD/fixtures step model timeout 300 gpu-bundle/bin/muse-model-cuda-tests --test-threads=1 --nocapture
-want train_tests && MUSE_FIXTURES=$PWD/fixtures step train-tests timeout 300 gpu-bundle/bin/muse-train-cuda-tests --test-threads=1 --nocapture
+if want train_tests; then
+    MUSE_FIXTURES=$PWD/fixtures step train-tests timeout 300 gpu-bundle/bin/muse-train-cuda-tests --test-threads=1 --nocapture
+    MUSE_FIXTURES=$PWD/fixtures step train-loop timeout 300 gpu-bundle/bin/muse-train-loop-tests --test-threads=1 --nocapture cuda_
+fi
 want verify && step verify timeout 300 "$M" verify --backend cuda --out "$OUT"
 if want roundtrip; then
     step bk-core bash ci/gpu-roundtrip.sh bk-core "$M"
@@ -54,6 +60,22 @@ if want torch_model; then
     step torch-model timeout "${TORCH_MODEL_TIMEOUT:-300}" python3 ci/baselines/torch_model.py \
         --check fixtures/model --muse logs/muse-oracle --bench --max-seconds "${TORCH_MODEL_SECONDS:-240}" \
         --out "$OUT/torch_model.json"
+fi
+if want torch_train; then
+    # The PyTorch training baselines (ci/baselines/torch_train_bench.py), merged into one file.
+    # TORCH_TRAIN_MODES: space-separated "mode:impl[:extra args]" runs (default: the KPI point
+    # eager and compiled, the O(N) sweep eager).
+    modes=${TORCH_TRAIN_MODES:-"kpi:eager kpi:compile:--cases=bf16,bf16+ckpt sweep:eager"}
+    i=0
+    for m in $modes; do
+        IFS=: read -r mode impl extra <<< "$m"
+        i=$((i + 1))
+        step "torch-train-$i-$mode-$impl" timeout "${TORCH_TRAIN_TIMEOUT:-300}" python3 ci/baselines/torch_train_bench.py \
+            "$mode" --impl "$impl" ${extra:+"$extra"} --max-seconds "${TORCH_TRAIN_SECONDS:-240}" --out "logs/torch-train-$i.json"
+    done
+    python3 -c 'import glob, json, sys, torch
+recs = [r for f in sorted(glob.glob("logs/torch-train-*.json")) for r in json.load(open(f))]
+json.dump({"torch": torch.__version__, "records": recs}, open(sys.argv[1], "w"), indent=1)' "$OUT/torch_train.json"
 fi
 [ -n "${TORCH_JSON:-}" ] && cp "$TORCH_JSON" logs/torch_earlier.json
 [ -n "${TORCH_HYP_JSON:-}" ] && cp "$TORCH_HYP_JSON" logs/torch_hyp_earlier.json
@@ -88,7 +110,7 @@ fi
 if want bench; then
     bench_args=(bench --backend cuda --out "$OUT" --sanitizer-dir "$SAN")
     for f in "$OUT/torch.json" logs/torch_earlier.json "$OUT/torch_hyp.json" logs/torch_hyp_earlier.json "$OUT/torch_model.json" \
-        logs/torch_model_earlier.json; do
+        logs/torch_model_earlier.json "$OUT/torch_train.json"; do
         [ -s "$f" ] && bench_args+=(--torch-baseline "$f")
     done
     [ -n "${BENCH_FAMILIES:-}" ] && bench_args+=(--family "$BENCH_FAMILIES")

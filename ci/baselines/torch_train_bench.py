@@ -1,43 +1,45 @@
 #!/usr/bin/env python3
 """PyTorch side of muse's GPU training benchmarks (issue 9): whole training steps of the repo's
-Phase 8 model (torch_model.py, profile exact), a GPT-style transformer, and the VRAM study's two
+Phase 8 model (torch_model.py, profile exact), of a GPT-style transformer, and the VRAM study's two
 models (design model.md §4, §6.3). muse's own code, written from the design.
 
-Modes (subcommands); each prints one JSON record per line and writes the list to --out (rewritten
+Modes (subcommands). Each prints one JSON record per line and writes the list to --out (rewritten
 after every record), stops at --max-seconds (the points left get "error": "skipped: ..."), and
 turns an exception or OOM into an "error" record. Every record has impl (torch_eager |
-torch_compile), model, B, N, dtype, checkpointing, params (trainable scalars) and its metrics.
+torch_compile), model, B, N, dtype (+ dtype_mode), checkpointing, params (trainable scalars), its
+metrics, device and torch.
 
   kpi    one training step of Phase 8 "small" at B 8, N 256: forward, mean cross-entropy of the
          (B, N, V) logits against next-token targets (seeded random ids < V), backward,
-         clip_grad_norm_(1.0), AdamW (fused on CUDA); dtype bf16 (autocast, fp32 master weights)
-         and f32 (TF32 matmuls), checkpointing off / on (per block, non-reentrant), eager and
-         torch.compile of the loss function (the first compiled step is compile_s, apart).
-  sweep  the O(N) claim: the same step at N = 256 ... 8192 with B·N = 8192 tokens constant
-         (B = 8192 // N, so peak memory and work per token are comparable across N), bf16, for
-         Phase 8 small (n_seq = N) and a GPT (same D, L, heads; pre-LN, learned positions, causal
-         SDPA, GELU MLP 4D, tied embedding of V 50257). Eager first, then compile while time lasts.
-  vram   design §6.3 exactly as the original's scripts/verify_95_with_fp16.py does it: build on
-         the CPU, .to(cuda), "FP16" = model.half() and the forward under autocast(float16);
-         param_mem = memory_allocated; ids = randint(0, 1000, (2, 512)); reset the peak (the
-         weights stay resident, so they ARE in the peak); train mode (dropout, checkpointing on);
+         clip_grad_norm_(1.0), AdamW (fused on CUDA). dtype bf16 (autocast, fp32 master weights)
+         and f32 (TF32 matmuls); checkpointing off / on (each block, non-reentrant); eager, then
+         torch.compile of the loss function (compile_s: the first compiled step, apart).
+  sweep  the O(N) claim: the same step at N = 256 ... 8192 (--ns) with B·N = 8192 tokens constant
+         (B = 8192 // N: the same work and logits per step at every N, so tokens/s and peak MiB
+         show the cost of length alone), bf16, for Phase 8 small (n_seq = N) and a GPT of the same
+         D, L, heads (pre-LN, learned positions, causal SDPA, GELU MLP 4D, tied embedding of
+         V 50257). Eager at every point first, then compile (by N) while the budget lasts.
+  vram   design §6.3 as the original's scripts/verify_95_with_fp16.py does it: build on the CPU,
+         .to(cuda), "FP16" = model.half() and the forward under autocast(float16); param_mem =
+         memory_allocated; ids = randint(0, 1000, (2, 512)); reset the peak (the weights stay
+         resident, so they ARE in the peak); train mode (dropout and checkpointing active);
          loss = logits.sum(); backward (the .grad tensors are in the peak, no optimiser state);
-         activation = peak - param_mem. Baseline transformer (torch_vram.Baseline) f32 / f16;
-         memory-optimised model (a port of reference/src/memopt, below) f32 / f16 / bf16
-         (= .to(bfloat16) + autocast, the same protocol) / bf16-amp (fp32 weights + autocast),
-         with and without checkpointing. weights_mib and grads_mib give the breakdown.
-  train  a fixed-budget run for the loss curve on GPT-2 ids (--tokens DIR: train.npy,
-         heldout.npy as muse writes them): muse's batches (the same splitmix64 offsets as
-         muse-train's train_batch: they depend on --seed and the step only) and muse's held-out
-         set (non-overlapping windows of the first --eval-tokens held-out tokens), bf16 autocast,
-         AdamW (0.9, 0.999, 1e-8, wd 0.01) + clip 1.0 + warm-up then cosine to 0.1·lr. --out is
-         a JSONL log (step, loss, lr, grad_norm, tokens_per_s; heldout_loss, heldout_ppl every
-         --eval-every steps and at the end) closed by a summary record.
+         activation = peak - param_mem. The baseline transformer (torch_vram.Baseline) in f32 and
+         f16; the memory-optimised model (a port of reference/src/memopt, below) in f32, f16,
+         bf16 (.to(bfloat16) + autocast: the same protocol) and bf16-amp (fp32 weights +
+         autocast), with and without checkpointing. weights_mib, grads_mib: the breakdown.
+  train  a fixed-budget run for the loss curve on GPT-2 ids (--tokens DIR: train.npy, heldout.npy
+         as muse writes them) with muse's batches (muse-train's splitmix64 offsets: they depend on
+         --seed and the step only) and muse's held-out set (non-overlapping windows of the first
+         --eval-tokens held-out tokens); bf16 autocast; AdamW (0.9, 0.999, 1e-8, wd 0.01), clip
+         1.0, warm-up then cosine to 0.1·lr. --out is a JSONL log (step, loss, lr, grad_norm,
+         tokens_per_s; heldout_loss, heldout_ppl every --eval-every steps and at the end) closed
+         by a summary record.
 
-Timing (kpi, sweep): warm-up steps, then each step between two torch.cuda.synchronize() calls;
-median of --timed (>= 10) steps; tokens/s = B·N / median; peak_mib = max_memory_allocated after a
-reset_peak_memory_stats() just before the timed steps (weights, grads, Adam state, activations).
---device cpu runs everything (no peaks: null); --tiny shrinks every config and shape for that.
+Timing (kpi, sweep): --warmup-steps steps, then each of --timed (>= 10) steps between two
+torch.cuda.synchronize() calls; median; tokens/s = B·N / median; peak_mib = max_memory_allocated
+after reset_peak_memory_stats() just before the timed steps (weights, grads, Adam state,
+activations). --device cpu runs everything (peaks null); --tiny shrinks configs and shapes.
 """
 import argparse
 import gc
@@ -122,10 +124,10 @@ class GPT(nn.Module):
         self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(n_pos, d)
         self.blocks = nn.ModuleList(GPTBlock(d, heads) for _ in range(layers))
         self.ln_f = nn.LayerNorm(d)
-        for name, p in self.named_parameters():  # GPT-2's init; residual projections / sqrt(2L)
-            if p.dim() == 1:
-                nn.init.zeros_(p) if name.endswith("bias") else None
-            else:
+        for name, p in self.named_parameters():  # GPT-2's init: N(0, 0.02), residual outputs / sqrt(2L)
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif p.dim() == 2:
                 nn.init.normal_(p, std=0.02 / (math.sqrt(2 * layers) if name.endswith(("proj.weight", "out.weight")) else 1))
 
     def forward(self, ids, ckpt=False):
@@ -277,7 +279,6 @@ def error(e):
 def step_point(run, rec, build, cfg, imp, warmup, timed):
     """Times whole training steps of build(cfg, device) -> (logits(ids, ckpt), params)."""
     dev, b, n, dt, ckpt = run.a.device, rec["B"], rec["N"], rec["dtype"], rec["checkpointing"]
-    logits = params = opt = None
     try:
         logits, params = build(cfg, dev)
         rec.update(params=sum(p.numel() for p in params), weights_mib=mib(params))
@@ -294,7 +295,8 @@ def step_point(run, rec, build, cfg, imp, warmup, timed):
         f = loss_fn
         if imp == "torch_compile":
             torch._dynamo.reset()  # a fresh static-shape compile per point
-            f = torch.compile(loss_fn)
+            f = torch.compile(loss_fn, mode=run.a.compile_mode)
+            rec["compile_mode"] = run.a.compile_mode
 
         def step():
             opt.zero_grad(set_to_none=True)
@@ -328,24 +330,30 @@ def step_point(run, rec, build, cfg, imp, warmup, timed):
     except Exception as e:  # an OOM or a compile failure is a result, not a crash
         rec["error"] = error(e)
     run.emit(rec)
-    del logits, params, opt  # the closures hold the weights
-    gc.collect()
-    if dev == "cuda":
-        torch.cuda.empty_cache()
 
 
 def grid(run, points, warmup, timed):
     """points: (impl, kind, cfg, B, N, dtype, ckpt); eager ones need 10 s left, compiles 120 s."""
     builds, counts = {"phase8": phase8, "gpt": gpt}, {"phase8": phase8_count, "gpt": gpt_count}
     for imp, kind, cfg, b, n, dt, ckpt in points:
-        rec = dict(impl=imp, model=f"{kind}-{cfg['name']}", kernel="train_step", B=b, N=n, D=cfg["d_model"], dtype=dt,
-                   checkpointing=ckpt, params=counts[kind](cfg))
-        need = 120 if imp == "torch_compile" else 10
+        # impl carries the dtype and checkpointing (torch_eager_bf16_ckpt) so that muse's bench
+        # finds each row by (impl, kernel, shape); kernel names the model.
+        rec = dict(impl=f"{imp}_{dt}{'_ckpt' if ckpt else ''}", model=f"{kind}-{cfg['name']}",
+                   kernel=f"{'model' if kind == 'phase8' else 'gpt'}_train_step", B=b, N=n, D=cfg["d_model"], dtype=dt,
+                   dtype_mode=DTYPE_MODES[dt], checkpointing=ckpt, params=counts[kind](cfg))
+        need = 120 if imp.startswith("torch_compile") else 10
         if run.left() < need:
             rec["error"] = f"skipped: {run.left():.0f} s left of the {run.a.max_seconds:.0f} s budget"
             run.emit(rec)
             continue
         step_point(run, rec, builds[kind], cfg, imp, warmup, timed)
+        torch._dynamo.reset()  # returned: its weights, graphs and closures can go
+        gc.collect()
+        if run.a.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+DTYPE_MODES = {"bf16": "fp32 master weights + autocast(bfloat16)", "f32": "fp32, TF32 matmuls"}
 
 
 def impls(a):
@@ -355,14 +363,13 @@ def impls(a):
 def kpi(run):
     a = run.a
     cfg, b, n = (dict(TINY, n_seq=64, name="tiny"), 2, 64) if a.tiny else (dict(SMALL, name="small"), 8, 256)
-    cases = [("bf16", False), ("f32", False), ("bf16", True), ("f32", True)]  # compile priority
+    cases = [(c.split("+")[0], c.endswith("+ckpt")) for c in a.cases.split(",")]  # in this order
     grid(run, [(imp, "phase8", cfg, b, n, dt, ck) for imp in impls(a) for dt, ck in cases], a.warmup_steps, a.timed)
 
 
 def sweep(run):
     a = run.a
-    base, tokens, ns = (dict(TINY, name="tiny"), 256, [64, 128, 256]) if a.tiny else \
-        (dict(SMALL, name="small"), 8192, [256, 512, 1024, 2048, 4096, 8192])
+    base, tokens, ns = (dict(TINY, name="tiny"), 256, [64, 128, 256]) if a.tiny else (dict(SMALL, name="small"), 8192, a.ns)
     pts = [(imp, m, dict(base, n_seq=n), tokens // n, n, "bf16", False) for imp in impls(a) for n in ns for m in ("phase8", "gpt")]
     grid(run, pts, a.warmup_steps, a.timed)
 
@@ -531,6 +538,9 @@ def main():
         p.add_argument("--impl", default="eager,compile", help="eager, compile or eager,compile")
         p.add_argument("--warmup-steps", type=int, default=3)
         p.add_argument("--timed", type=int, default=20 if m == "kpi" else 10)
+        p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: inductor's default)")
+    sub.choices["kpi"].add_argument("--cases", default="bf16,f32,bf16+ckpt,f32+ckpt", help="dtype[+ckpt], comma-separated")
+    sub.choices["sweep"].add_argument("--ns", type=lambda v: [int(x) for x in v.split(",")], default=[256, 512, 1024, 2048, 4096, 8192])
     p = sub.add_parser("vram", parents=[common])
     p.add_argument("--conv", choices=("causal", "centered"), default="causal", help="memopt's AR-SSM conv (same memory)")
     p = sub.add_parser("train", parents=[common])

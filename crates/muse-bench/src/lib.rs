@@ -41,6 +41,7 @@ pub mod lin_attn;
 pub mod model;
 pub mod records;
 pub mod timing;
+pub mod train;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -62,6 +63,7 @@ pub const FAMILIES: &[&dyn Family] = &[
     &lin_attn::LinAttnFamily,
     &hyp_dist::HypDistFamily,
     &model::ModelFamily,
+    &train::TrainFamily,
 ];
 
 /// One kernel family's KPI benchmarks.

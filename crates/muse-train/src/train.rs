@@ -1,6 +1,6 @@
-//! The training loop on the CPU reference (float64, exact gradients): AdamW with the warm-up +
-//! cosine schedule and gradient clipping, a JSONL log, held-out perplexity, checkpoints that
-//! resume bit for bit, and a loss-curve SVG.
+//! The training loop (on the CPU reference in float64 or on the GPU in f32, `engine.rs`): AdamW
+//! with the warm-up + cosine schedule and gradient clipping, a JSONL log, held-out perplexity,
+//! checkpoints that resume bit for bit, and a loss-curve SVG.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,12 +8,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use muse_model::{init, Config, Weights};
-use muse_reference::model::{forward, grad, ModelDims, ModelWeights, Numerics};
+use muse_reference::model::{ModelDims, ModelWeights};
 use serde::Serialize;
 
-use crate::checkpoint::{self, flatten, into_flat, unflatten, Checkpoint};
+use crate::checkpoint::{self, unflatten, Checkpoint};
 use crate::data::{eval_batches, train_batch, Corpus, GPT2_VOCAB};
-use crate::optim::{clip_grad_norm, cosine_lr, AdamState, AdamW};
+use crate::engine::{self, check_loss, Device, Engine};
+use crate::optim::{cosine_lr, AdamW};
 
 /// What `muse train` was asked to do.
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +55,8 @@ pub struct TrainOptions {
     /// Stop (with a checkpoint) after this step; the schedule still spans `steps` (a run split
     /// into parts, e.g. by a time limit).
     pub stop_at: Option<u64>,
+    /// Where the steps run.
+    pub device: Device,
     /// Draw a progress bar.
     #[serde(skip)]
     pub progress: bool,
@@ -116,9 +119,8 @@ fn check(o: &TrainOptions) -> Result<ModelDims> {
 }
 
 /// Mean held-out cross-entropy over at most `max_tokens` tokens.
-pub fn evaluate(
-    d: &ModelDims,
-    w: &ModelWeights<f64>,
+fn evaluate(
+    e: &mut dyn Engine,
     tokens: &[u32],
     batch: usize,
     seq: usize,
@@ -127,9 +129,7 @@ pub fn evaluate(
     let limit = tokens.len().min(max_tokens.max(seq + 1));
     let (mut sum, mut count) = (0.0, 0usize);
     for (ids, targets) in eval_batches(&tokens[..limit], batch, seq) {
-        let logits = forward(d, w, &Numerics::exact(), ids.view())?;
-        let (loss, _) = grad::cross_entropy(logits.view(), targets.view())?;
-        sum += loss * ids.len() as f64;
+        sum += e.eval(ids.view(), targets.view())? * ids.len() as f64;
         count += ids.len();
     }
     Ok(sum / count as f64)
@@ -145,31 +145,34 @@ pub fn train(o: &TrainOptions) -> Result<Summary> {
     let mut weights: Weights = init::init(&o.config, o.seed);
     let mut w = weights.model::<f64>();
     let mut log: Vec<LogLine> = Vec::new();
-    let mut adam = AdamState::new(flatten(&w).len());
+    let mut adam = None;
     if let Some(dir) = &o.resume {
         let ck = checkpoint::load(dir, &o.config)?;
-        if ck.params.len() != adam.m.len() {
+        let n = crate::checkpoint::flatten(&w).len();
+        if ck.params.len() != n {
             bail!(
-                "`--resume {}`: {} parameters, the config has {}",
+                "`--resume {}`: {} parameters, the config has {n}",
                 dir.display(),
                 ck.params.len(),
-                adam.m.len()
             );
         }
         unflatten(&mut w, &ck.params);
-        adam = ck.adam;
+        weights.set_model(&w);
         log = read_log(&dir.join("log.jsonl"))?
             .into_iter()
-            .filter(|l| l.step <= adam.step)
+            .filter(|l| l.step <= ck.adam.step)
             .collect();
+        adam = Some(ck.adam);
     }
+    let template = w.clone();
+    let mut e = engine::make(o.device, d.clone(), (w, &weights), adam, o.adam)?;
     let log_path = o.out.join("log.jsonl");
     let mut log_file = std::fs::File::create(&log_path)
         .with_context(|| format!("cannot write {}", log_path.display()))?;
     for l in &log {
         writeln!(log_file, "{}", serde_json::to_string(l)?)?;
     }
-    let bar = progress_bar(o, adam.step);
+    let bar = progress_bar(o, e.steps_taken());
     let options = serde_json::to_string(o)?;
     let mut eval_ppl = log
         .iter()
@@ -177,26 +180,15 @@ pub fn train(o: &TrainOptions) -> Result<Summary> {
         .find_map(|l| l.eval_ppl)
         .unwrap_or(f64::NAN);
     let end = o.stop_at.map_or(o.steps, |s| s.min(o.steps));
-    // The master parameters, flat; `w` is their structured copy for the forward.
-    let mut p = flatten(&w);
-    while adam.step < end {
+    while e.steps_taken() < end {
         let t0 = Instant::now();
-        let (ids, targets) = train_batch(&corpus.train, o.batch, o.seq, o.seed, adam.step);
-        let (loss, g) =
-            grad::loss_and_grad(&d, &w, &Numerics::exact(), ids.view(), targets.view())?;
-        if !loss.is_finite() {
-            bail!(
-                "the training loss is {loss} at step {} (lower `--lr`?)",
-                adam.step + 1
-            );
-        }
-        let mut gflat = into_flat(g);
-        let grad_norm = clip_grad_norm(&mut gflat, o.clip);
-        let lr = cosine_lr(adam.step, o.adam.lr, o.warmup, o.steps, o.min_lr_ratio);
-        o.adam.step(&mut p, &gflat, &mut adam, lr);
-        unflatten(&mut w, &p);
+        let step = e.steps_taken();
+        let (ids, targets) = train_batch(&corpus.train, o.batch, o.seq, o.seed, step);
+        let lr = cosine_lr(step, o.adam.lr, o.warmup, o.steps, o.min_lr_ratio);
+        let (loss, grad_norm) = e.step(ids.view(), targets.view(), lr, o.clip)?;
+        check_loss(loss, step + 1)?;
         let mut line = LogLine {
-            step: adam.step,
+            step: step + 1,
             loss,
             lr,
             grad_norm,
@@ -204,22 +196,26 @@ pub fn train(o: &TrainOptions) -> Result<Summary> {
             eval_ppl: None,
             tokens_per_s: (o.batch * o.seq) as f64 / t0.elapsed().as_secs_f64(),
         };
-        let last = adam.step == end;
-        if last || adam.step % o.eval_every.max(1) == 0 {
-            let e = evaluate(&d, &w, &corpus.eval, o.batch, o.seq, o.eval_tokens)?;
-            line.eval_loss = Some(e);
-            line.eval_ppl = Some(e.exp());
-            eval_ppl = e.exp();
+        let last = line.step == end;
+        if last || line.step % o.eval_every.max(1) == 0 {
+            let ev = evaluate(e.as_mut(), &corpus.eval, o.batch, o.seq, o.eval_tokens)?;
+            line.eval_loss = Some(ev);
+            line.eval_ppl = Some(ev.exp());
+            eval_ppl = ev.exp();
         }
         writeln!(log_file, "{}", serde_json::to_string(&line)?)?;
         bar.set_message(format!("loss {loss:.4}, {:.0} tok/s", line.tokens_per_s));
         bar.inc(1);
+        let save = last || line.step % o.save_every.max(1) == 0;
         log.push(line);
-        if last || adam.step % o.save_every.max(1) == 0 {
-            weights.set_model(&w);
+        if save {
+            let (params, adam) = e.snapshot()?;
+            let mut wm: ModelWeights<f64> = template.clone();
+            unflatten(&mut wm, &params);
+            weights.set_model(&wm);
             let ck = Checkpoint {
-                params: p.clone(),
-                adam: adam.clone(),
+                params,
+                adam,
                 config: o.config.to_json(),
                 options: options.clone(),
             };

@@ -9,9 +9,13 @@ use muse_train::generate::{generate, GenerateOptions};
 use muse_train::optim::AdamW;
 use muse_train::{train, TrainOptions};
 
+/// `fixtures/train/<name>` ($MUSE_FIXTURES/train on the GPU machine, where the repository lives
+/// elsewhere than at build time).
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/train")
+    std::env::var_os("MUSE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures"))
+        .join("train")
         .join(name)
 }
 
@@ -37,12 +41,29 @@ fn options(out: &Path, steps: u64) -> TrainOptions {
         save_every: 3,
         resume: None,
         stop_at: None,
+        device: muse_train::Device::Cpu,
         progress: false,
     }
 }
 
 #[test]
 fn the_loss_goes_down_and_a_resumed_run_repeats_a_straight_one() {
+    loop_checks(muse_train::Device::Cpu);
+}
+
+/// The same checks with the steps on the GPU (f32, fp32 GEMMs): run on the GPU machine.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_the_loss_goes_down_and_a_resumed_run_repeats_a_straight_one() {
+    loop_checks(muse_train::Device::Cuda { tf32: false });
+}
+
+/// Loss down, resume bit for bit, deterministic generation, for runs on `device`.
+fn loop_checks(device: muse_train::Device) {
+    let options = |out: &Path, steps: u64| TrainOptions {
+        device,
+        ..options(out, steps)
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let straight = train(&options(&dir.path().join("straight"), 12)).expect("train");
     let losses: Vec<f64> = straight.log.iter().map(|l| l.loss).collect();

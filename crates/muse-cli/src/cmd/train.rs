@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use muse_model::{Config, Model, Weights};
 use muse_train::generate::{generate, GenerateOptions};
 use muse_train::optim::AdamW;
-use muse_train::{train, TrainOptions};
+use muse_train::{train, Device, TrainOptions};
 
 use crate::Outcome;
 
@@ -59,12 +59,19 @@ pub struct TrainArgs {
     /// Checkpoint every this many steps (and at the end).
     #[arg(long, default_value_t = 100)]
     save_every: u64,
-    /// Arithmetic: the CPU trains the float64 reference (`f64`); f32, bf16 and fp16 need the
-    /// CUDA training path, which is not built yet.
-    #[arg(long, default_value = "f64")]
-    precision: String,
-    /// Per-block recomputation in the backward. The CPU backward always recomputes each block
-    /// from its input, so this is accepted and is what the CPU does anyway.
+    /// Where the steps run: `cpu` (the float64 reference) or `cuda` (the GPU, f32).
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Arithmetic: `f64` on the CPU (the default there), `f32` on CUDA (the default there:
+    /// f32 masters, moments and activations).
+    #[arg(long)]
+    precision: Option<String>,
+    /// CUDA only: TF32 tensor cores for the GEMMs (fp32 storage and sums, 10-bit products).
+    #[arg(long)]
+    tf32: bool,
+    /// Per-block recomputation in the backward. Both backwards always recompute each block
+    /// from its saved input (one (B, N, D) array per block is kept), so this is accepted and is
+    /// what they do anyway.
     #[arg(long)]
     checkpointing: bool,
     /// Continue the run in this directory (same config; bit-for-bit the same losses).
@@ -73,18 +80,35 @@ pub struct TrainArgs {
     /// Stop after this step with a checkpoint (the schedule still spans --steps).
     #[arg(long)]
     stop_at: Option<u64>,
+    /// Also write the GPT-2 BPE ids of the split to DIR/train.npy and DIR/heldout.npy (int32),
+    /// so that another implementation can train on exactly the same tokens (with `--steps 0`,
+    /// only that).
+    #[arg(long)]
+    export_tokens: Option<PathBuf>,
 }
 
 /// Runs `muse train`.
 pub fn run_train(a: TrainArgs) -> Result<Outcome> {
-    if a.precision != "f64" {
-        bail!(
-            "`--precision {}`: the CPU trains the float64 reference only; f32, bf16 and fp16 training need the CUDA path (not built yet)",
-            a.precision
-        );
-    }
+    let device = match (a.backend.as_str(), a.precision.as_deref()) {
+        ("cpu", None | Some("f64")) if !a.tf32 => Device::Cpu,
+        ("cpu", _) if a.tf32 => bail!("`--tf32`: TF32 GEMMs need `--backend cuda`"),
+        ("cpu", Some(p)) => bail!(
+            "`--precision {p}`: the CPU trains the float64 reference only (`--precision f64`); f32 needs `--backend cuda`"
+        ),
+        ("cuda", None | Some("f32")) => Device::Cuda { tf32: a.tf32 },
+        ("cuda", Some(p)) => bail!(
+            "`--precision {p}`: CUDA training runs in f32 (`--precision f32`, optionally `--tf32`); bf16 and fp16 training are not built yet"
+        ),
+        (b, _) => bail!("`--backend {b}`: must be `cpu` or `cuda`"),
+    };
     let config = Config::resolve(&a.config)?;
     let seq = a.seq.unwrap_or(config.n_seq);
+    if let Some(dir) = &a.export_tokens {
+        export_tokens(dir, &a.data, seq, a.held_out)?;
+        if a.steps == 0 {
+            return Ok(Outcome::Passed); // `--steps 0 --export-tokens DIR`: the export alone
+        }
+    }
     let o = TrainOptions {
         seq,
         data: a.data,
@@ -106,12 +130,17 @@ pub fn run_train(a: TrainArgs) -> Result<Outcome> {
         save_every: a.save_every,
         resume: a.resume,
         stop_at: a.stop_at,
+        device,
         progress: true,
         config,
     };
     let _ = a.checkpointing;
+    let on = match device {
+        Device::Cpu => "CPU, float64 reference".to_string(),
+        Device::Cuda { tf32 } => format!("CUDA, f32{}", if tf32 { " with TF32 GEMMs" } else { "" }),
+    };
     println!(
-        "train: {} steps of B={} N={} on {} (CPU, float64 reference, exact gradients)",
+        "train: {} steps of B={} N={} on {} ({on}, exact gradients)",
         o.steps,
         o.batch,
         o.seq,
@@ -129,6 +158,30 @@ pub fn run_train(a: TrainArgs) -> Result<Outcome> {
         o.out.display()
     );
     Ok(Outcome::Passed)
+}
+
+/// Writes the corpus split's ids as int32 .npy files.
+fn export_tokens(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    seq: usize,
+    held_out: f64,
+) -> Result<()> {
+    crate::npy::ensure_dir("--export-tokens", dir)?;
+    let c = muse_train::data::Corpus::load(data, seq, held_out)?;
+    for (name, ids) in [("train.npy", &c.train), ("heldout.npy", &c.eval)] {
+        let a = ndarray::Array1::from_iter(ids.iter().map(|&t| t as i32));
+        let path = dir.join(name);
+        ndarray_npy::write_npy(&path, &a)
+            .with_context(|| format!("`--export-tokens`: cannot write {}", path.display()))?;
+    }
+    println!(
+        "exported {} training and {} held-out tokens to {}",
+        c.train.len(),
+        c.eval.len(),
+        dir.display()
+    );
+    Ok(())
 }
 
 /// Arguments of `muse generate`.

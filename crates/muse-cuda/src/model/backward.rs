@@ -18,6 +18,9 @@ use crate::model_bwd::{self as kb, LnGrad, LnInput};
 use crate::train as kt;
 use crate::{bk_core_bwd, hyp_attn, hyp_attn_bwd};
 
+/// Rows of one chunk of the decoder and the cross-entropy (512 rows of V = 50257 are 103 MB).
+pub(crate) const CE_ROWS: usize = 512;
+
 /// The backward's buffers for one (B, N), beside the forward's [`Workspace`].
 pub(crate) struct TrainWs {
     /// Each block's input h_l and the last block's output, (rows, D) each.
@@ -41,6 +44,9 @@ pub(crate) struct TrainWs {
     dgs_row: Buf<f32>,
     sum_part: Buf<f32>,
     col_part: Buf<f32>,
+    /// One chunk of the logits, (CE_ROWS, vpad): the cross-entropy runs chunk by chunk, so the
+    /// (B, N, V) logits never exist whole.
+    logits: Buf<f32>,
     dtable: Buf<f32>,
     htt_scratch: Buf<f32>,
     pub(crate) targets: Buf<i32>,
@@ -120,6 +126,7 @@ impl TrainWs {
             dpre: f(rows)?,
             dgs_row: f(rows)?,
             sum_part: f(kt::SUM_PARTS)?,
+            logits: f(rows.min(CE_ROWS) * m.vpad)?,
             col_part: f(kt::COL_PARTS * widest)?,
             dtable: f(m.vpad * dm)?,
             htt_scratch: f(v1 * d.htt_rank * d1)?,
@@ -146,8 +153,8 @@ impl TrainWs {
     }
 }
 
-/// The forward's steps with every block's input saved in `tw.hs`; leaves the logits in
-/// `ws.logits`.
+/// The forward's steps with every block's input saved in `tw.hs`, up to the final LayerNorm
+/// (its output in `ws.x`; the decoder runs by chunks in [`cross_entropy`]).
 pub(crate) fn forward_saving(m: &CudaModel, ws: &mut Workspace, tw: &mut TrainWs) -> Result<()> {
     let g = m.gpu;
     let mut steps = CudaSteps {
@@ -166,8 +173,74 @@ pub(crate) fn forward_saving(m: &CudaModel, ws: &mut Workspace, tw: &mut TrainWs
         h = steps.mix_norm_residual(l, h, local, global, ())?;
     }
     kt::copy(g, steps.ws.h.view(), tw.hs[m.blocks.len()].view())?;
-    let x = steps.final_norm(&h)?;
-    steps.decode(&x)
+    steps.final_norm(&h).map(|_| ())
+}
+
+/// The decoder and the mean cross-entropy by chunks of [`CE_ROWS`] rows: logits = x_f·tableᵀ,
+/// the fused CE turns them into ∂L/∂logits in place, then (with `grad`) ∂x_f = ∂logits·table into
+/// `tw.dx` and ∂table += ∂logitsᵀ·x_f into `tw.dtable`. The loss lands in `tw.loss`.
+pub(crate) fn cross_entropy(m: &CudaModel, ws: &Workspace, tw: &TrainWs, grad: bool) -> Result<()> {
+    let g = m.gpu;
+    let (rows, dm, vpad) = (ws.batch * ws.n, m.dims.d_model, m.vpad);
+    let math = m.math;
+    let mut r0 = 0;
+    while r0 < rows {
+        let nr = CE_ROWS.min(rows - r0);
+        let (x, lg) = (
+            ws.x.slice(r0 * dm, nr * dm)?,
+            tw.logits.slice(0, nr * vpad)?,
+        );
+        gemm(
+            g,
+            (false, true),
+            (nr, vpad, dm),
+            x,
+            m.table.view(),
+            lg,
+            0.0,
+            math,
+        )?;
+        kt::cross_entropy(
+            g,
+            lg,
+            tw.targets.slice(r0, nr)?,
+            tw.row_loss.slice(r0, nr)?,
+            (nr, m.dims.vocab, vpad),
+            1.0 / rows as f32,
+        )?;
+        if grad {
+            let dx = tw.dx.slice(r0 * dm, nr * dm)?;
+            gemm(
+                g,
+                (false, false),
+                (nr, dm, vpad),
+                lg,
+                m.table.view(),
+                dx,
+                0.0,
+                math,
+            )?;
+            let beta = if r0 == 0 { 0.0 } else { 1.0 };
+            gemm(
+                g,
+                (true, false),
+                (vpad, dm, nr),
+                lg,
+                x,
+                tw.dtable.view(),
+                beta,
+                math,
+            )?;
+        }
+        r0 += nr;
+    }
+    kt::sum(
+        g,
+        tw.row_loss.view(),
+        false,
+        tw.sum_part.view(),
+        (1.0 / rows as f32, tw.loss.view(), false),
+    )
 }
 
 /// ∂L/∂b += Σ_rows dy and ∂L/∂g += Σ_rows x̂∘dy of a LayerNorm (its backward wrote x̂∘dy).
@@ -183,8 +256,9 @@ fn norm_grads(
     kt::col_sum(g, dy, (rows, dim), part, db, true)
 }
 
-/// The whole backward after [`forward_saving`] and the cross-entropy (ws.logits holds ∂L/∂logits):
-/// every parameter's gradient added into `slots`' views (zeroed by the caller).
+/// The whole backward after [`forward_saving`] and [`cross_entropy`] (which left ∂L/∂x_f in
+/// `tw.dx` and the decoder's ∂table in `tw.dtable`): every parameter's gradient added into
+/// `slots`' views (zeroed by the caller).
 pub(crate) fn backward(
     m: &CudaModel,
     ws: &mut Workspace,

@@ -81,6 +81,9 @@ pub struct CudaModel {
     pub(crate) blocks: Vec<BlockDev>,
     pub(crate) final_norm: (Buf<f32>, Buf<f32>),
     pub(crate) ws: Mutex<Option<Workspace>>,
+    /// Owned by a trainer ([`super::train::CudaTrainer`]): workspaces hold no logits (its
+    /// decoder runs by chunks) and a whole forward is refused.
+    pub(crate) train: bool,
 }
 
 /// A (batch, n) BK-Core problem in `T` (z set per block before each launch) and its workspace.
@@ -144,7 +147,7 @@ impl CudaModel {
             vg: f(rows * r)?,
             kv: f(rows * r)?,
             global: f(rows * d)?,
-            logits: f(rows * self.vpad)?,
+            logits: f(if self.train { 1 } else { rows * self.vpad })?,
             bk,
             graph: None,
         })

@@ -156,7 +156,9 @@ impl CudaTrainer {
                 what: "bf16 GEMM weights (train in f32 masters; bf16 is a forward option)".into(),
             });
         }
-        let model = CudaModel::new(gpu, dims.clone(), w, Numerics::exact(), math)?;
+        let mut model = CudaModel::new(gpu, dims.clone(), w, Numerics::exact(), math)?;
+        // The trainer's decoder runs by chunks: no whole (B, N, V) logits in its workspaces.
+        model.train = true;
         let layout = Layout::new(&dims);
         let total = layout.total();
         let scal_host: Vec<f32> = model.blocks.iter().flat_map(|b| b.raw.to_array()).collect();
@@ -213,15 +215,27 @@ impl CudaTrainer {
         ids: ArrayView2<'_, usize>,
         targets: ArrayView2<'_, usize>,
     ) -> Result<f32> {
-        self.queue_loss_and_grad(ids, targets)?;
+        self.queue(ids, targets, true)?;
         let tws = self.tws.as_ref().expect("queued");
         Ok(tws.loss.to_vec()?[0])
     }
 
-    fn queue_loss_and_grad(
+    /// The mean cross-entropy alone (an evaluation: forward and loss, no gradient).
+    pub fn loss(
         &mut self,
         ids: ArrayView2<'_, usize>,
         targets: ArrayView2<'_, usize>,
+    ) -> Result<f32> {
+        self.queue(ids, targets, false)?;
+        let tws = self.tws.as_ref().expect("queued");
+        Ok(tws.loss.to_vec()?[0])
+    }
+
+    fn queue(
+        &mut self,
+        ids: ArrayView2<'_, usize>,
+        targets: ArrayView2<'_, usize>,
+        with_grad: bool,
     ) -> Result<()> {
         if targets.dim() != ids.dim() {
             return Err(Error::Shape {
@@ -248,7 +262,6 @@ impl CudaTrainer {
             .collect::<Result<_>>()?;
         let host_ids: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
         let m = &self.model;
-        let g = m.gpu;
         let mut guard = m.workspace_for(&ids)?;
         let ws = guard.as_mut().expect("workspace_for made it");
         if self
@@ -262,22 +275,10 @@ impl CudaTrainer {
         let tws = self.tws.as_mut().expect("just set");
         let ntok = tws.set_batch(&host_ids, &tgt)?;
         backward::forward_saving(m, ws, tws)?;
-        let rows = ws.batch * ws.n;
-        kt::cross_entropy(
-            g,
-            ws.logits.view(),
-            tws.targets.view(),
-            tws.row_loss.view(),
-            (rows, vocab, m.vpad),
-            1.0 / rows as f32,
-        )?;
-        kt::sum(
-            g,
-            tws.row_loss.view(),
-            false,
-            self.sum_part.view(),
-            (1.0 / rows as f32, tws.loss.view(), false),
-        )?;
+        backward::cross_entropy(m, ws, tws, with_grad)?;
+        if !with_grad {
+            return Ok(());
+        }
         self.grads.fill_async(0)?;
         let slots = grad_slots(m, &self.layout, &self.grads, &self.sin)?;
         backward::backward(m, ws, tws, &slots, ntok)
@@ -305,7 +306,7 @@ impl CudaTrainer {
         h: AdamStep,
         max_norm: f32,
     ) -> Result<f32> {
-        self.queue_loss_and_grad(ids, targets)?;
+        self.queue(ids, targets, true)?;
         let g = self.model.gpu;
         kt::sum(
             g,

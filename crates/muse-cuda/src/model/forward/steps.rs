@@ -271,6 +271,13 @@ impl ModelSteps for CudaSteps<'_> {
 
     fn decode(&mut self, x: &Slot) -> Result<()> {
         debug_assert_eq!(*x, Slot::X);
+        if self.m.train {
+            return Err(muse_reference::Error::Unsupported {
+                op: "model",
+                backend: "cuda",
+                what: "a whole forward of a trainer's model (its logits run by chunks; use CudaTrainer::loss)".into(),
+            });
+        }
         let (_, _, rows, dm) = self.dims();
         let (m, ws) = (self.m, &*self.ws);
         m.gemm(

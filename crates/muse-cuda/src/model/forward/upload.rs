@@ -275,6 +275,7 @@ impl CudaModel {
             blocks,
             final_norm: norm(&w.final_norm)?,
             ws: Mutex::new(None),
+            train: false,
         })
     }
 }

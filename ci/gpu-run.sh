@@ -99,8 +99,11 @@ if want sanitizer; then
         # B1 N256 is left out for time (the verify cases above run the same kernels on tiny).
         MUSE_FIXTURES=$PWD/fixtures step "$tool-model" timeout 200 compute-sanitizer --tool "$tool" \
             --error-exitcode 3 gpu-bundle/bin/muse-model-cuda-tests --test-threads=1 --skip small_at_batch_1
+        # The training kernels (backward, cross-entropy, AdamW) through their GPU tests.
+        MUSE_FIXTURES=$PWD/fixtures step "$tool-train" timeout 200 compute-sanitizer --tool "$tool" \
+            --error-exitcode 3 gpu-bundle/bin/muse-train-cuda-tests --test-threads=1
         # SANITIZER_APPEND: a folder with an earlier call's logs of kernels unchanged since then.
-        cat "logs/$tool.log" "logs/$tool-model.log" ${SANITIZER_APPEND:+"$SANITIZER_APPEND/$tool.log"} > "$SAN/$tool.log"
+        cat "logs/$tool.log" "logs/$tool-model.log" "logs/$tool-train.log" ${SANITIZER_APPEND:+"$SANITIZER_APPEND/$tool.log"} > "$SAN/$tool.log"
     done
 fi
 if want profile; then

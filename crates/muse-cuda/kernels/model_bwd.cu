@@ -216,36 +216,70 @@ extern "C" __global__ void model_bwd_pos(const float* dh, float* dpos, int batch
     dpos[i] += acc;
 }
 
-// E[t, a*d2 + c] = sum_rho cos_rho*core1[i1, rho, a]*core2[i2, rho, c] (f < dim). One thread per
-// (i1, rho, a): M = sum over the tokens of row group i1 and c of dE*core2; dcore1 += cos*M; M kept
-// for the phase.
-extern "C" __global__ void model_bwd_htt_core1(const float* dE, const float* core1, const float* core2, const float* cos_, float* M, float* dcore1, int vocab, int dim, int r, int d1, int d2, int v1, int v2) {
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= v1 * r * d1) return;
-    const int a = i % d1, rho = (i / d1) % r, i1 = i / (d1 * r);
+// E[t, a*d2 + c] = sum_rho cos_rho*core1[i1, rho, a]*core2[i2, rho, c] (f < dim). One CTA per
+// row group i1 (its tokens are contiguous), one thread per output (rho, a) in turn: each token's dE
+// row and core2 row are staged in shared memory (dynamic: dim + r*d2 floats), then
+// M[i1, rho, a] = sum_t sum_c dE[t, a*d2 + c]*core2[i2, rho, c]; dcore1 += cos*M; M kept for the
+// phase.
+extern "C" __global__ void __launch_bounds__(MODEL_BWD_THREADS) model_bwd_htt_core1(const float* dE, const float* core1, const float* core2, const float* cos_, float* M, float* dcore1, int vocab, int dim, int r, int d1, int d2, int v1, int v2) {
+    extern __shared__ float sh[];
+    float* de = sh;
+    float* c2 = sh + dim;
+    const int i1 = blockIdx.x;
     const int t0 = i1 * v2, t1 = i1 == v1 - 1 ? vocab : min(t0 + v2, vocab);
-    float acc = 0.0f;
+    const int outs = r * d1;
+    float acc[2] = {0.0f, 0.0f};
     for (int t = t0; t < t1; ++t) {
-        const float* c2 = core2 + ((long long)(t % v2) * r + rho) * d2;
-        const float* de = dE + (long long)t * dim + a * d2;
-        for (int c = 0; c < d2 && a * d2 + c < dim; ++c) acc += de[c] * c2[c];
+        __syncthreads();
+        for (int e = threadIdx.x; e < dim; e += blockDim.x) de[e] = dE[(long long)t * dim + e];
+        for (int e = threadIdx.x; e < r * d2; e += blockDim.x) c2[e] = core2[(long long)(t % v2) * r * d2 + e];
+        __syncthreads();
+        for (int q = 0; q < 2; ++q) {
+            const int o = threadIdx.x + q * blockDim.x;
+            if (o >= outs) continue;
+            const int rho = o / d1, a = o % d1;
+            float s = 0.0f;
+            for (int c = 0; c < d2 && a * d2 + c < dim; ++c) s += de[a * d2 + c] * c2[rho * d2 + c];
+            acc[q] += s;
+        }
     }
-    M[i] = acc;
-    dcore1[i] += cos_[rho] * acc;
+    for (int q = 0; q < 2; ++q) {
+        const int o = threadIdx.x + q * blockDim.x;
+        if (o >= outs) continue;
+        const long long at = (long long)i1 * outs + o;
+        M[at] = acc[q];
+        dcore1[at] += cos_[o / d1] * acc[q];
+    }
 }
 
-// One thread per (i2, rho, c): dcore2 += sum over tokens t = i2 (mod v2) and a of dE*cos*core1.
-extern "C" __global__ void model_bwd_htt_core2(const float* dE, const float* core1, const float* cos_, float* dcore2, int vocab, int dim, int r, int d1, int d2, int v1, int v2) {
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= v2 * r * d2) return;
-    const int c = i % d2, rho = (i / d2) % r, i2 = i / (d2 * r);
-    float acc = 0.0f;
+// One CTA per i2, one thread per output (rho, c): over the tokens t = i2 (mod v2), dE's row and
+// core1's row group i1(t) staged in shared memory (dim + r*d1 floats); dcore2 += cos*sum dE*core1.
+extern "C" __global__ void __launch_bounds__(MODEL_BWD_THREADS) model_bwd_htt_core2(const float* dE, const float* core1, const float* cos_, float* dcore2, int vocab, int dim, int r, int d1, int d2, int v1, int v2) {
+    extern __shared__ float sh[];
+    float* de = sh;
+    float* c1 = sh + dim;
+    const int i2 = blockIdx.x;
+    const int outs = r * d2;
+    float acc[2] = {0.0f, 0.0f};
     for (int t = i2; t < vocab; t += v2) {
-        const float* c1 = core1 + ((long long)min(t / v2, v1 - 1) * r + rho) * d1;
-        const float* de = dE + (long long)t * dim + c;
-        for (int a = 0; a < d1 && a * d2 + c < dim; ++a) acc += de[a * d2] * c1[a];
+        __syncthreads();
+        for (int e = threadIdx.x; e < dim; e += blockDim.x) de[e] = dE[(long long)t * dim + e];
+        const long long g1 = (long long)min(t / v2, v1 - 1) * r * d1;
+        for (int e = threadIdx.x; e < r * d1; e += blockDim.x) c1[e] = core1[g1 + e];
+        __syncthreads();
+        for (int q = 0; q < 2; ++q) {
+            const int o = threadIdx.x + q * blockDim.x;
+            if (o >= outs) continue;
+            const int rho = o / d2, c = o % d2;
+            float s = 0.0f;
+            for (int a = 0; a < d1 && a * d2 + c < dim; ++a) s += de[a * d2 + c] * c1[rho * d1 + a];
+            acc[q] += s;
+        }
     }
-    dcore2[i] += cos_[rho] * acc;
+    for (int q = 0; q < 2; ++q) {
+        const int o = threadIdx.x + q * blockDim.x;
+        if (o < outs) dcore2[(long long)i2 * outs + o] += cos_[o / d2] * acc[q];
+    }
 }
 
 // dphase_rho += -sin_rho * sum_{i1, a} core1[i1, rho, a]*M[i1, rho, a]. One CTA per rho.

@@ -14,6 +14,7 @@
 //   train_gather(ptrs, offs, nt, flat, total, to_flat)
 //   train_copy(src, dst, n)
 #define TRAIN_THREADS 256
+#define TRAIN_CE_THREADS 1024
 
 __device__ __forceinline__ float warp_sum_t(float v) {
 #pragma unroll
@@ -35,9 +36,10 @@ __device__ float block_sum(float v) {
 }
 
 // Row r: lse = log sum_j exp(x_j) (max subtracted), row_loss = lse - x_t; then
-// x_j <- (exp(x_j - lse) - [j = t])*scale for j < vocab and 0 in the padding columns.
-extern "C" __global__ void __launch_bounds__(TRAIN_THREADS) train_ce(float* logits, const int* targets, float* row_loss, int rows, int vocab, int vpad, float scale) {
-    __shared__ float ms[TRAIN_THREADS], ss[TRAIN_THREADS];
+// x_j <- (exp(x_j - lse) - [j = t])*scale for j < vocab and 0 in the padding columns. One CTA of
+// TRAIN_CE_THREADS per row (a row of V = 50257 is ~50 values per thread).
+extern "C" __global__ void __launch_bounds__(TRAIN_CE_THREADS) train_ce(float* logits, const int* targets, float* row_loss, int rows, int vocab, int vpad, float scale) {
+    __shared__ float ms[TRAIN_CE_THREADS], ss[TRAIN_CE_THREADS];
     const int r = blockIdx.x;
     if (r >= rows) return;
     float* x = logits + (long long)r * vpad;
@@ -54,7 +56,7 @@ extern "C" __global__ void __launch_bounds__(TRAIN_THREADS) train_ce(float* logi
     ms[threadIdx.x] = m;
     ss[threadIdx.x] = s;
     __syncthreads();
-    for (int w = TRAIN_THREADS / 2; w > 0; w >>= 1) {
+    for (int w = TRAIN_CE_THREADS / 2; w > 0; w >>= 1) {
         if (threadIdx.x < w) {
             const float m1 = ms[threadIdx.x], m2 = ms[threadIdx.x + w];
             const float mm = fmaxf(m1, m2);

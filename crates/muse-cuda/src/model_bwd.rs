@@ -468,24 +468,35 @@ pub fn htt(
     ] {
         need(name, v, l)?;
     }
+    // One CTA per row group, two outputs per thread at most, a dE row and a core row in shared
+    // memory (at most 48 KiB).
+    let (outs, shm1, shm2) = (r * d1.max(d2), (dim + r * d2) * 4, (dim + r * d1) * 4);
+    if outs > 2 * THREADS as usize || shm1.max(shm2) > 48 << 10 {
+        return Err(Error::Unsupported {
+            op: "model backward",
+            backend: "cuda",
+            what: format!("HTT gradients of rank {r} × ({d1}, {d2}) at D = {dim}"),
+        });
+    }
     let m = MODULE.get(gpu)?;
     let stream = &gpu.stream;
     let (vi, di) = (vocab as i32, dim as i32);
     let f = gpu.function(m, k::model_bwd::HTT_CORE1)?;
     // SAFETY: 13 arguments in the C order of `model_bwd_htt_core1`; lengths checked above for the
-    // HTT shape (v1·v2 ≥ vocab, d1·d2 ≥ dim, htt_factors), one thread per (i1, ρ, a).
+    // HTT shape (v1·v2 ≥ vocab, d1·d2 ≥ dim, htt_factors); one CTA per i1 with shm1 bytes of
+    // shared memory for a dE row and a core2 row (≤ 48 KiB, r·d1 ≤ 2·THREADS outputs, checked).
     unsafe {
-        launch!(f<<<blocks(n1), THREADS, 0, stream>>>(
+        launch!(f<<<s.v1 as u32, THREADS, shm1 as u32, stream>>>(
             de.ptr(), core1.ptr(), core2.ptr(), cos.ptr(), scratch.ptr(), dcore1.ptr(), vi, di,
             s.r, s.d1, s.d2, s.v1, s.v2
         ))
     }
     .map_err(|e| err("launching model_bwd_htt_core1", e))?;
     let f = gpu.function(m, k::model_bwd::HTT_CORE2)?;
-    // SAFETY: 11 arguments in the C order of `model_bwd_htt_core2`; lengths as above, one thread
-    // per (i2, ρ, c).
+    // SAFETY: 11 arguments in the C order of `model_bwd_htt_core2`; lengths as above; one CTA
+    // per i2 with shm2 bytes of shared memory (≤ 48 KiB, r·d2 ≤ 2·THREADS outputs, checked).
     unsafe {
-        launch!(f<<<blocks(n2), THREADS, 0, stream>>>(
+        launch!(f<<<s.v2 as u32, THREADS, shm2 as u32, stream>>>(
             de.ptr(), core1.ptr(), cos.ptr(), dcore2.ptr(), vi, di, s.r, s.d1, s.d2, s.v1, s.v2
         ))
     }

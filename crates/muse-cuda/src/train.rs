@@ -52,9 +52,9 @@ pub fn cross_entropy(
     let (r, v, vp) = (rows as i32, vocab as i32, vpad as i32);
     // SAFETY: 7 arguments in the C order of `train_ce`; logits hold rows·vpad floats, targets and
     // row_loss rows (checked above), every target < vocab ≤ vpad (the caller's check); one CTA of
-    // THREADS per row.
+    // CE_THREADS (its __launch_bounds__ and shared arrays) per row.
     unsafe {
-        launch!(f<<<rows as u32, THREADS, 0, stream>>>(
+        launch!(f<<<rows as u32, k::train::CE_THREADS, 0, stream>>>(
             logits.ptr(), targets.ptr(), row_loss.ptr(), r, v, vp, scale
         ))
     }

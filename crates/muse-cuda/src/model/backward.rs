@@ -270,28 +270,6 @@ pub(crate) fn backward(
     let d = &m.dims;
     let (b, n) = (ws.batch, ws.n);
     let (rows, dm) = (b * n, d.d_model);
-    let math = m.math;
-    // The decoder: logits = x_f·tableᵀ, so ∂x_f = ∂logits·table and ∂table = ∂logitsᵀ·x_f.
-    gemm(
-        g,
-        (false, false),
-        (rows, dm, m.vpad),
-        ws.logits.view(),
-        m.table.view(),
-        tw.dx.view(),
-        0.0,
-        math,
-    )?;
-    gemm(
-        g,
-        (true, false),
-        (m.vpad, dm, rows),
-        ws.logits.view(),
-        ws.x.view(),
-        tw.dtable.view(),
-        0.0,
-        math,
-    )?;
     let last = tw.hs[d.layers].view();
     kb::layer_norm(
         g,

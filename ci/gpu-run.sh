@@ -10,7 +10,7 @@
 # agreement with muse and the throughput protocol), torch_train (ci/baselines/torch_train_bench.py),
 # sanitizer, sass (cuobjdump of the cubins into
 # logs/), profile (per-kernel times of one small and one medium forward, ci/gpu-profile.sh), bench.
-# TORCH_JSON / TORCH_HYP_JSON / TORCH_MODEL_JSON name the baselines of an earlier call to use instead
+# TORCH_JSON / TORCH_HYP_JSON / TORCH_MODEL_JSON / TORCH_TRAIN_JSON name the baselines of an earlier call to use instead
 # of running the script. The tests step runs the `::cuda` halves (CI
 # runs the CPU ones).
 # BENCH_FAMILIES (comma-separated stems) restricts `muse bench`; SANITIZER_FILTER the cases run
@@ -77,6 +77,7 @@ if want torch_train; then
 recs = [r for f in sorted(glob.glob("logs/torch-train-*.json")) for r in json.load(open(f))]
 json.dump({"torch": torch.__version__, "records": recs}, open(sys.argv[1], "w"), indent=1)' "$OUT/torch_train.json"
 fi
+[ -n "${TORCH_TRAIN_JSON:-}" ] && cp "$TORCH_TRAIN_JSON" logs/torch_train_earlier.json
 [ -n "${TORCH_JSON:-}" ] && cp "$TORCH_JSON" logs/torch_earlier.json
 [ -n "${TORCH_HYP_JSON:-}" ] && cp "$TORCH_HYP_JSON" logs/torch_hyp_earlier.json
 [ -n "${TORCH_MODEL_JSON:-}" ] && cp "$TORCH_MODEL_JSON" logs/torch_model_earlier.json
@@ -97,8 +98,10 @@ if want sanitizer; then
             "$M" verify --backend cuda --out "logs/san-$tool" --filter "$filter"
         # The model's CUDA tests (graph replay, bf16 GEMMs, side branch) under the same tool; small
         # B1 N256 is left out for time (the verify cases above run the same kernels on tiny).
-        MUSE_FIXTURES=$PWD/fixtures step "$tool-model" timeout 200 compute-sanitizer --tool "$tool" \
+        # SANITIZER_SKIP_MODEL=1 leaves them out (kernels unchanged since SANITIZER_APPEND's logs).
+        [ "${SANITIZER_SKIP_MODEL:-0}" = 1 ] || MUSE_FIXTURES=$PWD/fixtures step "$tool-model" timeout 200 compute-sanitizer --tool "$tool" \
             --error-exitcode 3 gpu-bundle/bin/muse-model-cuda-tests --test-threads=1 --skip small_at_batch_1
+        touch "logs/$tool-model.log"
         # The training kernels (backward, cross-entropy, AdamW) through their GPU tests.
         MUSE_FIXTURES=$PWD/fixtures step "$tool-train" timeout 200 compute-sanitizer --tool "$tool" \
             --error-exitcode 3 gpu-bundle/bin/muse-train-cuda-tests --test-threads=1
@@ -113,7 +116,7 @@ fi
 if want bench; then
     bench_args=(bench --backend cuda --out "$OUT" --sanitizer-dir "$SAN")
     for f in "$OUT/torch.json" logs/torch_earlier.json "$OUT/torch_hyp.json" logs/torch_hyp_earlier.json "$OUT/torch_model.json" \
-        logs/torch_model_earlier.json "$OUT/torch_train.json"; do
+        logs/torch_model_earlier.json "$OUT/torch_train.json" logs/torch_train_earlier.json; do
         [ -s "$f" ] && bench_args+=(--torch-baseline "$f")
     done
     [ -n "${BENCH_FAMILIES:-}" ] && bench_args+=(--family "$BENCH_FAMILIES")

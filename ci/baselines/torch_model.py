@@ -253,14 +253,20 @@ def window_attention(w, pre, x, heads, profile, window=64):
         scores = (-beta * dist - w[pre + "attention.attention_bias"]).masked_fill(~causal, -torch.finfo(x.dtype).max)
         o = log0c(exp0c(torch.softmax(scores, -1) @ v, c), c)
     else:
-        rq, rk = nq.sqrt(), nk.sqrt()
+        # |q| with a finite gradient at 0 (the zero rows padding the last window): double where.
+        safe_sqrt = lambda t: torch.where(t > 0, torch.sqrt(torch.where(t > 0, t, torch.ones_like(t))), torch.zeros_like(t))
+        rq, rk = safe_sqrt(nq), safe_sqrt(nk)
         a, b = torch.clamp(s * rq, max=15.0), torch.clamp(s * rk, max=15.0)
         uq, uk = q / rq.clamp_min(1e-30), k / rk.transpose(-1, -2).clamp_min(1e-30)
         # 1 - C = |uq - uk|^2 / 2 without cancellation: |uq|^2 + |uk|^2 - 2 uq.uk on unit vectors.
         omc = (0.5 * ((uq * uq).sum(-1, keepdim=True) + (uk * uk).sum(-1, keepdim=True).transpose(-1, -2)) - uq @ uk.transpose(-1, -2)).clamp_min(0)
         omc = torch.where((rq == 0) | (rk == 0), torch.ones_like(omc), omc)
         z = 2 * torch.sinh(a - b) ** 2 + torch.sinh(2 * a) * torch.sinh(2 * b) * omc
-        dist = torch.log1p(z + torch.sqrt(z * (z + 2))) / s
+        # acosh(1 + z) = log1p(z + sqrt(z(z + 2))), with sqrt's gradient kept finite at z = 0
+        # (masked and coincident pairs): autograd's inf·0 there is NaN (the 'double where'; the
+        # forward is unchanged). Found training on real text (issue 9).
+        zz = z * (z + 2)
+        dist = torch.log1p(z + safe_sqrt(zz)) / s
         o = torch.softmax((-beta * dist).masked_fill(~causal, float("-inf")), -1) @ v
     o = o.transpose(1, 2).reshape(-1, window, d)
     return F.linear(o, w[pre + "W_o.weight"]).reshape(bsz, -1, d)[:, :n]

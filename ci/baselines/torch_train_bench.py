@@ -463,13 +463,14 @@ def train(run):
     emit = lambda r: (print(json.dumps(r), flush=True), log and (log.write(json.dumps(r) + "\n"), log.flush()))
     cfg = dict(dict(TINY, vocab_size=50257) if a.tiny else tm.NAMED[a.config], n_seq=a.seq)
     head = dict(impl="torch_compile" if a.compile else "torch_eager", model=f"{a.model}-{'tiny' if a.tiny else a.config}",
-                B=a.batch, N=a.seq, dtype="bf16", checkpointing=a.checkpointing, params=None, summary=True)
+                B=a.batch, N=a.seq, dtype=a.dtype, checkpointing=a.checkpointing, params=None, summary=True)
+    torch.backends.cuda.matmul.allow_tf32 = True  # f32: TF32 matmuls (as muse's --tf32)
     t_run, tok_s, last, starts = time.time(), [], {}, []
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
-    def ce(fn, x, y):  # mean next-token cross-entropy of one (B, N) batch, bf16 autocast
-        with amp(dev, "bf16"):
+    def ce(fn, x, y):  # mean next-token cross-entropy of one (B, N) batch (bf16: under autocast)
+        with amp(dev, a.dtype):
             out = fn(torch.from_numpy(x).to(dev), a.checkpointing)
         return F.cross_entropy(out.float().flatten(0, 1), torch.from_numpy(y).to(dev).flatten())
 
@@ -508,6 +509,10 @@ def train(run):
             sched.step()
             sync(dev)
             last = dict(step=s + 1, loss=loss.item(), lr=lr, grad_norm=norm.item(), tokens_per_s=a.batch * a.seq / (time.perf_counter() - t0))
+            if not math.isfinite(last["loss"]):  # diverged: say where, and stop spending the budget
+                head["error"] = f"diverged: the loss is {last['loss']} at step {s + 1}"
+                emit(last)
+                break
             tok_s.append(last["tokens_per_s"])
             if (s + 1) % a.eval_every == 0 or s + 1 == a.steps:
                 last["heldout_loss"] = heldout()
@@ -557,6 +562,7 @@ def main():
     p.add_argument("--eval-tokens", type=int, default=16384)
     p.add_argument("--checkpointing", action="store_true")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--dtype", choices=("bf16", "f32"), default="bf16", help="bf16 autocast, or f32 with TF32 matmuls")
     a = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True  # the f32 rows run on TF32 tensor cores
     torch.backends.cudnn.allow_tf32 = True

@@ -382,7 +382,7 @@ impl TokenRows {
     }
 }
 
-/// dtable[tok] += Σ of dh (rows, dim) over the rows holding tok (device copies of a
+/// `dtable[tok] += Σ dh[row]` (rows, dim) over the rows holding tok (device copies of a
 /// [`TokenRows`]: rows, start, toks; `ntok` distinct tokens, each < the table's rows).
 #[allow(clippy::too_many_arguments)]
 pub fn embed(
@@ -417,7 +417,7 @@ pub fn embed(
     .map_err(|e| err("launching model_bwd_embed", e))
 }
 
-/// dpos[t] += Σ_b dh[b, t] for t < n.
+/// `dpos[t] += Σ_b dh[b, t]` for t < n.
 pub fn pos(
     gpu: &Gpu,
     dh: View<'_, f32>,

@@ -61,7 +61,7 @@ pub fn cross_entropy(
     .map_err(|e| err("launching train_ce", e))
 }
 
-/// out[0] = (out[0] if `accumulate`) + scale·Σ x (or Σ x² when `square`), in a fixed order;
+/// `out[0] = (out[0] if accumulate) + scale·Σ x` (or Σ x² when `square`), in a fixed order;
 /// `part` holds [`SUM_PARTS`] floats.
 pub fn sum(
     gpu: &Gpu,
@@ -82,7 +82,7 @@ pub fn sum(
     sum_parts(gpu, part, (SUM_PARTS, 1), (scale, out, accumulate))
 }
 
-/// out[0] = (out[0] if `accumulate`) + scale·Σ_k part[k·stride] for k < n (one CTA).
+/// `out[0] = (out[0] if accumulate) + scale·Σ_k part[k·stride]` for k < n (one CTA).
 pub fn sum_parts(
     gpu: &Gpu,
     part: View<'_, f32>,
@@ -101,7 +101,7 @@ pub fn sum_parts(
         .map_err(|e| err("launching train_sum_final", e))
 }
 
-/// out[c] = (out[c] if `accumulate`) + Σ_r x[r, c] for x (rows, cols), in a fixed order; `part`
+/// `out[c] = (out[c] if accumulate) + Σ_r x[r, c]` for x (rows, cols), in a fixed order; `part`
 /// holds [`COL_PARTS`]·cols floats.
 pub fn col_sum(
     gpu: &Gpu,
@@ -205,7 +205,7 @@ impl ParamTable {
     }
 
     /// One AdamW step of every parameter with the flat gradient `g` clipped to `max_norm` by its
-    /// global norm √(`sumsq`[0]) (no clipping when `max_norm` ≤ 0); `m`, `v` the flat moments.
+    /// global norm `√sumsq[0]` (no clipping when `max_norm` ≤ 0); `m`, `v` the flat moments.
     #[allow(clippy::too_many_arguments)]
     pub fn adamw(
         &self,

@@ -1,5 +1,5 @@
 //! Where a training step runs: the CPU reference (float64 masters and moments, exact gradients)
-//! or the device ([`muse_cuda::model::train::CudaTrainer`]: f32 masters, fused CUDA kernels). The
+//! or the device (`muse_cuda::model::train::CudaTrainer`: f32 masters, fused CUDA kernels). The
 //! loop in `train.rs` is the same for both; checkpoints hold float64 either way (f32 values are
 //! exact in f64, so a GPU run resumes bit for bit too).
 

@@ -165,7 +165,7 @@ pub fn train(o: &TrainOptions) -> Result<Summary> {
         adam = Some(ck.adam);
     }
     let template = w.clone();
-    let mut e = engine::make(o.device, d.clone(), (w, &weights), adam, o.adam)?;
+    let mut e = engine::make(o.device, d, (w, &weights), adam, o.adam)?;
     let log_path = o.out.join("log.jsonl");
     let mut log_file = std::fs::File::create(&log_path)
         .with_context(|| format!("cannot write {}", log_path.display()))?;

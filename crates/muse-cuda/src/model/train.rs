@@ -156,7 +156,7 @@ impl CudaTrainer {
                 what: "bf16 GEMM weights (train in f32 masters; bf16 is a forward option)".into(),
             });
         }
-        let mut model = CudaModel::new(gpu, dims.clone(), w, Numerics::exact(), math)?;
+        let mut model = CudaModel::new(gpu, dims, w, Numerics::exact(), math)?;
         // The trainer's decoder runs by chunks: no whole (B, N, V) logits in its workspaces.
         model.train = true;
         let layout = Layout::new(&dims);

@@ -26,7 +26,7 @@ pub use weights::{named_tensors, Weights};
 use anyhow::Result;
 use ndarray::{Array3, ArrayView2};
 
-use muse_reference::model::{forward, Numerics};
+use muse_reference::model::{forward, ModelWeights, Numerics};
 use muse_reference::Elem;
 
 /// The numerics of a forward pass (design §8).
@@ -203,6 +203,45 @@ impl Model {
         #[cfg(not(feature = "cuda"))]
         {
             let _ = (ids, profile);
+            anyhow::bail!("{}", muse_cuda::NOT_COMPILED)
+        }
+    }
+
+    /// The mean cross-entropy of predicting `targets` from `ids` and its exact gradient on the GPU
+    /// (f32, fp32 GEMMs; `muse_cuda::model::train::CudaTrainer`), as weights of f64 (the
+    /// gradient's f32 values, exact in f64); without the `cuda` feature, the reason it is missing.
+    pub fn loss_and_grad_cuda(
+        &self,
+        ids: ArrayView2<'_, usize>,
+        targets: ArrayView2<'_, usize>,
+    ) -> Result<(f64, ModelWeights<f64>)> {
+        #[cfg(feature = "cuda")]
+        {
+            use muse_reference::model::grad::{for_each_param, zeros_like};
+            let gpu = muse_cuda::Cuda::new()?.gpu()?;
+            let mut t = muse_cuda::model::train::CudaTrainer::new(
+                gpu,
+                self.config().dims(),
+                &self.weights.model::<f32>(),
+                muse_cuda::gemm::GemmMath::Fp32,
+            )?;
+            let loss = f64::from(t.loss_and_grad(ids, targets)?);
+            let mut flat = t.grads()?.into_iter().flat_map(|(_, v)| v);
+            let mut g = zeros_like(&self.weights.model::<f64>());
+            let mut missing = false;
+            for_each_param(&mut g, &mut |_, v| match flat.next() {
+                Some(x) => *v = f64::from(x),
+                None => missing = true,
+            });
+            anyhow::ensure!(
+                !missing && flat.next().is_none(),
+                "the device gradient does not match the parameter layout"
+            );
+            Ok((loss, g))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (ids, targets);
             anyhow::bail!("{}", muse_cuda::NOT_COMPILED)
         }
     }

@@ -30,6 +30,7 @@ pub mod hyp_dist;
 pub mod hyp_ln;
 pub mod lin_attn;
 pub mod model;
+mod model_grad;
 pub mod poincare;
 
 use crate::{fixtures::Manifest, Record};

@@ -31,15 +31,18 @@ pub enum Spec {
     ParityCpu,
     /// `bench` against the original's CUDA logits.
     ParityCuda,
+    /// The exact gradient against PyTorch autograd (`model_grad.rs`).
+    GradTorch,
 }
 
-/// The four cases.
+/// The five cases.
 pub fn cases(_: &Manifest) -> Vec<(String, Spec)> {
     [
         ("model/oracle/layers", Spec::OracleLayers),
         ("model/oracle/forward", Spec::OracleForward),
         ("model/parity/logits_cpu", Spec::ParityCpu),
         ("model/parity/logits_cuda", Spec::ParityCuda),
+        (super::model_grad::CASE, Spec::GradTorch),
     ]
     .into_iter()
     .map(|(n, s)| (n.to_string(), s))
@@ -70,7 +73,7 @@ fn cuda_forward(m: &Model, ids: &Array2<usize>, p: Profile) -> anyhow::Result<Ar
     m.forward_cuda(ids.view(), p, false)
 }
 
-fn fail(case: &str, e: impl std::fmt::Display) -> Error {
+pub(super) fn fail(case: &str, e: impl std::fmt::Display) -> Error {
     Error::Fixture {
         case: case.into(),
         message: format!("{e:#}"),
@@ -91,13 +94,13 @@ fn read<D: Dimension>(case: &str, path: PathBuf) -> crate::Result<ndarray::Array
         .map_err(|e| fail(case, format!("{}: {e}", path.display())))
 }
 
-fn read_ids(path: PathBuf) -> crate::Result<Array2<usize>> {
+pub(super) fn read_ids(path: PathBuf) -> crate::Result<Array2<usize>> {
     let ids: Array2<i64> =
         ndarray_npy::read_npy(&path).map_err(|source| Error::Npy { path, source })?;
     Ok(ids.mapv(|t| t as usize))
 }
 
-fn load(case: &str, dir: &Path, cfg: Config) -> crate::Result<Model> {
+pub(super) fn load(case: &str, dir: &Path, cfg: Config) -> crate::Result<Model> {
     Weights::load(&cfg, &dir.join("weights.safetensors"))
         .map(Model::new)
         .map_err(|e| fail(case, e))
@@ -217,7 +220,10 @@ fn layers<F: Elem>(
 }
 
 /// Runs one case (on the CPU).
-pub fn run<B: Backend>(_be: &B, spec: &Spec, m: &Manifest) -> crate::Result<Vec<Record>> {
+pub fn run<B: Backend>(be: &B, spec: &Spec, m: &Manifest) -> crate::Result<Vec<Record>> {
+    if *spec == Spec::GradTorch {
+        return super::model_grad::run(be, m);
+    }
     let root = m.root.join("model");
     let case_name = cases(m)
         .into_iter()
@@ -290,6 +296,7 @@ pub fn run<B: Backend>(_be: &B, spec: &Spec, m: &Manifest) -> crate::Result<Vec<
                 }
             }
         }
+        Spec::GradTorch => unreachable!("dispatched above"),
         Spec::ParityCpu | Spec::ParityCuda => {
             let dir = root.join("parity");
             let cfg = Config::named("tiny").expect("a known name");

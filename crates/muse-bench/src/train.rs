@@ -3,7 +3,8 @@
 //! the GPU, 3 warm-up and 20 timed steps each bracketed by a device synchronisation and a host
 //! clock; tokens/s = B·N / mean step time; peak = the allocation high-water mark over the timed
 //! steps with the weights, gradients, moments and workspaces resident. Points: small B8 N256 (the
-//! issue's KPI) in f32 with TF32 GEMMs and in full fp32, and the O(N) sweep N = 256 … 8192 at
+//! issue's KPI) in bf16 (the forward's GEMMs on bf16 copies, f32 masters; the KPI's goals), in f32
+//! with TF32 GEMMs and in full fp32, and the O(N) sweep N = 256 … 8192 at
 //! B·N = 8192 tokens. Beside each point: the PyTorch rows of `ci/baselines/torch_train_bench.py`
 //! (kernel `model_train_step`) from the same run.
 
@@ -92,18 +93,23 @@ mod cuda {
         "torch_compile_f32_ckpt",
     ];
 
-    /// One point: (config, B, N, GEMM math, dtype label); `headline` carries the KPI goals.
+    /// One point: (config, B, N, GEMM math, dtype label, bf16 forward GEMMs); `headline` carries
+    /// the KPI goals.
     fn point(
         ctx: &mut CudaCtx<'_>,
         (name, b, n): (&str, usize, usize),
         math: GemmMath,
-        (dtype, headline): (&str, bool),
+        (dtype, headline, bf16): (&str, bool, bool),
     ) -> Result<()> {
         let gpu = ctx.gpu;
         let cfg = config(name, n);
         let w = init::init(&cfg, 0).model::<f32>();
         let before = gpu.live_bytes();
-        let mut t = CudaTrainer::new(gpu, cfg.dims(), &w, math)?;
+        let mut t = if bf16 {
+            CudaTrainer::new_bf16(gpu, cfg.dims(), &w, math)?
+        } else {
+            CudaTrainer::new(gpu, cfg.dims(), &w, math)?
+        };
         let x = ids(b, n, cfg.vocab_size);
         let y = ids(b, n, cfg.vocab_size).mapv(|v| (v * 31 + 7) % cfg.vocab_size);
         for _ in 0..3 {
@@ -174,12 +180,29 @@ mod cuda {
                 ctx.report.records.extend(row.records());
             }
         }
-        point(ctx, ("small", 8, 256), GemmMath::Tf32, ("f32+tf32", true))?;
-        point(ctx, ("small", 8, 256), GemmMath::Fp32, ("f32", false))?;
+        // The KPI's precision: bf16 forward GEMMs (TF32 backward GEMMs, f32 masters).
+        point(ctx, ("small", 8, 256), GemmMath::Tf32, ("bf16", true, true))?;
+        point(
+            ctx,
+            ("small", 8, 256),
+            GemmMath::Tf32,
+            ("f32+tf32", false, false),
+        )?;
+        point(
+            ctx,
+            ("small", 8, 256),
+            GemmMath::Fp32,
+            ("f32", false, false),
+        )?;
         for &n in SWEEP_N {
             let b = (SWEEP_TOKENS / n).max(1);
             if (b, n) != (8, 256) {
-                point(ctx, ("small", b, n), GemmMath::Tf32, ("f32+tf32", false))?;
+                point(
+                    ctx,
+                    ("small", b, n),
+                    GemmMath::Tf32,
+                    ("f32+tf32", false, false),
+                )?;
             }
         }
         Ok(None)

@@ -90,6 +90,32 @@ pub fn gemm_nt_bf16(
     )
 }
 
+/// [`gemm_nt_bf16`] on views: row-major `C[m, n] = A[m, k]·W[n, k]ᵀ`, A and W bf16 bits, C f32.
+pub fn gemm_nt_bf16_views(
+    gpu: &'static Gpu,
+    (m, n, k): (usize, usize, usize),
+    a: View<'_, u16>,
+    w: View<'_, u16>,
+    c: View<'_, f32>,
+) -> Result<()> {
+    gemm_raw(
+        gpu,
+        (m, n, k),
+        (
+            sys::cublasOperation_t::CUBLAS_OP_T,
+            sys::cublasOperation_t::CUBLAS_OP_N,
+        ),
+        (w.ptr().as_raw(), w.len(), k),
+        (a.ptr().as_raw(), a.len(), k),
+        (c.ptr().as_raw(), c.len()),
+        0.0,
+        (
+            sys::cudaDataType::CUDA_R_16BF,
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        ),
+    )
+}
+
 /// Row-major `C[m, n] = A[m, k]·W[n, k]ᵀ + beta·C` (W stored (out, in), as `nn.Linear`).
 pub fn gemm_nt(
     gpu: &'static Gpu,

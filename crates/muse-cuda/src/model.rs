@@ -11,7 +11,7 @@ use cust::launch;
 use cust::memory::DevicePointer;
 use muse_reference::Result;
 
-use crate::device::{err, k, Buf, Gpu};
+use crate::device::{err, k, Buf, Gpu, View};
 use crate::lazy::LazyModule;
 
 pub(crate) static MODULE: LazyModule = LazyModule::new(k::model::CUBIN, "model");
@@ -257,7 +257,7 @@ pub(crate) fn ssm_scan(
 }
 
 /// y = the bf16 bits of x (round to nearest even), the first `n` elements.
-pub(crate) fn to_bf16(gpu: &Gpu, x: &Buf<f32>, y: &Buf<u16>, n: usize) -> Result<()> {
+pub(crate) fn to_bf16(gpu: &Gpu, x: View<'_, f32>, y: View<'_, u16>, n: usize) -> Result<()> {
     if x.len() < n || y.len() < n {
         return Err(muse_reference::Error::Backend {
             backend: "cuda",

@@ -17,10 +17,12 @@ pub enum Device {
     /// The CPU reference in float64.
     Cpu,
     /// The GPU in f32 (masters, moments, activations); `tf32` lets the GEMMs use TF32 tensor
-    /// cores.
+    /// cores, `bf16` runs the forward's GEMMs on bf16 copies (mixed precision, f32 masters).
     Cuda {
         /// TF32 GEMMs.
         tf32: bool,
+        /// bf16 forward GEMMs (`CudaTrainer::new_bf16`).
+        bf16: bool,
     },
 }
 
@@ -106,12 +108,17 @@ impl CudaEngine {
         w32: &ModelWeights<f32>,
         adam: Option<&AdamState>,
         opt: AdamW,
-        tf32: bool,
+        (tf32, bf16): (bool, bool),
     ) -> Result<Self> {
         use muse_cuda::gemm::GemmMath;
+        use muse_cuda::model::train::CudaTrainer;
         let gpu = muse_cuda::Cuda::new()?.gpu()?;
         let math = if tf32 { GemmMath::Tf32 } else { GemmMath::Fp32 };
-        let mut t = muse_cuda::model::train::CudaTrainer::new(gpu, d, w32, math)?;
+        let mut t = if bf16 {
+            CudaTrainer::new_bf16(gpu, d, w32, math)?
+        } else {
+            CudaTrainer::new(gpu, d, w32, math)?
+        };
         if let Some(a) = adam {
             // The checkpoint's f64 values were f32 on the device: exact both ways.
             let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
@@ -176,13 +183,13 @@ pub(crate) fn make(
     match device {
         Device::Cpu => Ok(Box::new(CpuEngine::new(d, w, adam, opt))),
         #[cfg(feature = "cuda")]
-        Device::Cuda { tf32 } => Ok(Box::new(CudaEngine::new(
+        Device::Cuda { tf32, bf16 } => Ok(Box::new(CudaEngine::new(
             d,
             &w,
             &weights.model::<f32>(),
             adam.as_ref(),
             opt,
-            tf32,
+            (tf32, bf16),
         )?)),
         #[cfg(not(feature = "cuda"))]
         Device::Cuda { .. } => {

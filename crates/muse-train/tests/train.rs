@@ -55,7 +55,20 @@ fn the_loss_goes_down_and_a_resumed_run_repeats_a_straight_one() {
 #[cfg(feature = "cuda")]
 #[test]
 fn cuda_the_loss_goes_down_and_a_resumed_run_repeats_a_straight_one() {
-    loop_checks(muse_train::Device::Cuda { tf32: false });
+    loop_checks(muse_train::Device::Cuda {
+        tf32: false,
+        bf16: false,
+    });
+}
+
+/// The same with bf16 forward GEMMs (mixed precision, f32 masters).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_bf16_the_loss_goes_down_and_a_resumed_run_repeats_a_straight_one() {
+    loop_checks(muse_train::Device::Cuda {
+        tf32: false,
+        bf16: true,
+    });
 }
 
 /// Loss down, resume bit for bit, deterministic generation, for runs on `device`.

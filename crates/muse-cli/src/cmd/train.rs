@@ -62,8 +62,9 @@ pub struct TrainArgs {
     /// Where the steps run: `cpu` (the float64 reference) or `cuda` (the GPU, f32).
     #[arg(long, default_value = "cpu")]
     backend: String,
-    /// Arithmetic: `f64` on the CPU (the default there), `f32` on CUDA (the default there:
-    /// f32 masters, moments and activations).
+    /// Arithmetic: `f64` on the CPU (the default there); on CUDA `f32` (the default there: f32
+    /// masters, moments and activations) or `bf16` (the forward's GEMMs on bf16 copies, f32
+    /// masters and backward).
     #[arg(long)]
     precision: Option<String>,
     /// CUDA only: TF32 tensor cores for the GEMMs (fp32 storage and sums, 10-bit products).
@@ -95,9 +96,16 @@ pub fn run_train(a: TrainArgs) -> Result<Outcome> {
         ("cpu", Some(p)) => bail!(
             "`--precision {p}`: the CPU trains the float64 reference only (`--precision f64`); f32 needs `--backend cuda`"
         ),
-        ("cuda", None | Some("f32")) => Device::Cuda { tf32: a.tf32 },
+        ("cuda", None | Some("f32")) => Device::Cuda {
+            tf32: a.tf32,
+            bf16: false,
+        },
+        ("cuda", Some("bf16")) => Device::Cuda {
+            tf32: a.tf32,
+            bf16: true,
+        },
         ("cuda", Some(p)) => bail!(
-            "`--precision {p}`: CUDA training runs in f32 (`--precision f32`, optionally `--tf32`); bf16 and fp16 training are not built yet"
+            "`--precision {p}`: CUDA trains in `f32` (optionally `--tf32`) or `bf16` (forward GEMMs in bf16, f32 masters); fp16 training is not built yet"
         ),
         (b, _) => bail!("`--backend {b}`: must be `cpu` or `cuda`"),
     };
@@ -137,7 +145,11 @@ pub fn run_train(a: TrainArgs) -> Result<Outcome> {
     let _ = a.checkpointing;
     let on = match device {
         Device::Cpu => "CPU, float64 reference".to_string(),
-        Device::Cuda { tf32 } => format!("CUDA, f32{}", if tf32 { " with TF32 GEMMs" } else { "" }),
+        Device::Cuda { tf32, bf16 } => format!(
+            "CUDA, f32 masters{}{}",
+            if bf16 { ", bf16 forward GEMMs" } else { "" },
+            if tf32 { ", TF32 GEMMs" } else { "" }
+        ),
     };
     println!(
         "train: {} steps of B={} N={} on {} ({on}, exact gradients)",

@@ -12,7 +12,7 @@ use ndarray::Array4;
 use super::forward::{Bk, CudaModel, CudaSteps, Workspace};
 use super::train::Slots;
 use crate::device::{Buf, Gpu, View};
-use crate::gemm::gemm;
+use crate::gemm::{gemm, gemm_nt_bf16_views};
 use crate::model_bwd::{self as kb, LnGrad, LnInput};
 use crate::train as kt;
 use crate::{bk_core_bwd, hyp_attn, hyp_attn_bwd};
@@ -192,16 +192,24 @@ pub(crate) fn cross_entropy(m: &CudaModel, ws: &Workspace, tw: &TrainWs, grad: b
             ws.x.slice(r0 * dm, nr * dm)?,
             tw.logits.slice(0, nr * vpad)?,
         );
-        gemm(
-            g,
-            (false, true),
-            (nr, vpad, dm),
-            x,
-            m.table.view(),
-            lg,
-            0.0,
-            math,
-        )?;
+        match &m.table16 {
+            // bf16 mode: the chunk of x_f rounded to bf16 times the bf16 table, fp32 sums.
+            Some(t16) => {
+                let x16 = ws.a16.slice(0, nr * dm)?;
+                crate::model::to_bf16(g, x, x16, nr * dm)?;
+                gemm_nt_bf16_views(g, (nr, vpad, dm), x16, t16.view(), lg)?;
+            }
+            None => gemm(
+                g,
+                (false, true),
+                (nr, vpad, dm),
+                x,
+                m.table.view(),
+                lg,
+                0.0,
+                math,
+            )?,
+        }
         kt::cross_entropy(
             g,
             lg,

@@ -220,7 +220,7 @@ impl CudaModel {
     ) -> Result<()> {
         match w16 {
             Some(w16) => {
-                kern::to_bf16(self.gpu, a, a16, dims.0 * dims.2)?;
+                kern::to_bf16(self.gpu, a.view(), a16.view(), dims.0 * dims.2)?;
                 crate::gemm::gemm_nt_bf16(self.gpu, dims, a16, w16, c)
             }
             None => gemm_nt(self.gpu, dims, a, w, c, 0.0, self.math),

@@ -66,13 +66,44 @@ impl CudaTrainer {
         w: &ModelWeights<f32>,
         math: GemmMath,
     ) -> Result<Self> {
+        Self::build(gpu, dims, w, math, false)
+    }
+
+    /// [`CudaTrainer::new`] with bf16 mixed precision, autocast-style: the forward's GEMMs
+    /// (each block's, and the decoder's logits) read bf16 copies of their inputs and of the
+    /// weights (refreshed from the f32 masters after every step) with fp32 sums; everything else,
+    /// the backward's GEMMs (`math`, on the f32 activations and masters), the optimiser and its
+    /// moments stay f32.
+    pub fn new_bf16(
+        gpu: &'static Gpu,
+        dims: ModelDims,
+        w: &ModelWeights<f32>,
+        math: GemmMath,
+    ) -> Result<Self> {
+        Self::build(gpu, dims, w, math, true)
+    }
+
+    fn build(
+        gpu: &'static Gpu,
+        dims: ModelDims,
+        w: &ModelWeights<f32>,
+        math: GemmMath,
+        bf16: bool,
+    ) -> Result<Self> {
         if w.htt.bf16 {
             return Err(Error::Unsupported {
                 op: OP,
                 backend: "cuda",
-                what: "bf16 GEMM weights (train in f32 masters; bf16 is a forward option)".into(),
+                what: "weights flagged for bf16 GEMMs (pass f32 weights; CudaTrainer::new_bf16 keeps the bf16 copies)".into(),
             });
         }
+        let w16;
+        let w = if bf16 {
+            w16 = w.clone().with_bf16_gemms();
+            &w16
+        } else {
+            w
+        };
         let mut model = CudaModel::new(gpu, dims, w, Numerics::exact(), math)?;
         // The trainer's decoder runs by chunks: no whole (B, N, V) logits in its workspaces.
         model.train = true;
@@ -276,7 +307,27 @@ impl CudaTrainer {
             &m.table,
             (m.dims.vocab, m.vpad, m.dims.d_model),
             m.shape,
-        )
+        )?;
+        // bf16 mode: the forward's bf16 copies of the updated masters.
+        if let Some(t16) = &m.table16 {
+            kern::to_bf16(m.gpu, m.table.view(), t16.view(), m.table.len())?;
+        }
+        for b in &m.blocks {
+            if let Some(h) = &b.h16 {
+                for (src, dst) in [
+                    (&b.v_w, &h.v_w),
+                    (&b.wqkv, &h.wqkv),
+                    (&b.wo, &h.wo),
+                    (&b.g1.w, &h.g1),
+                    (&b.g2.w, &h.g2),
+                    (&b.uv, &h.uv),
+                    (&b.out.w, &h.out),
+                ] {
+                    kern::to_bf16(m.gpu, src.view(), dst.view(), src.len())?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every parameter, flat in `for_each_param` order.

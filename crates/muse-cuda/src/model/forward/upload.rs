@@ -254,7 +254,7 @@ impl CudaModel {
         )?;
         let table16 = if bf16 {
             let t = gpu.alloc::<u16>(vpad * dims.d_model)?;
-            kern::to_bf16(gpu, &table, &t, vpad * dims.d_model)?;
+            kern::to_bf16(gpu, table.view(), t.view(), vpad * dims.d_model)?;
             Some(t)
         } else {
             None

@@ -285,7 +285,10 @@ def block(w, i, h, heads, window, profile):
     # Im z in f32 as the original computes it in the compat profiles; in the weights' dtype in exact.
     cast = (lambda t: t.float()) if profile != "exact" else (lambda t: t)
     im = F.softplus(cast(w[bk + "epsilon_param"])) + 1e-6 + cast(w[bk + "gamma"])
-    g_ii = bk_core_diag(he, sup, sub, 1j * im.double())
+    # z = i·im as a complex tensor (not a Python complex constant, which GPU inductor cannot
+    # lower: "'complex' object has no attribute 'get_name'"); the same value.
+    im_d = im.double()
+    g_ii = bk_core_diag(he, sup, sub, torch.complex(torch.zeros_like(im_d), im_d))
     im_g = g_ii.imag.float() if profile != "exact" else g_ii.imag
     gate = torch.sigmoid(im_g.abs().to(x.dtype) * w[ha + "gate_sensitivity"]).unsqueeze(-1)
     yg = ar_ssm(w, ha + "global_attn.", x, profile)

@@ -115,6 +115,15 @@ fn train_then_generate() {
     let mut prec = train_args(&cfg, &data, &out);
     prec.extend(["--precision", "bf16"]);
     bad(prec, "--precision");
+    let mut tf32 = train_args(&cfg, &data, &out);
+    tf32.push("--tf32");
+    bad(tf32, "--tf32");
+    let mut backend = train_args(&cfg, &data, &out);
+    backend.extend(["--backend", "tpu"]);
+    bad(backend, "--backend");
+    let mut fp16 = train_args(&cfg, &data, &out);
+    fp16.extend(["--backend", "cuda", "--precision", "fp16"]);
+    bad(fp16, "--precision");
     bad(
         vec!["generate", "--weights", &weights, "--prompt", ""],
         "--prompt",
@@ -130,5 +139,50 @@ fn train_then_generate() {
             "0",
         ],
         "--top-k",
+    );
+}
+
+/// `--export-tokens DIR` writes the split as int32 .npy files (the training split, then the
+/// held-out tail); with `--steps 0` it trains nothing. The counts are the tokenizer's own (GPT-2
+/// BPE of the fixture text), checked independently through their sum with the held-out share.
+#[test]
+fn export_tokens_writes_the_split() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cfg, data) = (fixture("nano-gpt2.json"), fixture("genesis-1.txt"));
+    let toks = dir.path().join("tokens").to_string_lossy().into_owned();
+    let run = dir.path().join("run").to_string_lossy().into_owned();
+    let mut args = train_args(&cfg, &data, &run);
+    args[6] = "0"; // --steps 0
+    args.extend(["--export-tokens", &toks]);
+    let o = muse(&args, dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !dir.path().join("run/log.jsonl").exists(),
+        "--steps 0 trains nothing"
+    );
+    let read = |name: &str| -> ndarray::Array1<i32> {
+        ndarray_npy::read_npy(dir.path().join("tokens").join(name)).expect(name)
+    };
+    let (train, held) = (read("train.npy"), read("heldout.npy"));
+    let total = (train.len() + held.len()) as f64;
+    // --held-out 0.15: the tail's share, to the token.
+    assert!(
+        (held.len() as f64 - 0.15 * total).abs() <= 1.0,
+        "{} held-out of {total}",
+        held.len()
+    );
+    assert!(train
+        .iter()
+        .chain(held.iter())
+        .all(|&t| (0..50257).contains(&t)));
+    // "In the beginning" is GPT-2 BPE [818, 262, 3726] (tiktoken r50k).
+    let text = std::fs::read_to_string(&data).expect("text");
+    assert!(
+        text.trim_start().starts_with("In the beginning"),
+        "the fixture's opening"
+    );
+    assert_eq!(
+        train.iter().take(3).copied().collect::<Vec<_>>(),
+        vec![818, 262, 3726]
     );
 }

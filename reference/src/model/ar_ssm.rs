@@ -31,7 +31,7 @@ pub fn pseudo_cumsum<F: Elem>(x: ArrayView3<'_, F>, bs: usize) -> Array3<F> {
     y
 }
 
-fn cumsum<F: Elem>(x: ArrayView3<'_, F>) -> Array3<F> {
+pub(crate) fn cumsum<F: Elem>(x: ArrayView3<'_, F>) -> Array3<F> {
     let mut y = x.to_owned();
     for t in 1..x.dim().1 {
         let prev = y.index_axis(Axis(1), t - 1).to_owned();
@@ -41,7 +41,7 @@ fn cumsum<F: Elem>(x: ArrayView3<'_, F>) -> Array3<F> {
     y
 }
 
-fn depthwise_conv<F: Elem>(
+pub(crate) fn depthwise_conv<F: Elem>(
     taps: &ndarray::Array2<F>,
     x: ArrayView3<'_, F>,
     conv: Conv,

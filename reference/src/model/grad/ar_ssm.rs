@@ -4,6 +4,7 @@
 use ndarray::{Array2, Array3, ArrayView3, Axis};
 
 use super::layers::linear_vjp;
+use crate::model::ar_ssm::{cumsum, depthwise_conv};
 use crate::model::{linear, pseudo_cumsum, ArSsm, Conv, Scan};
 
 /// The tap offsets relative to the output position.
@@ -45,18 +46,27 @@ fn scan_transpose(dy: ArrayView3<'_, f64>, scan: Scan) -> Array3<f64> {
     dx
 }
 
-/// The AR-SSM's forward intermediates and its VJP: returns ∂L/∂x and adds the parameters'
-/// gradients into `g`.
-pub fn ar_ssm_vjp(
+/// The AR-SSM's forward intermediates, kept by [`ar_ssm_saved`] for [`ar_ssm_vjp_from`].
+pub(crate) struct SsmSaved {
+    pre1: Array3<f64>,
+    hidden: Array3<f64>,
+    gate: Array3<f64>,
+    ux: Array3<f64>,
+    vx: Array3<f64>,
+    k: Array3<f64>,
+    vg: Array3<f64>,
+    z: Array3<f64>,
+}
+
+/// The AR-SSM's output (the same operations as [`crate::model::ar_ssm`]) and the intermediates
+/// its VJP needs.
+pub(crate) fn ar_ssm_saved(
     w: &ArSsm<f64>,
     x: ArrayView3<'_, f64>,
     scan: Scan,
     conv: Conv,
-    dy: ArrayView3<'_, f64>,
-    g: &mut ArSsm<f64>,
-) -> Array3<f64> {
-    let (b, n, d) = x.dim();
-    // Forward intermediates (recomputed).
+) -> (Array3<f64>, SsmSaved) {
+    let t = depthwise_conv(&w.conv, x, conv);
     let pre1 = linear(&w.gate1, x);
     let hidden = pre1.mapv(|v| v.max(0.0));
     let gate = linear(&w.gate2, hidden.view()).mapv(|v| 1.0 / (1.0 + (-v).exp()));
@@ -65,18 +75,58 @@ pub fn ar_ssm_vjp(
     let ug = &ux * &gate;
     let vg = &vx * &gate;
     let k = match scan {
-        Scan::Cumsum => {
-            let mut k = ug.clone();
-            for t in 1..n {
-                let prev = k.index_axis(Axis(1), t - 1).to_owned();
-                let mut dst = k.index_axis_mut(Axis(1), t);
-                dst += &prev;
-            }
-            k
-        }
+        Scan::Cumsum => cumsum(ug.view()),
         Scan::Pseudo { bs } => pseudo_cumsum(ug.view(), bs),
     };
     let z = &k * &vg;
+    let y = t + linear(&w.out, z.view());
+    let saved = SsmSaved {
+        pre1,
+        hidden,
+        gate,
+        ux,
+        vx,
+        k,
+        vg,
+        z,
+    };
+    (y, saved)
+}
+
+/// The AR-SSM's VJP: returns ∂L/∂x and adds the parameters' gradients into `g` (its
+/// intermediates recomputed; [`ar_ssm_vjp_from`] takes them saved).
+pub fn ar_ssm_vjp(
+    w: &ArSsm<f64>,
+    x: ArrayView3<'_, f64>,
+    scan: Scan,
+    conv: Conv,
+    dy: ArrayView3<'_, f64>,
+    g: &mut ArSsm<f64>,
+) -> Array3<f64> {
+    let (_, s) = ar_ssm_saved(w, x, scan, conv);
+    ar_ssm_vjp_from(w, x, &s, (scan, conv), dy, g)
+}
+
+/// [`ar_ssm_vjp`] from the intermediates of [`ar_ssm_saved`] on the same x.
+pub(crate) fn ar_ssm_vjp_from(
+    w: &ArSsm<f64>,
+    x: ArrayView3<'_, f64>,
+    s: &SsmSaved,
+    (scan, conv): (Scan, Conv),
+    dy: ArrayView3<'_, f64>,
+    g: &mut ArSsm<f64>,
+) -> Array3<f64> {
+    let (b, n, d) = x.dim();
+    let SsmSaved {
+        pre1,
+        hidden,
+        gate,
+        ux,
+        vx,
+        k,
+        vg,
+        z,
+    } = s;
     // The conv: y_t += taps[ch, j]·x[t + off_j, ch].
     let mut dx = Array3::zeros((b, n, d));
     let mut dtaps = Array2::zeros((d, 3));
@@ -96,16 +146,16 @@ pub fn ar_ssm_vjp(
     }
     g.conv += &dtaps;
     let dz = linear_vjp(&w.out, z.view(), dy, &mut g.out);
-    let dk = &dz * &vg;
-    let dvg = &dz * &k;
+    let dk = &dz * vg;
+    let dvg = &dz * k;
     let dug = scan_transpose(dk.view(), scan);
-    let dux = &dug * &gate;
-    let dvx = &dvg * &gate;
-    let dgate = &dug * &ux + &dvg * &vx;
+    let dux = &dug * gate;
+    let dvx = &dvg * gate;
+    let dgate = &dug * ux + &dvg * vx;
     let dpre2 = &dgate * &gate.mapv(|s| s * (1.0 - s));
     let dhidden = linear_vjp(&w.gate2, hidden.view(), dpre2.view(), &mut g.gate2);
     let dpre1 = ndarray::Zip::from(&dhidden)
-        .and(&pre1)
+        .and(pre1)
         .map_collect(|&dh, &p| if p > 0.0 { dh } else { 0.0 });
     dx += &linear_vjp(&w.gate1, x, dpre1.view(), &mut g.gate1);
     dx += &linear_vjp(&w.u, x, dux.view(), &mut g.u);

@@ -45,16 +45,21 @@ pub(super) fn softplus_grad(x: f64) -> f64 {
     }
 }
 
-/// The VJP of the exact `window_attention` on x (B, N, D): returns ∂L/∂x and adds the
-/// gradients of W_q, W_k, W_v, W_o, log c and β into `g`.
-pub fn window_attention_vjp(
+/// The exact attention's heads and merged output, kept by [`attention_saved`].
+pub(crate) struct AttnSaved {
+    qh: Array4<f64>,
+    kh: Array4<f64>,
+    vh: Array4<f64>,
+    merged: Array3<f64>,
+}
+
+/// The exact `window_attention` on x (B, N, D) (the same operations) and what its VJP needs.
+pub(crate) fn attention_saved(
     w: &LocalAttn<f64>,
     x: ArrayView3<'_, f64>,
     n_heads: usize,
     window: usize,
-    dy: ArrayView3<'_, f64>,
-    g: &mut LocalAttn<f64>,
-) -> Result<Array3<f64>> {
+) -> Result<(Array3<f64>, AttnSaved)> {
     let (q, k, v) = (
         linear(&plain(&w.wq), x),
         linear(&plain(&w.wk), x),
@@ -76,7 +81,44 @@ pub fn window_attention_vjp(
     )?;
     let o = crate::hyp_attn::forward::forward::<f64>(&args, Dtype::F64).o;
     let merged = merge_heads(o.view());
-    let dmerged = proj_vjp(&w.wo, merged.view(), dy, &mut g.wo);
+    let y = linear(&plain(&w.wo), merged.view());
+    Ok((y, AttnSaved { qh, kh, vh, merged }))
+}
+
+/// The VJP of the exact `window_attention` on x (B, N, D): returns ∂L/∂x and adds the
+/// gradients of W_q, W_k, W_v, W_o, log c and β into `g` (its forward recomputed;
+/// [`attention_vjp_from`] takes it saved).
+pub fn window_attention_vjp(
+    w: &LocalAttn<f64>,
+    x: ArrayView3<'_, f64>,
+    n_heads: usize,
+    window: usize,
+    dy: ArrayView3<'_, f64>,
+    g: &mut LocalAttn<f64>,
+) -> Result<Array3<f64>> {
+    let (_, s) = attention_saved(w, x, n_heads, window)?;
+    attention_vjp_from(w, x, &s, (n_heads, window), dy, g)
+}
+
+/// [`window_attention_vjp`] from [`attention_saved`]'s intermediates on the same x.
+pub(crate) fn attention_vjp_from(
+    w: &LocalAttn<f64>,
+    x: ArrayView3<'_, f64>,
+    s: &AttnSaved,
+    (n_heads, window): (usize, usize),
+    dy: ArrayView3<'_, f64>,
+    g: &mut LocalAttn<f64>,
+) -> Result<Array3<f64>> {
+    let (c, beta) = (softplus(w.log_c), softplus(w.beta));
+    let args = HypAttnArgs::new(
+        s.qh.view(),
+        s.kh.view(),
+        s.vh.view(),
+        c,
+        beta,
+        Mask::Window(window),
+    )?;
+    let dmerged = proj_vjp(&w.wo, s.merged.view(), dy, &mut g.wo);
     let d_o = split_heads(&dmerged, n_heads);
     let ga = backward::backward::<f64>(&args, d_o.view(), Dtype::F64);
     g.log_c += ga.dc * softplus_grad(w.log_c);

@@ -94,7 +94,7 @@ pub(crate) fn ar_ssm_saved(
 }
 
 /// The AR-SSM's VJP: returns ∂L/∂x and adds the parameters' gradients into `g` (its
-/// intermediates recomputed; [`ar_ssm_vjp_from`] takes them saved).
+/// intermediates recomputed; `ar_ssm_vjp_from` takes them saved).
 pub fn ar_ssm_vjp(
     w: &ArSsm<f64>,
     x: ArrayView3<'_, f64>,

@@ -87,7 +87,7 @@ pub(crate) fn attention_saved(
 
 /// The VJP of the exact `window_attention` on x (B, N, D): returns ∂L/∂x and adds the
 /// gradients of W_q, W_k, W_v, W_o, log c and β into `g` (its forward recomputed;
-/// [`attention_vjp_from`] takes it saved).
+/// `attention_vjp_from` takes it saved).
 pub fn window_attention_vjp(
     w: &LocalAttn<f64>,
     x: ArrayView3<'_, f64>,

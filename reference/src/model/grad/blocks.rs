@@ -49,7 +49,7 @@ pub(crate) fn bk_gate_saved(
 
 /// The VJP of [`bk_gate`](crate::model::bk_gate) (exact numerics) for ∂L/∂g (B, N): returns ∂L/∂x (B, N, D) and adds
 /// the gradients of v_proj, ε, γ and γ_gate into `g`. The clamp of v to ±3 passes no gradient
-/// where it is active. Its forward is recomputed; [`bk_gate_vjp_from`] takes it saved.
+/// where it is active. Its forward is recomputed; `bk_gate_vjp_from` takes it saved.
 pub fn bk_gate_vjp(
     w: &BlockWeights<f64>,
     x: ArrayView3<'_, f64>,

@@ -21,7 +21,7 @@ t0=$(date +%s)
 echo "muse rc=$? $(( $(date +%s) - t0 ))s"; tail -n 3 logs/kjv-muse.log
 cp logs/kjv-muse/log.jsonl "$OUT/kjv-muse.jsonl"; cp logs/kjv-muse/loss.svg "$OUT/kjv-muse-loss.svg"
 "$M" generate --weights logs/kjv-muse/weights.safetensors --prompt "And God said" --max-new-tokens 40 \
-    --seed 1 > logs/kjv-sample.log 2>&1
+    --temperature 0.8 --top-k 40 --seed 1 > logs/kjv-sample.log 2>&1
 "$M" generate --weights logs/kjv-muse/weights.safetensors --prompt "And God said" --max-new-tokens 40 \
     --temperature 0 >> logs/kjv-sample.log 2>&1
 cat logs/kjv-sample.log

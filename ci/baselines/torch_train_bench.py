@@ -31,7 +31,7 @@ metrics, device and torch.
   train  a fixed-budget run for the loss curve on GPT-2 ids (--tokens DIR: train.npy, heldout.npy
          as muse writes them) with muse's batches (muse-train's splitmix64 offsets: they depend on
          --seed and the step only) and muse's held-out set (non-overlapping windows of the first
-         --eval-tokens held-out tokens); bf16 autocast; AdamW (0.9, 0.999, 1e-8, wd 0.01), clip
+         --eval-tokens held-out tokens); bf16 autocast or --dtype f32 (TF32); AdamW (0.9, 0.999, 1e-8, wd 0.01), clip
          1.0, warm-up then cosine to 0.1·lr. --out is a JSONL log (step, loss, lr, grad_norm,
          tokens_per_s; heldout_loss, heldout_ppl every --eval-every steps and at the end) closed
          by a summary record.

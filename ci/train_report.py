@@ -92,7 +92,7 @@ def main():
         speeds = sorted(s["tokens_per_s"] for s in steps[5:] or steps)
         median_tps = speeds[len(speeds) // 2]
         base = dict(kernel=kernel, backend=backend, case=f"kjv_small_B{a.batch}xN{a.seq}", shape=[a.batch, a.seq, 512],
-                    dtype=dtype, target=None, passed=diverged is None, commit=a.commit, device=a.device)
+                    dtype=dtype, target=None, **{"pass": diverged is None}, commit=a.commit, device=a.device)
         metrics = [("steps", steps[-1]["step"], "count"), ("tokens", steps[-1]["step"] * tps, "count"),
                    ("last_finite_train_loss", last["loss"], "nats"), ("median_tokens_per_s", median_tps, "tok/s")]
         if evals:

@@ -199,10 +199,14 @@ pub(crate) fn make(
     }
 }
 
-/// Refuses a non-finite loss, naming the step.
-pub(crate) fn check_loss(loss: f64, step: u64) -> Result<()> {
+/// Refuses a non-finite loss or gradient norm, naming the step: the run stops there and its last
+/// checkpoint (saved before this step) stays whole.
+pub(crate) fn check_loss(loss: f64, grad_norm: f64, step: u64) -> Result<()> {
     if !loss.is_finite() {
         bail!("the training loss is {loss} at step {step} (lower `--lr`?)");
+    }
+    if !grad_norm.is_finite() {
+        bail!("the gradient norm is {grad_norm} at step {step} (the loss was {loss}); the run stops before it spreads into the weights' checkpoint");
     }
     Ok(())
 }

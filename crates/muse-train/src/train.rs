@@ -186,7 +186,7 @@ pub fn train(o: &TrainOptions) -> Result<Summary> {
         let (ids, targets) = train_batch(&corpus.train, o.batch, o.seq, o.seed, step);
         let lr = cosine_lr(step, o.adam.lr, o.warmup, o.steps, o.min_lr_ratio);
         let (loss, grad_norm) = e.step(ids.view(), targets.view(), lr, o.clip)?;
-        check_loss(loss, step + 1)?;
+        check_loss(loss, grad_norm, step + 1)?;
         let mut line = LogLine {
             step: step + 1,
             loss,

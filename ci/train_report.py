@@ -85,7 +85,11 @@ def main():
         if not steps:
             continue
         kernel = "gpt_train" if "gpt" in fname else "model_train"
-        diverged = next((s["step"] for s in steps if not math.isfinite(s["loss"])), None)
+        # The first step whose loss or gradient norm is not finite (a NaN gradient at a finite loss
+        # reaches every weight through the clip and the next loss).
+        bad = lambda s: not (math.isfinite(s["loss"]) and math.isfinite(s.get("grad_norm", 0.0)))
+        diverged = next((s["step"] for s in steps if bad(s)), None)
+        nan_grad = diverged is not None and math.isfinite(next(s for s in steps if s["step"] == diverged)["loss"])
         finite = [s for s in steps if math.isfinite(s["loss"])]
         last = finite[-1] if finite else steps[-1]
         final_step, final = evals[-1] if evals else (0, float("nan"))
@@ -103,7 +107,8 @@ def main():
             records.append(dict(base, metric=metric, value=value, unit=unit))
         series.append((label, color, evals))
         ppl = f"{math.exp(final):.2f} (step {final_step})" if evals else "—"
-        note = f"NaN loss at step {diverged}" if diverged is not None else "finished"
+        note = "finished" if diverged is None else (f"NaN gradient at step {diverged} (finite loss), NaN loss after"
+                                                    if nan_grad else f"NaN loss at step {diverged}")
         rows.append((label, steps[-1]["step"], steps[-1]["step"] * tps, f"{final:.4f}" if evals else "—", ppl, median_tps, note))
     json.dump({"commit": a.commit, "device": a.device, "records": records}, open(os.path.join(a.out, "report.json"), "w"), indent=1)
     svg(series, tps, os.path.join(a.out, "heldout.svg"))

@@ -265,8 +265,13 @@ def window_attention(w, pre, x, heads, profile, window=64):
         # acosh(1 + z) = log1p(z + sqrt(z(z + 2))), with sqrt's gradient kept finite at z = 0
         # (masked and coincident pairs): autograd's inf·0 there is NaN (the 'double where'; the
         # forward is unchanged). Found training on real text (issue 9).
-        zz = z * (z + 2)
-        dist = torch.log1p(z + safe_sqrt(zz)) / s
+        # Above z = 1e18, acosh(1 + z) = ln 2 + log1p(z) (as muse's acosh1p): z(z + 2) overflows
+        # f32 from z ~ 1.8e19 (radii at the a = 15 clamp), and an infinite distance makes the
+        # gradient NaN (∂(β·d)/∂β = d times a zero upstream). Double where again: forward unchanged
+        # below the switch.
+        big = z > 1e18
+        zs = torch.where(big, torch.zeros_like(z), z)
+        dist = torch.where(big, math.log(2.0) + torch.log1p(z), torch.log1p(zs + safe_sqrt(zs * (zs + 2)))) / s
         o = torch.softmax((-beta * dist).masked_fill(~causal, float("-inf")), -1) @ v
     o = o.transpose(1, 2).reshape(-1, window, d)
     return F.linear(o, w[pre + "W_o.weight"]).reshape(bsz, -1, d)[:, :n]

@@ -19,12 +19,14 @@ pub mod lin_attn;
 pub mod memopt;
 pub mod model;
 pub mod poincare;
+mod rng;
 #[cfg(test)]
 mod testing;
 
 pub use bf16::bf16_from_f64;
 pub use elem::{Dtype, Elem, Precision};
 pub use error::{Error, Result};
+pub use rng::splitmix64;
 
 /// The CPU backend: runs the reference implementation on the host.
 ///

@@ -4,11 +4,9 @@
 pub fn uniform(seed: u64) -> impl FnMut() -> f64 {
     let mut s = seed;
     move || {
+        let z = crate::splitmix64(s);
         s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
     }
 }
 

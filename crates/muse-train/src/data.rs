@@ -70,14 +70,9 @@ impl Corpus {
     }
 }
 
-/// splitmix64: the batch positions of step `s` come from the seed and `s` alone, so a resumed
-/// run draws the same batches without saving a generator state.
-pub fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+/// splitmix64 (`muse_reference::splitmix64`): the batch positions of step `s` come from the
+/// seed and `s` alone, so a resumed run draws the same batches without saving a generator state.
+pub use muse_reference::splitmix64 as mix;
 
 /// The batch of training step `step`: `batch` random windows of `seq` + 1 tokens; returns
 /// (ids, targets), each (batch, seq), targets the ids shifted by one.

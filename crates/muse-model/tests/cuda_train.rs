@@ -26,7 +26,6 @@ use muse_reference::model::grad::{for_each_param, loss_and_grad, zeros_like};
 use muse_reference::model::{ModelDims, ModelWeights};
 use ndarray::{Array2, Array3};
 use ndarray_npy::read_npy;
-use safetensors::SafeTensors;
 
 const RTOL: f64 = 1e-4;
 const ATOL: f64 = 1e-6;
@@ -107,34 +106,15 @@ fn floors(
         .collect()
 }
 
-fn read_f64_tensors(bytes: &[u8]) -> BTreeMap<String, Vec<f64>> {
-    let st = SafeTensors::deserialize(bytes).expect("safetensors");
-    st.tensors()
-        .into_iter()
-        .map(|(n, t)| {
-            let v = t
-                .data()
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                .collect();
-            (n, v)
-        })
-        .collect()
-}
-
 #[test]
 fn gradients_match_pytorch_autograd() {
-    let dir = common::fixtures("grad");
     let m = common::oracle_model();
-    let ids: Array2<i64> = read_npy(dir.join("ids.npy")).expect("ids");
-    let targets: Array2<i64> = read_npy(dir.join("targets.npy")).expect("targets");
-    let (ids, targets) = (ids.mapv(|t| t as usize), targets.mapv(|t| t as usize));
-    let bytes = std::fs::read(dir.join("grads.safetensors")).expect("grads");
-    let (_, header) = SafeTensors::read_metadata(&bytes).expect("header");
-    let want_loss: f64 = header.metadata().as_ref().expect("metadata")["loss"]
-        .parse()
-        .expect("loss");
-    let torch = read_f64_tensors(&bytes);
+    let common::TorchGrad {
+        ids,
+        targets,
+        loss: want_loss,
+        tensors: torch,
+    } = common::torch_grad();
     let dims = m.config().dims();
     let mut t = CudaTrainer::new(gpu(), dims, &m.weights().model::<f32>(), GemmMath::Fp32)
         .expect("trainer");
@@ -200,10 +180,11 @@ fn gradients_are_bit_for_bit_reproducible() {
     assert_eq!(ga, t.grads().expect("grads"));
 }
 
-#[test]
-fn ten_adamw_steps_match_pytorch() {
+/// Ten AdamW steps of `t` on PyTorch's batches (`fixtures/model/train`) with its schedule
+/// (torch_train.py's LambdaLR: linear warm-up, then cosine to min_ratio), clip and decay: the
+/// (muse, PyTorch f64) loss of each step.
+fn torch_steps(t: &mut CudaTrainer) -> Vec<(f64, f64)> {
     let dir = common::fixtures("train");
-    let m = common::oracle_model();
     let ids: Array3<i64> = read_npy(dir.join("ids.npy")).expect("ids");
     let targets: Array3<i64> = read_npy(dir.join("targets.npy")).expect("targets");
     let log: serde_json::Value =
@@ -219,6 +200,35 @@ fn ten_adamw_steps_match_pytorch() {
         .iter()
         .map(|v| v.as_f64().expect("f64"))
         .collect();
+    assert_eq!(want.len(), steps, "one PyTorch loss per step");
+    (0..steps)
+        .map(|s| {
+            let factor = if (s as f64) < warmup {
+                (s as f64 + 1.0) / warmup
+            } else {
+                let p = ((s as f64 - warmup) / (steps as f64 - warmup).max(1.0)).min(1.0);
+                min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+            };
+            let h = AdamStep {
+                lr: (peak * factor) as f32,
+                weight_decay: wd,
+                b1: 0.9,
+                b2: 0.999,
+                eps: 1e-8,
+                c1: 0.0,
+                c2: 0.0,
+            };
+            let i = ids.index_axis(ndarray::Axis(0), s).mapv(|x| x as usize);
+            let tg = targets.index_axis(ndarray::Axis(0), s).mapv(|x| x as usize);
+            let loss = f64::from(t.step(i.view(), tg.view(), h, clip).expect("step"));
+            (loss, want[s])
+        })
+        .collect()
+}
+
+#[test]
+fn ten_adamw_steps_match_pytorch() {
+    let m = common::oracle_model();
     let mut t = CudaTrainer::new(
         gpu(),
         m.config().dims(),
@@ -227,28 +237,9 @@ fn ten_adamw_steps_match_pytorch() {
     )
     .expect("trainer");
     let mut worst = 0f64;
-    for (s, &target) in want.iter().enumerate().take(steps) {
-        // torch_train.py's LambdaLR: linear warm-up, then cosine to min_ratio.
-        let factor = if (s as f64) < warmup {
-            (s as f64 + 1.0) / warmup
-        } else {
-            let p = ((s as f64 - warmup) / (steps as f64 - warmup).max(1.0)).min(1.0);
-            min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
-        };
-        let h = AdamStep {
-            lr: (peak * factor) as f32,
-            weight_decay: wd,
-            b1: 0.9,
-            b2: 0.999,
-            eps: 1e-8,
-            c1: 0.0,
-            c2: 0.0,
-        };
-        let i = ids.index_axis(ndarray::Axis(0), s).mapv(|x| x as usize);
-        let tg = targets.index_axis(ndarray::Axis(0), s).mapv(|x| x as usize);
-        let loss = f64::from(t.step(i.view(), tg.view(), h, clip).expect("step"));
+    for (s, (loss, target)) in torch_steps(&mut t).into_iter().enumerate() {
         let rel = (loss - target).abs() / target;
-        eprintln!("step {s}: loss {loss:.7} torch {:.7} rel {rel:.2e}", target);
+        eprintln!("step {s}: loss {loss:.7} torch {target:.7} rel {rel:.2e}");
         worst = worst.max(rel);
     }
     // Ten steps at lr 0.02 amplify f32 rounding of the update; 1e-4 relative is still far below
@@ -264,10 +255,7 @@ fn ten_adamw_steps_match_pytorch() {
 #[test]
 fn bf16_mixed_precision_tracks_f32() {
     let m = common::oracle_model();
-    let dir = common::fixtures("grad");
-    let ids: Array2<i64> = read_npy(dir.join("ids.npy")).expect("ids");
-    let targets: Array2<i64> = read_npy(dir.join("targets.npy")).expect("targets");
-    let (ids, targets) = (ids.mapv(|t| t as usize), targets.mapv(|t| t as usize));
+    let common::TorchGrad { ids, targets, .. } = common::torch_grad();
     let (d, w) = (m.config().dims(), m.weights().model::<f32>());
     let mut t32 = CudaTrainer::new(gpu(), d, &w, GemmMath::Fp32).expect("f32 trainer");
     let mut t16 = CudaTrainer::new_bf16(gpu(), d, &w, GemmMath::Fp32).expect("bf16 trainer");
@@ -295,45 +283,8 @@ fn bf16_mixed_precision_tracks_f32() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
     // Ten steps against PyTorch's (fixtures/model/train), as ten_adamw_steps_match_pytorch.
-    let dir = common::fixtures("train");
-    let ids: Array3<i64> = read_npy(dir.join("ids.npy")).expect("ids");
-    let targets: Array3<i64> = read_npy(dir.join("targets.npy")).expect("targets");
-    let log: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("losses.json")).expect("losses"))
-            .expect("json");
-    let f = |k: &str| log[k].as_f64().expect(k);
-    let (steps, peak, warmup, min_ratio) =
-        (f("steps") as usize, f("peak"), f("warmup"), f("min_ratio"));
     let mut t = CudaTrainer::new_bf16(gpu(), d, &w, GemmMath::Fp32).expect("bf16 trainer");
-    for (s, want) in log["losses"]
-        .as_array()
-        .expect("losses")
-        .iter()
-        .enumerate()
-        .take(steps)
-    {
-        let want = want.as_f64().expect("f64");
-        let factor = if (s as f64) < warmup {
-            (s as f64 + 1.0) / warmup
-        } else {
-            let p = ((s as f64 - warmup) / (steps as f64 - warmup).max(1.0)).min(1.0);
-            min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
-        };
-        let h = AdamStep {
-            lr: (peak * factor) as f32,
-            weight_decay: f("weight_decay") as f32,
-            b1: 0.9,
-            b2: 0.999,
-            eps: 1e-8,
-            c1: 0.0,
-            c2: 0.0,
-        };
-        let i = ids.index_axis(ndarray::Axis(0), s).mapv(|x| x as usize);
-        let tg = targets.index_axis(ndarray::Axis(0), s).mapv(|x| x as usize);
-        let loss = f64::from(
-            t.step(i.view(), tg.view(), h, f("clip") as f32)
-                .expect("step"),
-        );
+    for (s, (loss, want)) in torch_steps(&mut t).into_iter().enumerate() {
         eprintln!("bf16 step {s}: loss {loss:.6} torch f64 {want:.6}");
         assert!(
             (loss - want).abs() <= 2e-2 * want,

@@ -4,40 +4,18 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use muse_model::{named_tensors, Profile};
 use muse_reference::model::grad::loss_and_grad;
-use ndarray::Array2;
-use ndarray_npy::read_npy;
-use safetensors::{Dtype, SafeTensors};
 
 #[test]
 fn gradients_match_pytorch_autograd() {
-    let dir = common::fixtures("grad");
     let m = common::oracle_model();
-    let ids: Array2<i64> = read_npy(dir.join("ids.npy")).expect("ids");
-    let targets: Array2<i64> = read_npy(dir.join("targets.npy")).expect("targets");
-    let (ids, targets) = (ids.mapv(|t| t as usize), targets.mapv(|t| t as usize));
-    let bytes = std::fs::read(dir.join("grads.safetensors")).expect("grads");
-    let (_, header) = SafeTensors::read_metadata(&bytes).expect("header");
-    let want_loss: f64 = header.metadata().as_ref().expect("metadata")["loss"]
-        .parse()
-        .expect("loss");
-    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
-    let torch: BTreeMap<String, Vec<f64>> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| {
-            assert_eq!(t.dtype(), Dtype::F64, "{n}");
-            let v = t
-                .data()
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                .collect();
-            (n, v)
-        })
-        .collect();
+    let common::TorchGrad {
+        ids,
+        targets,
+        loss: want_loss,
+        tensors: torch,
+    } = common::torch_grad();
 
     let w = m.weights().model::<f64>();
     let dims = m.config().dims();

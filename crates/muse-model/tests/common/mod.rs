@@ -77,3 +77,52 @@ pub fn one_ulp_noise(w: &Weights) -> Weights {
     }
     noisy
 }
+
+/// PyTorch autograd's gradient of the oracle (`fixtures/model/grad`, `torch_model.py
+/// --grad-fixture`): ids and targets (B, N), the loss from the header, and every tensor (F64, by
+/// the original's name).
+pub struct TorchGrad {
+    /// Token ids.
+    pub ids: Array2<usize>,
+    /// Next-token targets.
+    pub targets: Array2<usize>,
+    /// The mean cross-entropy PyTorch computed.
+    pub loss: f64,
+    /// ∂loss/∂tensor, flat, by name.
+    pub tensors: std::collections::BTreeMap<String, Vec<f64>>,
+}
+
+/// Reads [`TorchGrad`]; every tensor must be F64.
+pub fn torch_grad() -> TorchGrad {
+    use safetensors::{Dtype, SafeTensors};
+    let dir = fixtures("grad");
+    let read = |f: &str| -> Array2<usize> {
+        let a: Array2<i64> = read_npy(dir.join(f)).expect(f);
+        a.mapv(|t| t as usize)
+    };
+    let bytes = std::fs::read(dir.join("grads.safetensors")).expect("grads");
+    let (_, header) = SafeTensors::read_metadata(&bytes).expect("header");
+    let loss: f64 = header.metadata().as_ref().expect("metadata")["loss"]
+        .parse()
+        .expect("loss");
+    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+    let tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            assert_eq!(t.dtype(), Dtype::F64, "{n}");
+            let v = t
+                .data()
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect();
+            (n, v)
+        })
+        .collect();
+    TorchGrad {
+        ids: read("ids.npy"),
+        targets: read("targets.npy"),
+        loss,
+        tensors,
+    }
+}

@@ -9,41 +9,26 @@ bash ci/cuda-setup.sh
 source .cache/cuda/env.sh
 rm -rf gpu-bundle
 mkdir -p gpu-bundle/bin
-tests=$(cargo test -p muse --release --features cuda --no-run --message-format=json 2>/dev/null |
-    python3 -c 'import json,sys
+# bundle_test PACKAGE TARGET NAME: the integration-test binary TARGET of PACKAGE (built with
+# `cuda`) as gpu-bundle/bin/NAME.
+bundle_test() {
+    local exe
+    exe=$(cargo test -p "$1" --release --features cuda --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"] and m["target"]["name"] == "main":
-        print(m["executable"])')
-[ -n "$tests" ] || { echo "gpu-bundle: no test binary" >&2; exit 1; }
-cp "$tests" gpu-bundle/bin/muse-tests
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"] and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "$2")
+    [ -n "$exe" ] || { echo "gpu-bundle: no test binary $1/$2" >&2; exit 1; }
+    cp "$exe" "gpu-bundle/bin/$3"
+}
+bundle_test muse main muse-tests
 # The model's CUDA tests (crates/muse-model/tests/cuda.rs): they read $MUSE_FIXTURES.
-model_tests=$(cargo test -p muse-model --release --features cuda --no-run --message-format=json 2>/dev/null |
-    python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda":
-        print(m["executable"])')
-[ -n "$model_tests" ] || { echo "gpu-bundle: no model test binary" >&2; exit 1; }
-cp "$model_tests" gpu-bundle/bin/muse-model-cuda-tests
+bundle_test muse-model cuda muse-model-cuda-tests
 # Training on the GPU (crates/muse-model/tests/cuda_train.rs).
-train_tests=$(cargo test -p muse-model --release --features cuda --no-run --message-format=json 2>/dev/null |
-    python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda_train":
-        print(m["executable"])')
-[ -n "$train_tests" ] || { echo "gpu-bundle: no training test binary" >&2; exit 1; }
-cp "$train_tests" gpu-bundle/bin/muse-train-cuda-tests
-# The training loop on the GPU (crates/muse-train/tests/train.rs, its `cuda_` test).
-loop_tests=$(cargo test -p muse-train --release --features cuda --no-run --message-format=json 2>/dev/null |
-    python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "train":
-        print(m["executable"])')
-[ -n "$loop_tests" ] || { echo "gpu-bundle: no training-loop test binary" >&2; exit 1; }
-cp "$loop_tests" gpu-bundle/bin/muse-train-loop-tests
+bundle_test muse-model cuda_train muse-train-cuda-tests
+# The training loop on the GPU (crates/muse-train/tests/train.rs, its `cuda_` tests).
+bundle_test muse-train train muse-train-loop-tests
 cargo build --release -p muse-cli --features cuda
 cp target/release/muse gpu-bundle/bin/muse
 # With MUSE_BUNDLE_CUBINS=1, the cubins too, for SASS inspection there (cuobjdump is on the GPU

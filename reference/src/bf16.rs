@@ -21,7 +21,7 @@ pub fn bf16_from_f64(x: f64) -> half::bf16 {
 }
 
 /// `x` rounded to f32 toward zero, with the last bit set when that was inexact.
-fn f32_round_to_odd(x: f64) -> f32 {
+pub(crate) fn f32_round_to_odd(x: f64) -> f32 {
     let y = x as f32;
     if x.is_nan() || f64::from(y) == x {
         return y;

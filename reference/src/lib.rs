@@ -15,10 +15,12 @@ mod error;
 pub mod hyp_attn;
 pub mod hyp_dist;
 pub mod hyp_ln;
+pub mod kv4;
 pub mod lin_attn;
 pub mod memopt;
 pub mod model;
 pub mod poincare;
+pub mod quant;
 mod rng;
 #[cfg(test)]
 mod testing;

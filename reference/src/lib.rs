@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)] // not `forbid`: ndarray's `s!` expands to an inner `allow`
 
+pub mod acosh_lut;
 pub mod baseline;
 mod bf16;
 pub mod bk_core;
@@ -14,6 +15,7 @@ mod elem;
 mod error;
 pub mod hyp_attn;
 pub mod hyp_dist;
+pub mod hyp_int8;
 pub mod hyp_ln;
 pub mod kv4;
 pub mod lin_attn;
@@ -24,6 +26,7 @@ pub mod quant;
 mod rng;
 #[cfg(test)]
 mod testing;
+pub mod w4a8;
 
 pub use bf16::bf16_from_f64;
 pub use elem::{Dtype, Elem, Precision};

@@ -24,6 +24,7 @@ pub mod model;
 pub mod poincare;
 pub mod quant;
 mod rng;
+pub mod sparse_attn;
 #[cfg(test)]
 mod testing;
 pub mod w4a8;

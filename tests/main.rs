@@ -27,5 +27,7 @@ mod hyp_dist;
 mod lin_attn;
 // The hyperbolic families against the numpy/mpmath fixtures.
 mod hyp_fixtures;
+// The quantised families (kv4, INT8, W4A8, acosh LUT) against their integer/mpmath oracle.
 /// The language model's registered cases.
 mod model;
+mod quant_fixtures;

@@ -62,9 +62,9 @@ pub struct Int4Weights {
     pub scale: Vec<f16>,
     /// z_w [N, K/G] (0 for symmetric).
     pub zero: Vec<u8>,
-    /// The bound on |w − ŵ| per group [N, K/G]: s_w/2, plus for asymmetric codes the shortfall
-    /// 15·(s_raw − s_w)⁺ of the grid's top when fp16 rounded the step down (then the clip at 15
-    /// costs more than half a step).
+    /// The bound on |w − ŵ| per group [N, K/G]: s_w/2, plus the shortfall of the grid's end when
+    /// fp16 rounded the step down (7·(s_raw − s_w)⁺ symmetric, 15·(s_raw − s_w)⁺ asymmetric), which
+    /// the clip turns into more than half a step (fp16-subnormal scales make it large).
     pub code_err: Vec<f64>,
 }
 
@@ -151,9 +151,12 @@ pub fn quantize_weights(
                 .extend(g.iter().map(|&v| (rint(v / s) + z).clamp(lo, hi) as i8));
             out.scale.push(s16);
             out.zero.push(z as u8);
+            // fp16 rounded the step down: the grid's end falls short of the range (7s < absmax,
+            // or the top of 0..=15), and the clip there costs more than half a step.
             let shortfall = match codec {
-                WeightCodec::Asymmetric if raw > 0.0 => 15.0 * (raw - s).max(0.0),
-                _ => 0.0,
+                _ if raw == 0.0 => 0.0,
+                WeightCodec::Symmetric => 7.0 * (raw - s).max(0.0),
+                WeightCodec::Asymmetric => 15.0 * (raw - s).max(0.0),
             };
             out.code_err.push(s / 2.0 + shortfall);
         }

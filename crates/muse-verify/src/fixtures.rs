@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array, Dimension};
-use ndarray_npy::ReadNpyExt;
+use ndarray_npy::{ReadNpyExt, ReadableElement};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -114,8 +114,19 @@ impl Manifest {
             })
     }
 
-    /// Loads array `stem` of `case`, after checking its sha256 and shape against the manifest.
+    /// Loads float64 array `stem` of `case`, after checking its sha256 and shape against the
+    /// manifest.
     pub fn array<D: Dimension>(&self, case: &FixtureCase, stem: &str) -> Result<Array<f64, D>> {
+        self.array_of::<f64, D>(case, stem)
+    }
+
+    /// Loads array `stem` of `case` with element type `T` (the codes of the quantised families:
+    /// `u8`, `i8`, `u16`, `i64`), after checking its sha256 and shape against the manifest.
+    pub fn array_of<T: ReadableElement, D: Dimension>(
+        &self,
+        case: &FixtureCase,
+        stem: &str,
+    ) -> Result<Array<T, D>> {
         let fail = |message: String| Error::Fixture {
             case: case.name.clone(),
             message,
@@ -137,7 +148,7 @@ impl Manifest {
                 entry.sha256
             )));
         }
-        let arr = Array::<f64, D>::read_npy(bytes.as_slice()).map_err(|source| Error::Npy {
+        let arr = Array::<T, D>::read_npy(bytes.as_slice()).map_err(|source| Error::Npy {
             path: path.clone(),
             source,
         })?;

@@ -103,6 +103,10 @@ pub mod tol {
     /// fixtures' numpy/mpmath oracle: `|Δ| ≤ 1e-9·max(1, |want|)` (the project's brief, design
     /// hyperbolic.md §16: the f64 path must match the oracle before it serves as the truth).
     pub const HYP_ORACLE_F64: Tolerance = Tolerance::new(1e-9, 1e-9);
+    /// Quantised families (`kv4`, `hyp_int8`, `w4a8`, `acosh_lut`), the f64 arithmetic on the same
+    /// codes vs the numpy/mpmath oracle (design §16 test (a)): `|Δ| ≤ max(1e-12·|x|, 1e-14)`. Codes,
+    /// zero points and fp16 bit patterns are compared exactly, never with a tolerance.
+    pub const QUANT_F64: Tolerance = Tolerance::new(1e-12, 1e-14);
     /// Hyperbolic families, f64 backward vs central finite differences of the f64 forward
     /// (h = 1e-6), relative to max(1, max|fd|) (design hyperbolic.md §16).
     pub const HYP_GRAD_FD_F64: f64 = 1e-6;

@@ -5,7 +5,7 @@
 //!
 //! Codec, per group (one token's D channels, or one channel over G tokens): s = max((max − min)/15,
 //! 1e-8), m = min, q = clip(rint((x − m)/s), 0, 15); the kernel stores fp16(s) and fp16(m) and reads
-//! back x̂ = m₁₆ + q·s₁₆. |x − x̂| ≤ s/2 + |m − m₁₆| + 15·|s − s₁₆| ≤ s/2 + 2⁻¹¹(|m| + 15s) + 2⁻²⁴.
+//! back x̂ = m₁₆ + q·s₁₆. |x − x̂| ≤ s/2 + |m − m₁₆| + 15·|s − s₁₆| ≤ s/2 + 2⁻¹¹(|m| + 15s) + 2⁻²¹ (fp16 subnormal spacing 2⁻²⁴: half of it for m, fifteen halves for s).
 //!
 //! ```
 //! use muse_reference::kv4::{quantize_group, effective_ratio, payload_ratio};

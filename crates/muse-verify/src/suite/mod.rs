@@ -32,6 +32,7 @@ pub mod lin_attn;
 pub mod model;
 mod model_grad;
 pub mod poincare;
+pub mod quant;
 
 use crate::{fixtures::Manifest, Record};
 use muse_reference::Backend;
@@ -113,6 +114,8 @@ families! {
     LinAttn => lin_attn,
     /// Pairwise distance matrix: fixtures, tangent and ball inputs.
     HypDist => hyp_dist,
+    /// Quantised families (4-bit KV codec, INT8 distance, W4A8, acosh LUT) against their oracle.
+    Quant => quant,
     /// The language model: layers and forwards against the numpy oracle, parity with the original.
     Model => model,
 }

@@ -28,6 +28,9 @@ pub enum Error {
     /// A kernel or the backend failed.
     #[error(transparent)]
     Kernel(#[from] muse_reference::Error),
+    /// The memory pool failed on the benchmark workload.
+    #[error("memory pool: {0}")]
+    Pool(#[from] muse_pool::PoolError),
     /// Verification machinery (checks, plots, reports) failed.
     #[error(transparent)]
     Verify(#[from] muse_verify::Error),

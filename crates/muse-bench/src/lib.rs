@@ -39,6 +39,7 @@ pub mod hyp_ln;
 mod hyp_small;
 pub mod lin_attn;
 pub mod model;
+pub mod pool;
 pub mod records;
 pub mod timing;
 pub mod train;
@@ -64,6 +65,7 @@ pub const FAMILIES: &[&dyn Family] = &[
     &hyp_dist::HypDistFamily,
     &model::ModelFamily,
     &train::TrainFamily,
+    &pool::PoolFamily,
 ];
 
 /// One kernel family's KPI benchmarks.
@@ -110,7 +112,7 @@ pub fn select(names: &[String]) -> Result<Vec<&'static dyn Family>> {
     {
         return Err(Error::Option {
             flag: format!("--family {bad}"),
-            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist, model",
+            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist, model, train, pool",
         });
     }
     Ok(FAMILIES

@@ -66,6 +66,8 @@ pub mod model_side;
 #[cfg(feature = "cuda")]
 pub mod poincare;
 #[cfg(feature = "cuda")]
+pub mod pool;
+#[cfg(feature = "cuda")]
 pub mod timing;
 #[cfg(feature = "cuda")]
 pub mod train;

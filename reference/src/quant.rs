@@ -40,7 +40,7 @@ pub fn f16_round(x: f64) -> f64 {
     f64::from(f16_from_f64(x))
 }
 
-/// Packs 4-bit codes two to a byte: byte i = q[2i] | q[2i+1] << 4 (the original's order). Only the
+/// Packs 4-bit codes two to a byte: byte i = `q[2i] | q[2i+1] << 4` (the original's order). Only the
 /// low nibble of each code is kept, so signed codes pack as two's complement.
 ///
 /// Fails if `codes` has odd length.

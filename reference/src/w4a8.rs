@@ -170,7 +170,7 @@ impl Int4Weights {
         self.codes.len() / self.k
     }
 
-    /// The packed bytes [N, K/2]: byte i = q[2i] | q[2i+1] << 4 (signed codes as two's complement).
+    /// The packed bytes [N, K/2]: byte i = `q[2i] | q[2i+1] << 4` (signed codes as two's complement).
     pub fn packed(&self) -> Vec<u8> {
         let nibbles: Vec<u8> = self.codes.iter().map(|&q| (q as u8) & 0x0f).collect();
         pack_nibbles(&nibbles).unwrap_or_default() // K is even (G is even and divides it)

@@ -34,6 +34,8 @@ enum Cmd {
     Train(cmd::train::TrainArgs),
     /// Continue a prompt with a trained model (greedy or sampled).
     Generate(cmd::train::GenerateArgs),
+    /// Held-out perplexity of trained weights, by KV-cache storage (f32, fp16, 4-bit).
+    Eval(cmd::eval::Args),
     /// Compare a fresh report with a committed baseline (the CI regression gate).
     Gate(cmd::gate::Args),
     /// Render a report's Markdown from its JSON.
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Cmd::Model(args) => cmd::model::run(args),
         Cmd::Train(args) => cmd::train::run_train(args),
         Cmd::Generate(args) => cmd::train::run_generate(args),
+        Cmd::Eval(args) => cmd::eval::run(args),
         Cmd::Gate(args) => cmd::gate::run(args),
         Cmd::Report(args) => cmd::report::run(args),
     };

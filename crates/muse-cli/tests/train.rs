@@ -140,6 +140,81 @@ fn train_then_generate() {
         ],
         "--top-k",
     );
+    let kv = |cache: &'static str| {
+        vec![
+            "generate",
+            "--weights",
+            &weights,
+            "--prompt",
+            "x",
+            "--kv-cache",
+            cache,
+        ]
+    };
+    bad(kv("int8"), "--kv-cache");
+    let o = muse(&kv("int4"), dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // `muse eval`: the held-out perplexity by KV cache, the same windows as the loop's evaluation
+    // (its f32 perplexity agrees with the log's last eval_ppl), and the 4-bit cache's change
+    // against fp16 as a record with the < 1 % target.
+    let eval_dir = dir.path().join("eval").to_string_lossy().into_owned();
+    let eval = |caches: &str| {
+        muse(
+            &[
+                "eval",
+                "--weights",
+                &weights,
+                "--data",
+                &data,
+                "--seq",
+                "16",
+                "--batch",
+                "2",
+                "--held-out",
+                "0.15",
+                "--eval-tokens",
+                "64",
+                "--kv-cache",
+                caches,
+                "--out",
+                &eval_dir,
+            ],
+            dir.path(),
+        )
+    };
+    let o = eval("f32,fp16,int4");
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("eval/eval.json")).expect("eval.json"),
+    )
+    .expect("json");
+    let rec = |dtype: &str, metric: &str| {
+        report["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .find(|r| r["dtype"] == dtype && r["metric"] == metric)
+            .and_then(|r| r["value"].as_f64())
+            .unwrap_or_else(|| panic!("no {dtype} {metric} record"))
+    };
+    let logged = lines[7]["eval_ppl"].as_f64().expect("eval_ppl");
+    assert!(
+        (rec("f32", "heldout_ppl") - logged).abs() <= 1e-4 * logged,
+        "{} vs {logged}",
+        rec("f32", "heldout_ppl")
+    );
+    let change = rec("int4", "ppl_change_vs_fp16_cache");
+    assert!(
+        (change - (rec("int4", "heldout_ppl") / rec("fp16", "heldout_ppl") - 1.0).abs()).abs()
+            < 1e-12
+    );
+    assert!(dir.path().join("eval/eval.md").is_file());
+    let o = eval("fp16,fp16");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("twice"), "{}", stderr(&o));
+    let o = eval("int3");
+    assert!(stderr(&o).contains("--kv-cache"), "{}", stderr(&o));
 }
 
 /// `--export-tokens DIR` writes the split as int32 .npy files (the training split, then the

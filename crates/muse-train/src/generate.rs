@@ -2,7 +2,8 @@
 //! CPU (f32, exact profile), deterministic for a seed. The context is the last n_seq tokens.
 
 use anyhow::{bail, Result};
-use muse_model::{Model, Profile};
+use muse_model::Model;
+use muse_reference::model::KvCodec;
 use ndarray::{s, Array2};
 
 use crate::data::{mix, tokenizer, GPT2_VOCAB};
@@ -18,6 +19,9 @@ pub struct GenerateOptions {
     pub top_k: Option<usize>,
     /// Seed of the sampling.
     pub seed: u64,
+    /// The KV cache's storage (`None`: K and V stay f32). The model is not causal, so each step
+    /// recomputes the context; the cache's effect is its codec on K and V ([`crate::eval`]).
+    pub kv_cache: Option<KvCodec>,
 }
 
 /// The prompt's tokens followed by the generated ones, and the decoded text of the new ones.
@@ -44,10 +48,11 @@ pub fn generate(model: &Model, prompt: &str, o: &GenerateOptions) -> Result<(Vec
         bail!("`--prompt`: the prompt is empty");
     }
     let start = tokens.len();
+    let num = crate::eval::numerics(o.kv_cache);
     for i in 0..o.max_new_tokens {
         let ctx = &tokens[tokens.len().saturating_sub(cfg.n_seq)..];
         let ids = Array2::from_shape_fn((1, ctx.len()), |(_, n)| ctx[n] as usize);
-        let logits = model.forward_cpu::<f32>(ids.view(), Profile::Exact)?;
+        let logits = model.forward_cpu_with::<f32>(ids.view(), &num)?;
         let last = logits.slice(s![0, ctx.len() - 1, ..]);
         let next = if o.temperature == 0.0 {
             argmax(last.iter().copied())
@@ -107,6 +112,7 @@ mod tests {
             temperature: 1.0,
             top_k: Some(1),
             seed: 0,
+            kv_cache: None,
         };
         assert_eq!(sample(logits.iter().copied(), &o, 12345), 1);
         assert_eq!(argmax(logits.iter().copied()), 1);

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use muse_model::{Config, Model, Weights};
+use muse_reference::model::KvCodec;
+use muse_train::eval::perplexity;
 use muse_train::generate::{generate, GenerateOptions};
 use muse_train::optim::AdamW;
 use muse_train::{train, TrainOptions};
@@ -124,6 +126,7 @@ fn loop_checks(device: muse_train::Device) {
         temperature: 0.8,
         top_k: Some(20),
         seed: 3,
+        kv_cache: None,
     };
     let (a, text) = generate(&model, "And God said", &go).expect("generate");
     let (b, _) = generate(&model, "And God said", &go).expect("generate");
@@ -142,6 +145,46 @@ fn loop_checks(device: muse_train::Device) {
     )
     .expect("greedy");
     assert_eq!(g1, g2, "greedy decoding does not depend on the seed");
+    let int4 = GenerateOptions {
+        kv_cache: Some(KvCodec::Int4 { radial: false }),
+        ..go
+    };
+    let (c1, _) = generate(&model, "And God said", &int4).expect("int4 cache");
+    let (c2, _) = generate(&model, "And God said", &int4).expect("int4 cache");
+    assert_eq!(
+        (c1.len(), &c1),
+        (8, &c2),
+        "decoding with the 4-bit cache is deterministic"
+    );
+
+    // Held-out perplexity on the CPU in f32 agrees with the loop's f64 evaluation of the same
+    // windows; the fp16 cache barely moves it; the 4-bit cache moves it more.
+    let corpus =
+        muse_train::data::Corpus::load(&fixture("genesis-1.txt"), 16, 0.15).expect("corpus");
+    let f32_ppl = perplexity(&model, &corpus.eval, 16, 2, 64, None).expect("f32");
+    let want = ppl(&straight).expect("the loop evaluated");
+    assert!(
+        (f32_ppl.ppl - want).abs() <= 1e-4 * want,
+        "{} vs the loop's {want}",
+        f32_ppl.ppl
+    );
+    let fp16 = perplexity(&model, &corpus.eval, 16, 2, 64, Some(KvCodec::Fp16)).expect("fp16");
+    let q4 = perplexity(
+        &model,
+        &corpus.eval,
+        16,
+        2,
+        64,
+        Some(KvCodec::Int4 { radial: false }),
+    )
+    .expect("int4");
+    assert!(
+        (fp16.ppl / f32_ppl.ppl - 1.0).abs() < 1e-3,
+        "fp16 cache: {} vs {}",
+        fp16.ppl,
+        f32_ppl.ppl
+    );
+    assert!(q4.ppl.is_finite() && q4.ppl != fp16.ppl && q4.tokens == fp16.tokens);
 }
 
 #[test]

@@ -163,7 +163,7 @@ impl Kv4Cache {
             + 4 * self.k_norm.len()
     }
 
-    /// Quantises and writes k, v [B, H, L, D] at positions start[b].. of each row. `start[b]` must
+    /// Quantises and writes k, v [B, H, L, D] at positions `start[b]..` of each row. `start[b]` must
     /// equal `len(b)` (appends are contiguous); without `ring`, len + L must fit T_max.
     pub fn append(
         &mut self,

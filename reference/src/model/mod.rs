@@ -77,6 +77,69 @@ pub enum AttnPath {
     /// form with the denominator ≥ 1e-5 and acosh(max(X, 1 + 1e-5)), −β·d − bias, then
     /// logmap0(expmap0(softmax·v)).
     TorchBall,
+    /// [`AttnPath::Exact`] with K and V passed through a KV cache's codec first, per (b, h, token)
+    /// row of dh values: the numerics of decoding from that cache (design hyperbolic.md §4).
+    /// Evaluation only (no backward).
+    ExactKv(KvCodec),
+}
+
+/// The storage of a KV cache, as it changes the attention's K and V.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvCodec {
+    /// fp16 K and V (round to nearest even): the baseline cache.
+    Fp16,
+    /// The 4-bit per-token codec with fp16 metadata ([`crate::kv4`]); `radial` keeps the exact
+    /// ‖k‖ (f32) and takes only the direction from the codes.
+    Int4 {
+        /// Keep ρ = ‖k‖ exactly.
+        radial: bool,
+    },
+}
+
+impl KvCodec {
+    /// `fp16`, `int4` or `int4-radial`, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvCodec::Fp16 => "fp16",
+            KvCodec::Int4 { radial: false } => "int4",
+            KvCodec::Int4 { radial: true } => "int4-radial",
+        }
+    }
+
+    /// One row of K (`key`) or V stored and read back.
+    pub fn roundtrip(self, row: &mut [f64], key: bool) -> crate::Result<()> {
+        match self {
+            KvCodec::Fp16 => row
+                .iter_mut()
+                .for_each(|x| *x = crate::quant::f16_round(*x)),
+            KvCodec::Int4 { radial } => {
+                let g = crate::kv4::quantize_group("kv4", if key { "k" } else { "v" }, row)?;
+                let mut back = g.dequantize();
+                if radial && key {
+                    let rho = f64::from(row.iter().map(|x| x * x).sum::<f64>().sqrt() as f32);
+                    let r = back.iter().map(|x| x * x).sum::<f64>().sqrt();
+                    let scale = if r > 0.0 { rho / r } else { 0.0 };
+                    back.iter_mut().for_each(|x| *x *= scale);
+                }
+                row.copy_from_slice(&back);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for KvCodec {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fp16" => Ok(KvCodec::Fp16),
+            "int4" => Ok(KvCodec::Int4 { radial: false }),
+            "int4-radial" => Ok(KvCodec::Int4 { radial: true }),
+            _ => Err(format!(
+                "unknown KV cache `{s}`: expected `fp16`, `int4` or `int4-radial`"
+            )),
+        }
+    }
 }
 
 /// The AR-SSM's prefix sum over the sequence.

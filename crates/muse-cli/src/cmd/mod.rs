@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod bench;
 pub mod bk_core;
+pub mod eval;
 pub mod gate;
 pub mod model;
 pub mod report;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use muse_model::{Config, Model, Weights};
+use muse_reference::model::KvCodec;
 use muse_train::generate::{generate, GenerateOptions};
 use muse_train::optim::AdamW;
 use muse_train::{train, Device, TrainOptions};
@@ -221,6 +222,11 @@ pub struct GenerateArgs {
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// How the attention's K and V are stored: `f32` (kept as computed), `fp16`, `int4` (the
+    /// 4-bit per-token cache with fp16 metadata) or `int4-radial` (plus the exact ‖k‖). The model
+    /// is not causal (BK-Core), so each token recomputes the context with K and V in this storage.
+    #[arg(long, default_value = "f32")]
+    kv_cache: String,
 }
 
 fn header_config(path: &std::path::Path) -> Result<Config> {
@@ -238,11 +244,24 @@ fn header_config(path: &std::path::Path) -> Result<Config> {
         .with_context(|| format!("`--weights {}`: the config in its header", path.display()))
 }
 
+/// The config of `--weights`: `--config` when given, else the one in the file's header.
+pub fn weights_config(weights: &std::path::Path, config: Option<&str>) -> Result<Config> {
+    match config {
+        Some(c) => Config::resolve(c),
+        None => header_config(weights),
+    }
+}
+
 /// Runs `muse generate`.
 pub fn run_generate(a: GenerateArgs) -> Result<Outcome> {
-    let config = match &a.config {
-        Some(c) => Config::resolve(c)?,
-        None => header_config(&a.weights)?,
+    let config = weights_config(&a.weights, a.config.as_deref())?;
+    let kv_cache = match a.kv_cache.as_str() {
+        "f32" | "none" => None,
+        other => Some(
+            other
+                .parse::<KvCodec>()
+                .map_err(|e| anyhow::anyhow!("`--kv-cache`: {e} (or `f32`)"))?,
+        ),
     };
     let model = Model::new(Weights::load(&config, &a.weights)?);
     let o = GenerateOptions {
@@ -250,6 +269,7 @@ pub fn run_generate(a: GenerateArgs) -> Result<Outcome> {
         temperature: a.temperature,
         top_k: a.top_k,
         seed: a.seed,
+        kv_cache,
     };
     let (tokens, text) = generate(&model, &a.prompt, &o)?;
     println!("{}{}", a.prompt, text);

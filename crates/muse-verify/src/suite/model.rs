@@ -141,7 +141,7 @@ impl Rows<'_> {
 /// f32 is quantised by one ulp of 1 − √c·(1/√c − 1e-5) (≈ 3e-4 relative of the output).
 fn f32_bound(path: AttnPath) -> f64 {
     match path {
-        AttnPath::Exact => 1e-5,
+        AttnPath::Exact | AttnPath::ExactKv(_) => 1e-5,
         AttnPath::FastBench { .. } | AttnPath::TorchBall => 3e-4,
     }
 }

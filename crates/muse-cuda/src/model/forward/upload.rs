@@ -115,13 +115,23 @@ fn up16(gpu: &'static Gpu, a: impl IntoIterator<Item = f32>) -> Result<Buf<u16>>
     )
 }
 
-fn form_of(path: AttnPath) -> i32 {
-    match path {
+fn form_of(path: AttnPath) -> Result<i32> {
+    Ok(match path {
         AttnPath::Exact => 0,
         AttnPath::FastBench { tf32: false } => 1,
         AttnPath::FastBench { tf32: true } => 2,
         AttnPath::TorchBall => 3,
-    }
+        AttnPath::ExactKv(codec) => {
+            return Err(muse_reference::Error::Unsupported {
+                op: "model",
+                backend: "cuda",
+                what: format!(
+                    "the {} KV-cache codec in the model (the CPU reference has it)",
+                    codec.name()
+                ),
+            })
+        }
+    })
 }
 
 impl CudaModel {
@@ -230,7 +240,7 @@ impl CudaModel {
                     c: softplus(a.log_c),
                     beta: softplus(a.beta),
                     bias: a.bias,
-                    form: form_of(num.attention),
+                    form: form_of(num.attention)?,
                 },
                 g1: lin(&b.ssm.gate1)?,
                 g2: lin(&b.ssm.gate2)?,

@@ -30,4 +30,6 @@ mod hyp_fixtures;
 // The quantised families (kv4, INT8, W4A8, acosh LUT) against their integer/mpmath oracle.
 /// The language model's registered cases.
 mod model;
+// The KV cache on the GPU against the reference (codec bit for bit, decode vs dense f64).
+mod kv4;
 mod quant_fixtures;

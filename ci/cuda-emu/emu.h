@@ -3,6 +3,7 @@
 // block barrier, warp shuffles through per-warp slots and a warp barrier. Exited threads drop
 // out of both barriers (CUDA semantics for early return).
 #pragma once
+#define MUSE_CUDA_EMU 1
 #include <algorithm>
 #include <barrier>
 #include <cmath>
@@ -44,6 +45,10 @@ template <typename T> inline T __ldg(const T* p) { return *p; }
 template <typename T> inline T __ldcs(const T* p) { return *p; }
 template <typename T> inline void __stcs(T* p, T v) { *p = v; }
 inline float __logf(float x) { return logf(x); }
+inline float __expf(float x) { return expf(x); }
+// fp16 bits <-> f32, correctly rounded (GCC's _Float16, as cvt.rn.f16.f32 on the device).
+inline unsigned short f2h(float x) { _Float16 h = (_Float16)x; unsigned short b; std::memcpy(&b, &h, 2); return b; }
+inline float h2f(unsigned short b) { _Float16 h; std::memcpy(&h, &b, 2); return (float)h; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
@@ -76,7 +81,9 @@ template <typename V> inline V shfl_impl(V v, int src_of_lane(int, int), int arg
 inline int xor_lane(int lane, int o) { return lane ^ o; }
 inline int src_lane(int, int s) { return s; }
 inline int up_lane(int lane, int d) { return lane >= d ? lane - d : lane; }
+inline int down_lane(int lane, int d) { return lane + d < 32 ? lane + d : lane; }
 template <typename V> inline V __shfl_up_sync(unsigned, V v, int d) { return shfl_impl(v, up_lane, d); }
+template <typename V> inline V __shfl_down_sync(unsigned, V v, int d) { return shfl_impl(v, down_lane, d); }
 inline void __syncwarp() { g_block->warps[threadIdx.x / 32]->arrive_and_wait(); }
 template <typename V> inline V __shfl_xor_sync(unsigned, V v, int o) { return shfl_impl(v, xor_lane, o); }
 template <typename V> inline V __shfl_sync(unsigned, V v, int s) { return shfl_impl(v, src_lane, s); }

@@ -37,6 +37,7 @@ pub mod hyp_attn;
 pub mod hyp_dist;
 pub mod hyp_ln;
 mod hyp_small;
+pub mod kv4;
 pub mod lin_attn;
 pub mod model;
 pub mod pool;
@@ -66,6 +67,7 @@ pub const FAMILIES: &[&dyn Family] = &[
     &model::ModelFamily,
     &train::TrainFamily,
     &pool::PoolFamily,
+    &kv4::Kv4Family,
 ];
 
 /// One kernel family's KPI benchmarks.
@@ -112,7 +114,7 @@ pub fn select(names: &[String]) -> Result<Vec<&'static dyn Family>> {
     {
         return Err(Error::Option {
             flag: format!("--family {bad}"),
-            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist, model, train, pool",
+            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist, model, train, pool, kv4",
         });
     }
     Ok(FAMILIES

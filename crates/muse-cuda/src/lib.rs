@@ -50,6 +50,8 @@ pub mod hyp_ln;
 #[cfg(feature = "cuda")]
 pub mod hyp_ln_bwd;
 #[cfg(feature = "cuda")]
+pub mod kv4;
+#[cfg(feature = "cuda")]
 mod lazy;
 #[cfg(feature = "cuda")]
 pub mod lin_attn;

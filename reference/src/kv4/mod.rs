@@ -105,6 +105,37 @@ pub fn quantize_group(op: &'static str, arg: &'static str, x: &[f64]) -> Result<
     })
 }
 
+/// [`quantize_group`] in the GPU kernel's f32 arithmetic (`kernels/kv4.cu`): min and max in f32,
+/// s = max((max − min)/15, 1e-8) and (x − min)/s in f32, rint, fp16 of the f32 s and min. The
+/// CUDA codec must match it code for code and bit for bit; it differs from the f64 codec only
+/// where (x − min)/s lies within f32 rounding of a tie.
+///
+/// ```
+/// use muse_reference::kv4::{quantize_group, quantize_group_f32};
+/// let x = [0.25f32, -1.5, 3.0, 0.125];
+/// let wide: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+/// assert_eq!(quantize_group_f32(&x).codes, quantize_group("kv4", "x", &wide).unwrap().codes);
+/// ```
+pub fn quantize_group_f32(x: &[f32]) -> Group4 {
+    let (mn, mx) = x
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let step = ((mx - mn) / 15.0f32).max(1e-8f32);
+    let codes = x
+        .iter()
+        .map(|&v| ((v - mn) / step).round_ties_even().clamp(0.0, 15.0) as u8)
+        .collect();
+    Group4 {
+        codes,
+        step: f64::from(step),
+        min: f64::from(mn),
+        step16: f16::from_f32(step),
+        min16: f16::from_f32(mn),
+    }
+}
+
 /// x̂ = m + q·s for codes 0..=15 and fp16 metadata, in f64.
 pub fn dequantize_codes(codes: &[u8], step: f16, min: f16) -> Vec<f64> {
     let (s, m) = (f64::from(step), f64::from(min));

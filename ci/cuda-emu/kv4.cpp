@@ -1,0 +1,127 @@
+// Host-emulation driver (see run.sh): the 4-bit KV cache kernels (append, split-K decode, LSE
+// merge) and the fp16 baseline against a long-double reference written here: the codec in f32
+// arithmetic as the design states it (codes and fp16 metadata must match bit for bit), decode
+// attention by the law of cosines (design §2.3, 1 - C as |u^ - w^|^2 / 2) on the dequantised K, V.
+#include "emu.h"
+#include "../../crates/muse-cuda/kernels/kv4.cu"
+#include <cstdio>
+#include <random>
+
+typedef long double LD;
+
+struct Cfg { int B, H, D, T; bool radial; };
+
+static LD acosh1p_l(LD z) { z = z < 0 ? 0 : z; return log1pl(z + sqrtl(z * (z + 2))); }
+
+// d(exp0 u, exp0 w) by the law of cosines, s|.| capped at 15.
+static LD dist(const LD* u, const LD* w, int D, LD s, LD rho_w) {
+    LD ru = 0, rw = 0;
+    for (int k = 0; k < D; ++k) { ru += u[k] * u[k]; rw += w[k] * w[k]; }
+    ru = sqrtl(ru); rw = sqrtl(rw);
+    const LD a = fminl(s * ru, 15), b = fminl(s * (rho_w >= 0 ? rho_w : rw), 15);
+    LD omc = 1;
+    if (ru > 0 && rw > 0) { omc = 0; for (int k = 0; k < D; ++k) { LD e = u[k] / ru - w[k] / rw; omc += e * e; } omc /= 2; }
+    const LD sh = sinhl(a - b);
+    return acosh1p_l(2 * sh * sh + sinhl(2 * a) * sinhl(2 * b) * omc) / s;
+}
+
+static bool run(Cfg c, const std::vector<int>& appends, int nq, int mask, int window, int chunk, unsigned seed) {
+    std::mt19937 rng(seed); std::normal_distribution<float> n01; std::uniform_real_distribution<float> off(-2, 2);
+    const int B = c.B, H = c.H, D = c.D, T = c.T, rows = B * H;
+    std::vector<unsigned char> kc((size_t)rows * T * D / 2), vc(kc.size());
+    std::vector<unsigned short> km((size_t)rows * T * 2), vm(km.size()), k16((size_t)rows * T * D), v16(k16.size());
+    std::vector<float> kn(c.radial ? (size_t)rows * T : 0);
+    std::vector<LD> kref((size_t)rows * T * D), vref(kref.size()), kref16(kref.size()), vref16(kref.size()), nref((size_t)rows * T, -1);
+    int len = 0, bad = 0;
+    for (int L : appends) {
+        std::vector<float> k((size_t)rows * L * D), v(k.size());
+        for (int r = 0; r < rows * L; ++r) { float o1 = off(rng), o2 = off(rng); for (int e = 0; e < D; ++e) { k[(size_t)r * D + e] = o1 + n01(rng); v[(size_t)r * D + e] = 0.5f * n01(rng) + o2; } }
+        std::vector<int> start(B, len);
+        const unsigned grid = (unsigned)((rows * L + KV4_WARPS - 1) / KV4_WARPS);
+        launch(dim3{grid, 1, 1}, 32 * KV4_WARPS, [&] { kv4_append(k.data(), v.data(), kc.data(), vc.data(), km.data(), vm.data(), c.radial ? kn.data() : nullptr, start.data(), B, H, L, D, T); });
+        launch(dim3{grid, 1, 1}, 32 * KV4_WARPS, [&] { kv4_append_fp16(k.data(), v.data(), k16.data(), v16.data(), start.data(), B, H, L, D, T); });
+        // reference codec, f32 arithmetic
+        for (int r = 0; r < rows * L; ++r) {
+            const int bh = r / L, t = r % L;
+            const size_t slot = (size_t)bh * T + (len + t) % T;
+            for (int which = 0; which < 2; ++which) {
+                const float* x = (which ? v.data() : k.data()) + (size_t)r * D;
+                float mn = INFINITY, mx = -INFINITY; double ss = 0;
+                for (int e = 0; e < D; ++e) { mn = fminf(mn, x[e]); mx = fmaxf(mx, x[e]); ss += (double)x[e] * x[e]; }
+                const float s = fmaxf((mx - mn) / 15.0f, 1e-8f);
+                const unsigned short sb = f2h(s), mb = f2h(mn);
+                const unsigned short* meta = (which ? vm.data() : km.data()) + slot * 2;
+                if (meta[0] != sb || meta[1] != mb) ++bad;
+                const unsigned char* codes = (which ? vc.data() : kc.data()) + slot * D / 2;
+                for (int e = 0; e < D; ++e) {
+                    const unsigned q = (unsigned)fminf(fmaxf(rintf((x[e] - mn) / s), 0.0f), 15.0f);
+                    const unsigned got = (codes[e / 2] >> (4 * (e & 1))) & 15u;
+                    if (got != q) ++bad;
+                    (which ? vref : kref)[slot * D + e] = (LD)h2f(mb) + (LD)q * (LD)h2f(sb);
+                    (which ? vref16 : kref16)[slot * D + e] = (LD)h2f(f2h(x[e]));
+                    if (((which ? v16 : k16)[slot * D + e]) != f2h(x[e])) ++bad;
+                }
+                if (!which && c.radial) { nref[slot] = (LD)(float)sqrt(ss); if (fabsf(kn[slot] - (float)sqrt(ss)) > 1e-5f * (float)sqrt(ss)) ++bad; }
+            }
+        }
+        len += L;
+    }
+    // decode
+    const LD cc = 0.693L, s = sqrtl(cc), beta = 1.3L;
+    std::vector<float> q((size_t)rows * nq * D);
+    for (auto& e : q) e = 0.6f * n01(rng);
+    std::vector<int> lens(B, len);
+    const int stored = len > T ? len - T : 0;
+    int maxvis = len - stored;
+    const int splits = (maxvis + chunk - 1) / chunk;
+    double worst[2] = {0, 0}, wlse = 0, vmax = 0;
+    for (int store = 0; store < 2; ++store) {
+        std::vector<float> pm((size_t)rows * nq * splits), pl(pm.size()), pa(pm.size() * D), o((size_t)rows * nq * D), lse((size_t)rows * nq);
+        if (store == 0)
+            launch(dim3{(unsigned)(rows * nq), (unsigned)splits, 1}, 32 * KV4_DEC_WARPS, [&] { kv4_decode_split_int4(q.data(), kc.data(), vc.data(), km.data(), vm.data(), c.radial ? kn.data() : nullptr, lens.data(), H, nq, D, T, mask, window, (float)s, (float)beta, chunk, pm.data(), pl.data(), pa.data()); });
+        else
+            launch(dim3{(unsigned)(rows * nq), (unsigned)splits, 1}, 32 * KV4_DEC_WARPS, [&] { kv4_decode_split_fp16(q.data(), k16.data(), v16.data(), lens.data(), H, nq, D, T, mask, window, (float)s, (float)beta, chunk, pm.data(), pl.data(), pa.data()); });
+        launch(dim3{(unsigned)(rows * nq), 1, 1}, 32, [&] { kv4_decode_merge(pm.data(), pl.data(), pa.data(), splits, D, o.data(), lse.data()); });
+        const std::vector<LD>& K = store ? kref16 : kref;
+        const std::vector<LD>& V = store ? vref16 : vref;
+        for (int r = 0; r < rows; ++r)
+            for (int i = 0; i < nq; ++i) {
+                const int pos = len - nq + i;
+                int lo = stored, hi = len;
+                if (mask == 1) hi = pos + 1;
+                if (mask == 2) { hi = pos + 1; lo = std::max(lo, pos / window * window); }
+                std::vector<LD> qi(D), sc;
+                for (int e = 0; e < D; ++e) qi[e] = q[((size_t)r * nq + i) * D + e];
+                LD m = -INFINITY;
+                for (int j = lo; j < hi; ++j) {
+                    const size_t slot = (size_t)r * T + j % T;
+                    sc.push_back(-beta * dist(qi.data(), &K[slot * D], D, s, store == 0 && c.radial ? nref[slot] : -1));
+                    m = std::max(m, sc.back());
+                }
+                LD l = 0; std::vector<LD> acc(D, 0);
+                for (int j = lo; j < hi; ++j) {
+                    const size_t slot = (size_t)r * T + j % T;
+                    const LD p = expl(sc[j - lo] - m); l += p;
+                    for (int e = 0; e < D; ++e) { acc[e] += p * V[slot * D + e]; vmax = std::max(vmax, (double)fabsl(V[slot * D + e])); }
+                }
+                for (int e = 0; e < D; ++e) worst[store] = std::max(worst[store], (double)fabsl(acc[e] / l - o[((size_t)r * nq + i) * D + e]));
+                wlse = std::max(wlse, (double)(fabsl(m + logl(l) - lse[(size_t)r * nq + i]) / (1 + fabsl(m + logl(l)))));
+            }
+    }
+    const bool ok = bad == 0 && worst[0] <= 1e-4 * vmax && worst[1] <= 1e-4 * vmax && wlse <= 1e-5;
+    printf("kv4 B%d H%d D%d T%d radial %d len %d nq %d mask %d W %d chunk %d: codec mismatches %d, decode max|do| int4 %.2e fp16 %.2e (max|v| %.2f), lse rel %.1e %s\n",
+           B, H, D, T, (int)c.radial, len, nq, mask, window, chunk, bad, worst[0], worst[1], vmax, wlse, ok ? "ok" : "FAIL");
+    return ok;
+}
+
+int main() {
+    bool ok = true;
+    ok &= run({2, 3, 64, 40, false}, {7, 1, 12}, 1, 0, 0, 5, 1);
+    ok &= run({2, 3, 64, 40, true}, {20}, 3, 1, 0, 7, 2);
+    ok &= run({1, 2, 2, 16, false}, {9, 4}, 2, 1, 0, 3, 3);
+    ok &= run({2, 1, 130, 24, true}, {10, 10}, 1, 0, 0, 8, 4);
+    ok &= run({1, 2, 64, 8, false}, {5, 6, 1}, 1, 2, 8, 3, 5);   // ring (12 > T = 8), window 8
+    ok &= run({1, 2, 256, 16, false}, {16, 3}, 2, 2, 16, 4, 6);   // D at the cap, ring
+    if (!ok) { printf("kv4: FAILED\n"); return 1; }
+    return 0;
+}

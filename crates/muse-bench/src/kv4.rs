@@ -1,0 +1,177 @@
+//! The 4-bit KV cache's KPIs (design hyperbolic.md §4.5; seed 000 task 33.1, the original's
+//! `benchmark_memory_optimizations.py` long-context rows): the effective compression ratio from
+//! the stored bytes (≥ 3.5× at D = 64 with fp16 metadata; payload 4×), and decode attention from
+//! the 4-bit cache against the fp16 cache in the same process (≥ 2.5× faster at context ≥ 8192),
+//! B ∈ {1, 4}, H = 8, D = 64, one new query per sequence, causal.
+
+use muse_reference::kv4::{effective_ratio, payload_ratio, Kv4Cache, Kv4Config, KvLayout};
+use muse_verify::report::Site;
+use muse_verify::Target;
+
+use crate::{CpuCtx, Family, Plot, Result};
+
+/// The kv4 family.
+pub struct Kv4Family;
+
+/// Contexts of the decode rows.
+#[cfg(feature = "cuda")]
+const CONTEXTS: [usize; 5] = [1024, 2048, 4096, 8192, 16384];
+/// The original's benchmark, so a reader can map the rows.
+const ORIGINAL: &str = "benchmark_memory_optimizations.py";
+
+fn cfg(batch: usize, context: usize) -> Kv4Config {
+    Kv4Config {
+        batch,
+        heads: 8,
+        dim: 64,
+        capacity: context,
+        layout: KvLayout::PerToken,
+        radial: false,
+        ring: false,
+    }
+}
+
+impl Family for Kv4Family {
+    fn stem(&self) -> &'static str {
+        "kv4"
+    }
+
+    fn cpu(&self, ctx: &mut CpuCtx<'_>) -> Result<Option<Plot>> {
+        for d in [64, 128] {
+            let c = Kv4Config {
+                dim: d,
+                ..cfg(1, 1024)
+            };
+            let cache = Kv4Cache::new(c)?;
+            let fp16 = 2 * 2 * c.batch * c.heads * c.capacity * d;
+            let case = format!("{ORIGINAL}/state_H8_T1024_D{d}");
+            let site = Site {
+                kernel: "kv4_cache",
+                backend: "cpu",
+                case: &case,
+                shape: &[1, 8, 1024, d],
+                dtype: "int4",
+            };
+            let measured = fp16 as f64 / cache.state_bytes() as f64;
+            ctx.report.records.push(site.record(
+                "effective_ratio_vs_fp16",
+                measured,
+                "x",
+                Some(Target::AtLeast(if d == 64 { 3.5 } else { 3.7 })),
+            ));
+            ctx.report.records.push(site.record(
+                "effective_ratio_formula_gap",
+                (measured - effective_ratio(d, 2)).abs(),
+                "x",
+                Some(Target::AtMost(1e-12)),
+            ));
+            ctx.report
+                .records
+                .push(site.record("payload_ratio", payload_ratio(), "x", None));
+            ctx.report.records.push(site.record(
+                "original_formula_ratio_fp32_meta",
+                effective_ratio(d, 4),
+                "x",
+                None,
+            ));
+        }
+        Ok(None)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, ctx: &mut crate::CudaCtx<'_>) -> Result<Option<Plot>> {
+        use muse_cuda::kv4::{DecodeWs, DeviceKvCache, Storage};
+        use muse_reference::hyp_attn::Mask;
+        use muse_verify::plot::Series;
+
+        use crate::records::{event_timing, speedup};
+        use crate::timing::time_events;
+        let gpu = ctx.gpu;
+        let mut series = Vec::new();
+        for batch in [1, 4] {
+            let (mut int4_pts, mut fp16_pts) = (Vec::new(), Vec::new());
+            for n in CONTEXTS {
+                let c = cfg(batch, n);
+                let mut caches = Vec::new();
+                for storage in [Storage::Int4, Storage::Fp16] {
+                    let mut cache = DeviceKvCache::new(gpu, c, storage)?;
+                    let kv: Vec<f32> = (0..batch * 8 * n * 64)
+                        .map(|i| ((i * 2_654_435_761) % 1000) as f32 * 1e-3 - 0.5)
+                        .collect();
+                    let kd = gpu.upload(&kv)?;
+                    cache.append(gpu, &kd, &kd, n)?;
+                    caches.push(cache);
+                }
+                let q = gpu.upload(&vec![0.05f32; batch * 8 * 64])?;
+                let mut times = Vec::new();
+                for cache in &caches {
+                    let mut ws = DecodeWs::new(gpu, cache, 1)?;
+                    cache.decode(gpu, &q, 1, 0.693, 1.0, Mask::Causal, &mut ws)?;
+                    let t = time_events(gpu, 5, ctx.runs, || {
+                        cache.decode(gpu, &q, 1, 0.693, 1.0, Mask::Causal, &mut ws)
+                    })?;
+                    let name = if cache.storage() == Storage::Int4 {
+                        "int4"
+                    } else {
+                        "fp16"
+                    };
+                    let case = format!("{ORIGINAL}/decode_B{batch}_H8_N{n}_D64");
+                    let site = Site {
+                        kernel: "kv4_decode",
+                        backend: "cuda",
+                        case: &case,
+                        shape: &[batch, 8, n, 64],
+                        dtype: name,
+                    };
+                    ctx.report.records.extend(event_timing(&site, &t, None));
+                    ctx.report.records.push(site.record(
+                        "state_bytes",
+                        cache.state_bytes() as f64,
+                        "bytes",
+                        None,
+                    ));
+                    times.push(t.median_us);
+                }
+                let case = format!("{ORIGINAL}/decode_B{batch}_H8_N{n}_D64");
+                let site = Site {
+                    kernel: "kv4_decode",
+                    backend: "cuda",
+                    case: &case,
+                    shape: &[batch, 8, n, 64],
+                    dtype: "int4",
+                };
+                let mut rec = speedup(&site, "speedup_vs_fp16_cache", times[1], times[0]);
+                if n >= 8192 {
+                    rec = site.goal(
+                        "speedup_vs_fp16_cache",
+                        rec.value,
+                        "x",
+                        Target::AtLeast(2.5),
+                    );
+                }
+                ctx.report.records.push(rec);
+                ctx.report.records.push(site.goal(
+                    "effective_ratio_vs_fp16",
+                    caches[1].state_bytes() as f64 / caches[0].state_bytes() as f64,
+                    "x",
+                    Target::AtLeast(3.5),
+                ));
+                int4_pts.push((n as f64, times[0]));
+                fp16_pts.push((n as f64, times[1]));
+            }
+            series.push(Series {
+                label: format!("4-bit cache, B{batch}"),
+                points: int4_pts,
+            });
+            series.push(Series {
+                label: format!("fp16 cache, B{batch}"),
+                points: fp16_pts,
+            });
+        }
+        Ok(Some(Plot {
+            title: "KV-cache decode attention (H 8, D 64, one query, causal)".into(),
+            unit: "us",
+            series,
+        }))
+    }
+}

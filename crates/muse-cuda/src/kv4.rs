@@ -1,0 +1,488 @@
+//! The KV cache on the GPU (kernels: `../kernels/kv4.cu`; reference: `muse_reference::kv4`):
+//! a device-resident cache of 4-bit codes with fp16 metadata (optionally the exact ‖k‖) or of
+//! fp16 K/V (the baseline), bounds-checked appends with a ring for windows, and fused split-K
+//! decode attention merged by log-sum-exp. The 4-bit path never writes dequantised K/V.
+//!
+//! ```no_run
+//! use muse_cuda::kv4::{DecodeWs, DeviceKvCache, Storage};
+//! use muse_reference::hyp_attn::Mask;
+//! use muse_reference::kv4::{Kv4Config, KvLayout};
+//! let gpu = muse_cuda::Cuda::new()?.gpu()?;
+//! let cfg = Kv4Config { batch: 1, heads: 8, dim: 64, capacity: 8192, layout: KvLayout::PerToken,
+//!                       radial: false, ring: false };
+//! let mut cache = DeviceKvCache::new(gpu, cfg, Storage::Int4)?;
+//! let kv = ndarray::Array4::from_elem((1, 8, 16, 64), 0.1);
+//! cache.append_host(gpu, kv.view(), kv.view())?;
+//! let q = gpu.upload(&vec![0.05f32; 8 * 64])?;
+//! let mut ws = DecodeWs::new(gpu, &cache, 1)?;
+//! cache.decode(gpu, &q, 1, 0.693, 1.0, Mask::Causal, &mut ws)?;
+//! let o = ws.o.to_vec()?; // [B, H, Nq, D]
+//! # Ok::<(), muse_reference::Error>(())
+//! ```
+
+use cust::function::GridSize;
+use cust::launch;
+use muse_reference::hyp_attn::Mask;
+use muse_reference::kv4::{Kv4Config, KvLayout};
+use muse_reference::{Error, Result};
+use ndarray::ArrayView4;
+
+use crate::device::{err, k, Buf, Gpu};
+use crate::lazy::LazyModule;
+
+static MODULE: LazyModule = LazyModule::new(k::kv4::CUBIN, "kv4");
+
+const OP: &str = "kv4";
+
+/// Keys one decode CTA scores (the split size; FlashDecoding's chunk).
+pub const DECODE_CHUNK: usize = 256;
+
+/// What the cache stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// 4-bit codes per token with fp16 (s, m); ‖k‖ too when the config is `radial`.
+    Int4,
+    /// fp16 K and V: the baseline cache.
+    Fp16,
+}
+
+/// A KV cache resident on the device (per-token layout).
+pub struct DeviceKvCache {
+    cfg: Kv4Config,
+    storage: Storage,
+    len: Vec<usize>,
+    len_dev: Buf<i32>,
+    k_codes: Buf<u8>,
+    v_codes: Buf<u8>,
+    k_meta: Buf<u16>,
+    v_meta: Buf<u16>,
+    k_norm: Option<Buf<f32>>,
+    k16: Buf<u16>,
+    v16: Buf<u16>,
+}
+
+fn unsupported(what: String) -> Error {
+    Error::Unsupported {
+        op: OP,
+        backend: "cuda",
+        what,
+    }
+}
+
+fn int(v: usize, name: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| unsupported(format!("{name} = {v} does not fit a 32-bit int")))
+}
+
+impl DeviceKvCache {
+    /// An empty cache on `gpu`. The per-channel layout stays on the CPU reference; D must be even
+    /// and at most 32·`CAP` (256).
+    pub fn new(gpu: &'static Gpu, cfg: Kv4Config, storage: Storage) -> Result<Self> {
+        muse_reference::kv4::Kv4Cache::new(cfg)?; // the reference's argument checks
+        if cfg.layout != KvLayout::PerToken {
+            return Err(unsupported(
+                "the PerChannelK layout (the CPU reference has it)".into(),
+            ));
+        }
+        let cap = 32 * k::kv4::CAP as usize;
+        if cfg.dim > cap {
+            return Err(unsupported(format!(
+                "D = {} (the decode kernel holds D ≤ {cap} in registers)",
+                cfg.dim
+            )));
+        }
+        if storage == Storage::Fp16 && cfg.radial {
+            return Err(Error::Domain {
+                op: OP,
+                arg: "radial",
+                rule: "applies to the 4-bit storage only".into(),
+            });
+        }
+        let slots = cfg.batch * cfg.heads * cfg.capacity;
+        let (int4, fp16) = match storage {
+            Storage::Int4 => (slots, 0),
+            Storage::Fp16 => (0, slots),
+        };
+        Ok(Self {
+            cfg,
+            storage,
+            len: vec![0; cfg.batch],
+            len_dev: gpu.upload(&vec![0i32; cfg.batch])?,
+            k_codes: gpu.alloc(int4 * cfg.dim / 2)?,
+            v_codes: gpu.alloc(int4 * cfg.dim / 2)?,
+            k_meta: gpu.alloc(int4 * 2)?,
+            v_meta: gpu.alloc(int4 * 2)?,
+            k_norm: if cfg.radial {
+                Some(gpu.alloc(slots)?)
+            } else {
+                None
+            },
+            k16: gpu.alloc(fp16 * cfg.dim)?,
+            v16: gpu.alloc(fp16 * cfg.dim)?,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> Kv4Config {
+        self.cfg
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> Storage {
+        self.storage
+    }
+
+    /// Tokens appended to row `b`.
+    pub fn len(&self, b: usize) -> usize {
+        self.len[b]
+    }
+
+    /// Whether row `b` holds no token.
+    pub fn is_empty(&self, b: usize) -> bool {
+        self.len[b] == 0
+    }
+
+    /// Bytes of the stored state (codes, metadata, radial terms; or fp16 K and V).
+    pub fn state_bytes(&self) -> usize {
+        self.k_codes.len()
+            + self.v_codes.len()
+            + 2 * (self.k_meta.len() + self.v_meta.len())
+            + self.k_norm.as_ref().map_or(0, |n| 4 * n.len())
+            + 2 * (self.k16.len() + self.v16.len())
+    }
+
+    /// Appends L tokens k, v [B, H, L, D] (f32, on the device) to every row at its current length.
+    /// Without `ring`, every row must keep len + L ≤ T_max.
+    pub fn append(
+        &mut self,
+        gpu: &'static Gpu,
+        k: &Buf<f32>,
+        v: &Buf<f32>,
+        l: usize,
+    ) -> Result<()> {
+        let c = self.cfg;
+        let want = c.batch * c.heads * l * c.dim;
+        for (arg, buf) in [("k", k), ("v", v)] {
+            if buf.len() != want || l == 0 {
+                return Err(Error::Shape {
+                    op: OP,
+                    arg,
+                    expected: format!(
+                        "[B, H, L ≥ 1, D] = [{}, {}, {l}, {}] ({want} elements)",
+                        c.batch, c.heads, c.dim
+                    ),
+                    got: vec![buf.len()],
+                });
+            }
+        }
+        for (b, &n) in self.len.iter().enumerate() {
+            if !c.ring && n + l > c.capacity {
+                return Err(Error::Domain { op: OP, arg: "k", rule: format!("row {b} holds {n} tokens; {l} more exceed the capacity {} (use a ring buffer for windows)", c.capacity) });
+            }
+        }
+        let start: Vec<i32> = self
+            .len
+            .iter()
+            .map(|&n| int(n, "len"))
+            .collect::<Result<_>>()?;
+        let start = gpu.upload(&start)?;
+        let rows = c.batch * c.heads * l;
+        let warps = k::kv4::WARPS as usize;
+        let grid = u32::try_from(rows.div_ceil(warps))
+            .map_err(|_| unsupported(format!("{rows} rows exceed the grid")))?;
+        let threads = 32 * k::kv4::WARPS;
+        let (b, h, li, d, t) = (
+            int(c.batch, "B")?,
+            int(c.heads, "H")?,
+            int(l, "L")?,
+            int(c.dim, "D")?,
+            int(c.capacity, "T")?,
+        );
+        let stream = &gpu.stream;
+        match self.storage {
+            Storage::Int4 => {
+                let func = gpu.function(MODULE.get(gpu)?, k::kv4::APPEND)?;
+                let norm = self
+                    .k_norm
+                    .as_ref()
+                    .map_or(cust::memory::DevicePointer::null(), |n| n.ptr());
+                // SAFETY: (1) thirteen arguments in C order: two f32 pointers, two u8, two u16, an f32
+                // pointer (null when not radial, which the kernel tests), an i32 pointer, five i32;
+                // (2) k and v hold B·H·L·D elements (checked above), the codes B·H·T·D/2, the meta
+                // B·H·T·2, the norms B·H·T (new), start B; one warp per (b, h, t) row within
+                // B·H·L, slots (start + t) mod T < T; (3) buffers synchronise `stream` before free.
+                unsafe {
+                    launch!(func<<<grid, threads, 0, stream>>>(
+                        k.ptr(), v.ptr(), self.k_codes.ptr(), self.v_codes.ptr(), self.k_meta.ptr(),
+                        self.v_meta.ptr(), norm, start.ptr(), b, h, li, d, t
+                    ))
+                }
+                .map_err(|e| err("launching kv4_append", e))?;
+            }
+            Storage::Fp16 => {
+                let func = gpu.function(MODULE.get(gpu)?, k::kv4::APPEND_FP16)?;
+                // SAFETY: (1) ten arguments in C order: two f32 pointers, two u16, an i32 pointer,
+                // five i32; (2) k, v hold B·H·L·D elements, k16, v16 B·H·T·D, start B; slots < T;
+                // (3) buffers synchronise `stream` before they are freed.
+                unsafe {
+                    launch!(func<<<grid, threads, 0, stream>>>(
+                        k.ptr(), v.ptr(), self.k16.ptr(), self.v16.ptr(), start.ptr(), b, h, li, d, t
+                    ))
+                }
+                .map_err(|e| err("launching kv4_append_fp16", e))?;
+            }
+        }
+        gpu.sync("kv4_append")?; // `start` is freed on return
+        self.len.iter_mut().for_each(|n| *n += l);
+        let lens: Vec<i32> = self
+            .len
+            .iter()
+            .map(|&n| int(n, "len"))
+            .collect::<Result<_>>()?;
+        self.len_dev = gpu.upload(&lens)?;
+        Ok(())
+    }
+
+    /// [`DeviceKvCache::append`] from host arrays (rounded to f32), with the reference's shape and
+    /// finiteness checks.
+    pub fn append_host(
+        &mut self,
+        gpu: &'static Gpu,
+        k: ArrayView4<'_, f64>,
+        v: ArrayView4<'_, f64>,
+    ) -> Result<()> {
+        let c = self.cfg;
+        let l = k.dim().2;
+        for (arg, a) in [("k", &k), ("v", &v)] {
+            if a.dim() != (c.batch, c.heads, l, c.dim) {
+                return Err(Error::Shape {
+                    op: OP,
+                    arg,
+                    expected: format!("[B, H, L, D] = [{}, {}, {l}, {}]", c.batch, c.heads, c.dim),
+                    got: a.shape().to_vec(),
+                });
+            }
+            if let Some((i, x)) = a.indexed_iter().find(|(_, x)| !x.is_finite()) {
+                return Err(Error::NonFinite {
+                    op: OP,
+                    arg,
+                    index: vec![i.0, i.1, i.2, i.3],
+                    value: *x,
+                });
+            }
+        }
+        let up =
+            |a: &ArrayView4<'_, f64>| gpu.upload(&a.iter().map(|&x| x as f32).collect::<Vec<_>>());
+        let (kd, vd) = (up(&k)?, up(&v)?);
+        self.append(gpu, &kd, &vd, l)
+    }
+
+    /// The stored state, for tests (the buffers of the other storage are empty).
+    pub fn download(&self) -> Result<CacheState> {
+        Ok(CacheState {
+            k_codes: self.k_codes.to_vec()?,
+            v_codes: self.v_codes.to_vec()?,
+            k_meta: self.k_meta.to_vec()?,
+            v_meta: self.v_meta.to_vec()?,
+            k_norm: match &self.k_norm {
+                Some(n) => n.to_vec()?,
+                None => Vec::new(),
+            },
+            k16: self.k16.to_vec()?,
+            v16: self.v16.to_vec()?,
+        })
+    }
+
+    /// Decode attention for q [B, H, Nq, D] (f32, device) at each row's last Nq positions, as
+    /// `muse_reference::kv4::decode_attn`: results in `ws.o` [B, H, Nq, D] and `ws.lse`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode(
+        &self,
+        gpu: &'static Gpu,
+        q: &Buf<f32>,
+        nq: usize,
+        c: f64,
+        beta: f64,
+        mask: Mask,
+        ws: &mut DecodeWs,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let rows = cfg.batch * cfg.heads * nq;
+        if q.len() != rows * cfg.dim || nq == 0 {
+            return Err(Error::Shape {
+                op: OP,
+                arg: "q",
+                expected: format!(
+                    "[B, H, Nq ≥ 1, D] = [{}, {}, {nq}, {}]",
+                    cfg.batch, cfg.heads, cfg.dim
+                ),
+                got: vec![q.len()],
+            });
+        }
+        if ws.rows != rows || ws.dim != cfg.dim {
+            return Err(Error::Shape {
+                op: OP,
+                arg: "ws",
+                expected: format!("a workspace for {rows} query rows of D = {}", cfg.dim),
+                got: vec![ws.rows, ws.dim],
+            });
+        }
+        let s = muse_reference::poincare::Curvature::named(OP, "c", c)?.s();
+        if !beta.is_finite() {
+            return Err(Error::Domain {
+                op: OP,
+                arg: "beta",
+                rule: format!("must be finite, got {beta}"),
+            });
+        }
+        let (mask_id, window) = match mask {
+            Mask::None => (0, 1),
+            Mask::Causal => (1, 1),
+            Mask::Window(w) if w >= 1 => (2, w),
+            Mask::Window(_) => {
+                return Err(Error::Domain {
+                    op: OP,
+                    arg: "mask",
+                    rule: "window W must be at least 1".into(),
+                })
+            }
+        };
+        let mut max_visible = 0;
+        for (b, &n) in self.len.iter().enumerate() {
+            if n < nq {
+                return Err(Error::Domain { op: OP, arg: "q", rule: format!("has {nq} queries but row {b} holds only {n} tokens (append the queries' own keys first)") });
+            }
+            let stored = n.saturating_sub(cfg.capacity);
+            let lo = match mask {
+                Mask::None => stored,
+                Mask::Causal => 0,
+                Mask::Window(w) => (n - nq) / w * w,
+            };
+            if lo < stored {
+                return Err(Error::Domain { op: OP, arg: "q", rule: format!("the first query of row {b} sees position {lo}, which the ring no longer holds (it keeps {stored}..{n})") });
+            }
+            max_visible = max_visible.max(n - lo);
+        }
+        let splits = max_visible.div_ceil(DECODE_CHUNK).max(1);
+        ws.ensure(gpu, splits)?;
+        let grid = GridSize::xy(
+            u32::try_from(rows)
+                .map_err(|_| unsupported(format!("{rows} query rows exceed the grid")))?,
+            splits as u32,
+        );
+        let threads = 32 * k::kv4::DEC_WARPS;
+        let (h, nqi, d, t) = (
+            int(cfg.heads, "H")?,
+            int(nq, "Nq")?,
+            int(cfg.dim, "D")?,
+            int(cfg.capacity, "T")?,
+        );
+        let (w, chunk) = (int(window, "W")?, DECODE_CHUNK as i32);
+        let (s32, beta32) = (s as f32, beta as f32);
+        let stream = &gpu.stream;
+        match self.storage {
+            Storage::Int4 => {
+                let func = gpu.function(MODULE.get(gpu)?, k::kv4::DECODE_SPLIT_INT4)?;
+                let norm = self
+                    .k_norm
+                    .as_ref()
+                    .map_or(cust::memory::DevicePointer::null(), |n| n.ptr());
+                // SAFETY: (1) eighteen arguments in C order: an f32 pointer, two u8, two u16, an f32
+                // (nullable) and an i32 pointer, six i32, two f32, an i32, three f32 pointers;
+                // (2) q holds rows·D elements (checked), the cache B·H·T slots (new), len B, the
+                // partials rows·splits (·D) (ensure); the kernel reads slots j mod T of the visible
+                // positions j < len only; (3) buffers synchronise `stream` before they are freed.
+                unsafe {
+                    launch!(func<<<grid, threads, 0, stream>>>(
+                        q.ptr(), self.k_codes.ptr(), self.v_codes.ptr(), self.k_meta.ptr(), self.v_meta.ptr(),
+                        norm, self.len_dev.ptr(), h, nqi, d, t, mask_id, w, s32, beta32, chunk,
+                        ws.part_m.ptr(), ws.part_l.ptr(), ws.part_acc.ptr()
+                    ))
+                }
+                .map_err(|e| err("launching kv4_decode_split_int4", e))?;
+            }
+            Storage::Fp16 => {
+                let func = gpu.function(MODULE.get(gpu)?, k::kv4::DECODE_SPLIT_FP16)?;
+                // SAFETY: as above with the fp16 K, V (B·H·T·D each) in place of codes and meta.
+                unsafe {
+                    launch!(func<<<grid, threads, 0, stream>>>(
+                        q.ptr(), self.k16.ptr(), self.v16.ptr(), self.len_dev.ptr(), h, nqi, d, t, mask_id,
+                        w, s32, beta32, chunk, ws.part_m.ptr(), ws.part_l.ptr(), ws.part_acc.ptr()
+                    ))
+                }
+                .map_err(|e| err("launching kv4_decode_split_fp16", e))?;
+            }
+        }
+        let func = gpu.function(MODULE.get(gpu)?, k::kv4::DECODE_MERGE)?;
+        let sp = splits as i32;
+        // SAFETY: (1) seven arguments in C order: three f32 pointers, two i32, two f32 pointers;
+        // (2) the partials hold rows·splits (·D), o rows·D and lse rows (DecodeWs); one CTA per
+        // query row; (3) buffers synchronise `stream` before they are freed.
+        unsafe {
+            launch!(func<<<rows as u32, 32, 0, stream>>>(
+                ws.part_m.ptr(), ws.part_l.ptr(), ws.part_acc.ptr(), sp, d, ws.o.ptr(), ws.lse.ptr()
+            ))
+        }
+        .map_err(|e| err("launching kv4_decode_merge", e))
+    }
+}
+
+/// A cache's stored state on the host ([`DeviceKvCache::download`]), slot-major [B, H, T].
+#[derive(Debug, Clone)]
+pub struct CacheState {
+    /// 4-bit K codes, D/2 bytes per slot.
+    pub k_codes: Vec<u8>,
+    /// 4-bit V codes.
+    pub v_codes: Vec<u8>,
+    /// (s, m) fp16 bits per slot, K.
+    pub k_meta: Vec<u16>,
+    /// (s, m) fp16 bits per slot, V.
+    pub v_meta: Vec<u16>,
+    /// ‖k‖ per slot (radial caches only).
+    pub k_norm: Vec<f32>,
+    /// fp16 K bits (fp16 storage).
+    pub k16: Vec<u16>,
+    /// fp16 V bits.
+    pub v16: Vec<u16>,
+}
+
+/// Decode outputs and split partials for a fixed number of query rows.
+pub struct DecodeWs {
+    rows: usize,
+    dim: usize,
+    splits: usize,
+    part_m: Buf<f32>,
+    part_l: Buf<f32>,
+    part_acc: Buf<f32>,
+    /// o [B, H, Nq, D].
+    pub o: Buf<f32>,
+    /// lse [B, H, Nq].
+    pub lse: Buf<f32>,
+}
+
+impl DecodeWs {
+    /// Outputs for `nq` queries per row of `cache`; the partials grow with the context.
+    pub fn new(gpu: &'static Gpu, cache: &DeviceKvCache, nq: usize) -> Result<Self> {
+        let c = cache.config();
+        let rows = c.batch * c.heads * nq;
+        Ok(Self {
+            rows,
+            dim: c.dim,
+            splits: 1,
+            part_m: gpu.alloc(rows)?,
+            part_l: gpu.alloc(rows)?,
+            part_acc: gpu.alloc(rows * c.dim)?,
+            o: gpu.alloc(rows * c.dim)?,
+            lse: gpu.alloc(rows)?,
+        })
+    }
+
+    fn ensure(&mut self, gpu: &'static Gpu, splits: usize) -> Result<()> {
+        if splits > self.splits {
+            self.part_m = gpu.alloc(self.rows * splits)?;
+            self.part_l = gpu.alloc(self.rows * splits)?;
+            self.part_acc = gpu.alloc(self.rows * splits * self.dim)?;
+            self.splits = splits;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,331 @@
+//! The KV cache on the GPU (`muse_cuda::kv4`) against the reference (`muse_reference::kv4`): the
+//! CUDA codec equals the f32-arithmetic reference codec code for code and bit for bit; decode
+//! attention equals dense f64 hyperbolic attention on the cache's own dequantised K and V (design
+//! §16: MSE < 1e-6); split-K at long contexts, the ring and the window; refusals by name. The
+//! GPU tests run on the GPU machine (`--features cuda`).
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use muse::reference::hyp_attn::forward::forward;
+    use muse::reference::hyp_attn::{Form, HypAttnArgs, Mask};
+    use muse::reference::kv4::{quantize_group_f32, Kv4Config, KvLayout};
+    use muse::reference::quant::unpack_nibbles;
+    use muse::reference::{splitmix64, Dtype};
+    use muse_cuda::kv4::{DecodeWs, DeviceKvCache, Storage};
+    use ndarray::{s, Array4};
+
+    fn gpu() -> &'static muse_cuda::Gpu {
+        crate::common::gpu().expect("GPU").gpu().expect("GPU")
+    }
+
+    /// f32-representable values with per-row offsets.
+    fn data(shape: (usize, usize, usize, usize), seed: u64, scale: f64) -> Array4<f64> {
+        let mut st = seed;
+        let mut u = move || {
+            st = splitmix64(st);
+            (st >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let mut a = Array4::zeros(shape);
+        for mut row in a.rows_mut() {
+            let off = 3.0 * u();
+            row.iter_mut()
+                .for_each(|x| *x = f64::from((off + scale * (u() + u() + u())) as f32));
+        }
+        a
+    }
+
+    fn cfg(b: usize, h: usize, d: usize, t: usize, radial: bool, ring: bool) -> Kv4Config {
+        Kv4Config {
+            batch: b,
+            heads: h,
+            dim: d,
+            capacity: t,
+            layout: KvLayout::PerToken,
+            radial,
+            ring,
+        }
+    }
+
+    /// The dequantised K, V (f64) of every slot as the device stores them, [B·H·T, D].
+    fn dequantised(cache: &DeviceKvCache) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+        let c = cache.config();
+        let st = cache.download().expect("download");
+        let (kc, vc, km, vm, kn, k16, v16) = (
+            st.k_codes, st.v_codes, st.k_meta, st.v_meta, st.k_norm, st.k16, st.v16,
+        );
+        let slots = c.batch * c.heads * c.capacity;
+        let f16 = |b: u16| f64::from(half::f16::from_bits(b));
+        let rows = |codes: &[u8], meta: &[u16], bits: &[u16], key: bool| -> Vec<Vec<f64>> {
+            (0..slots)
+                .map(|i| match cache.storage() {
+                    Storage::Fp16 => bits[i * c.dim..(i + 1) * c.dim]
+                        .iter()
+                        .map(|&b| f16(b))
+                        .collect(),
+                    Storage::Int4 => {
+                        let q = unpack_nibbles(&codes[i * c.dim / 2..(i + 1) * c.dim / 2]);
+                        let mut x: Vec<f64> = q
+                            .iter()
+                            .map(|&q| f16(meta[2 * i + 1]) + f64::from(q) * f16(meta[2 * i]))
+                            .collect();
+                        if key && c.radial {
+                            let r = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+                            let scale = if r > 0.0 { f64::from(kn[i]) / r } else { 0.0 };
+                            x.iter_mut().for_each(|v| *v *= scale);
+                        }
+                        x
+                    }
+                })
+                .collect()
+        };
+        (rows(&kc, &km, &k16, true), rows(&vc, &vm, &v16, false))
+    }
+
+    #[test]
+    fn cuda_codec_matches_the_f32_reference_bit_for_bit() {
+        let gpu = gpu();
+        for (d, radial) in [
+            (64, false),
+            (64, true),
+            (2, false),
+            (130, true),
+            (256, false),
+        ] {
+            let c = cfg(2, 3, d, 24, radial, false);
+            let mut cache = DeviceKvCache::new(gpu, c, Storage::Int4).expect("cache");
+            let (k, v) = (data((2, 3, 20, d), 1, 1.0), data((2, 3, 20, d), 2, 0.5));
+            cache
+                .append_host(
+                    gpu,
+                    k.slice(s![.., .., ..7, ..]),
+                    v.slice(s![.., .., ..7, ..]),
+                )
+                .expect("append");
+            cache
+                .append_host(
+                    gpu,
+                    k.slice(s![.., .., 7.., ..]),
+                    v.slice(s![.., .., 7.., ..]),
+                )
+                .expect("append");
+            let st = cache.download().expect("download");
+            let (kc, vc, km, vm, kn) = (st.k_codes, st.v_codes, st.k_meta, st.v_meta, st.k_norm);
+            let mut bad = 0;
+            for (bh, t) in (0..6).flat_map(|bh| (0..20).map(move |t| (bh, t))) {
+                let slot = bh * 24 + t;
+                for (src, codes, meta) in [(&k, &kc, &km), (&v, &vc, &vm)] {
+                    let row: Vec<f32> = src
+                        .slice(s![bh / 3, bh % 3, t, ..])
+                        .iter()
+                        .map(|&x| x as f32)
+                        .collect();
+                    let g = quantize_group_f32(&row);
+                    bad += usize::from(
+                        unpack_nibbles(&codes[slot * d / 2..(slot + 1) * d / 2]) != g.codes,
+                    );
+                    bad += usize::from(
+                        meta[2 * slot] != g.step16.to_bits()
+                            || meta[2 * slot + 1] != g.min16.to_bits(),
+                    );
+                }
+                if radial {
+                    let r: f64 = k
+                        .slice(s![bh / 3, bh % 3, t, ..])
+                        .iter()
+                        .map(|x| x * x)
+                        .sum::<f64>()
+                        .sqrt();
+                    assert!(
+                        (f64::from(kn[slot]) - r).abs() <= 1e-6 * r,
+                        "norm at {slot}"
+                    );
+                }
+            }
+            assert_eq!(
+                bad, 0,
+                "D {d}: rows whose codes or metadata differ from the f32 reference"
+            );
+        }
+    }
+
+    /// o against dense f64 attention over the device's own dequantised K, V for the last `nq`
+    /// positions: MSE < 1e-6, max|Δ| ≤ 1e-4·max|v|, lse within 1e-5·max(1, |lse|).
+    fn check_decode(
+        storage: Storage,
+        c: Kv4Config,
+        appends: &[usize],
+        nq: usize,
+        mask: Mask,
+        seed: u64,
+    ) {
+        let gpu = gpu();
+        let mut cache = DeviceKvCache::new(gpu, c, storage).expect("cache");
+        let total: usize = appends.iter().sum();
+        let (k, v) = (
+            data((c.batch, c.heads, total, c.dim), seed, 1.0),
+            data((c.batch, c.heads, total, c.dim), seed + 1, 1.0),
+        );
+        let mut at = 0;
+        for &l in appends {
+            cache
+                .append_host(
+                    gpu,
+                    k.slice(s![.., .., at..at + l, ..]),
+                    v.slice(s![.., .., at..at + l, ..]),
+                )
+                .expect("append");
+            at += l;
+        }
+        let q = data((c.batch, c.heads, nq, c.dim), seed + 2, 0.7);
+        let qd = gpu
+            .upload(&q.iter().map(|&x| x as f32).collect::<Vec<_>>())
+            .expect("q");
+        let mut ws = DecodeWs::new(gpu, &cache, nq).expect("ws");
+        let (cc, beta) = (0.693, 1.3);
+        cache
+            .decode(gpu, &qd, nq, cc, beta, mask, &mut ws)
+            .expect("decode");
+        let (o, lse) = (ws.o.to_vec().expect("o"), ws.lse.to_vec().expect("lse"));
+        let (kd, vd) = dequantised(&cache);
+        let (mut sq, mut count, mut worst, mut vmax, mut lse_bad) =
+            (0.0, 0usize, 0.0f64, 0.0f64, 0.0f64);
+        for b in 0..c.batch {
+            for h in 0..c.heads {
+                for i in 0..nq {
+                    let pos = total - nq + i;
+                    let stored = total.saturating_sub(c.capacity);
+                    let lo = match mask {
+                        Mask::None => stored,
+                        Mask::Causal => 0,
+                        Mask::Window(w) => pos / w * w,
+                    };
+                    let hi = if mask == Mask::None { total } else { pos + 1 };
+                    let m = hi - lo;
+                    let slot = |j: usize| (b * c.heads + h) * c.capacity + j % c.capacity;
+                    let kk =
+                        Array4::from_shape_fn((1, 1, m, c.dim), |(_, _, j, e)| kd[slot(lo + j)][e]);
+                    let vv =
+                        Array4::from_shape_fn((1, 1, m, c.dim), |(_, _, j, e)| vd[slot(lo + j)][e]);
+                    let qq = q
+                        .slice(s![b..b + 1, h..h + 1, i..i + 1, ..])
+                        .mapv(|x| f64::from(x as f32));
+                    let args =
+                        HypAttnArgs::new(qq.view(), kk.view(), vv.view(), cc, beta, Mask::None)
+                            .expect("args")
+                            .with_form(Form::Exact);
+                    let want = forward::<f64>(&args, Dtype::F64);
+                    let row = ((b * c.heads + h) * nq + i) * c.dim;
+                    for e in 0..c.dim {
+                        let dlt = f64::from(o[row + e]) - want.o[[0, 0, 0, e]];
+                        sq += dlt * dlt;
+                        count += 1;
+                        worst = worst.max(dlt.abs());
+                    }
+                    vmax = vv.iter().fold(vmax, |a, x| a.max(x.abs()));
+                    let l = want.lse[[0, 0, 0]];
+                    lse_bad =
+                        lse_bad.max((f64::from(lse[row / c.dim]) - l).abs() / l.abs().max(1.0));
+                }
+            }
+        }
+        let mse = sq / count as f64;
+        assert!(mse < 1e-6 && worst <= 1e-4 * vmax && lse_bad <= 1e-5, "{storage:?} {mask:?} len {total}: mse {mse:.2e}, max {worst:.2e} (max|v| {vmax:.2}), lse {lse_bad:.2e}");
+    }
+
+    #[test]
+    fn cuda_decode_matches_dense_attention_on_its_cache() {
+        for storage in [Storage::Int4, Storage::Fp16] {
+            check_decode(
+                storage,
+                cfg(2, 3, 64, 64, false, false),
+                &[20, 1, 9],
+                1,
+                Mask::None,
+                1,
+            );
+            check_decode(
+                storage,
+                cfg(2, 3, 64, 64, false, false),
+                &[30],
+                4,
+                Mask::Causal,
+                2,
+            );
+            check_decode(
+                storage,
+                cfg(1, 2, 2, 16, false, false),
+                &[9, 3],
+                2,
+                Mask::Causal,
+                3,
+            );
+            check_decode(
+                storage,
+                cfg(1, 2, 256, 32, false, false),
+                &[31],
+                1,
+                Mask::None,
+                4,
+            );
+            // ring of W slots, the LM's block-causal window
+            check_decode(
+                storage,
+                cfg(1, 8, 64, 64, false, true),
+                &[64, 64, 10],
+                1,
+                Mask::Window(64),
+                5,
+            );
+            // long context: 40 splits of DECODE_CHUNK keys merged by log-sum-exp
+            check_decode(
+                storage,
+                cfg(1, 2, 64, 10_000, false, false),
+                &[10_000],
+                1,
+                Mask::Causal,
+                6,
+            );
+        }
+        check_decode(
+            Storage::Int4,
+            cfg(2, 2, 64, 300, true, false),
+            &[299],
+            2,
+            Mask::Causal,
+            7,
+        );
+    }
+
+    #[test]
+    fn cuda_refusals_name_the_argument() {
+        let gpu = gpu();
+        let mut cache =
+            DeviceKvCache::new(gpu, cfg(1, 1, 8, 4, false, false), Storage::Int4).expect("cache");
+        let kv = data((1, 1, 3, 8), 1, 1.0);
+        cache
+            .append_host(gpu, kv.view(), kv.view())
+            .expect("append");
+        let err = cache
+            .append_host(gpu, kv.view(), kv.view())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("capacity 4"), "{err}");
+        let bad = data((1, 1, 3, 6), 1, 1.0);
+        assert!(cache
+            .append_host(gpu, bad.view(), bad.view())
+            .unwrap_err()
+            .to_string()
+            .contains("`k`"));
+        let mut per_channel = cfg(1, 1, 8, 8, false, false);
+        per_channel.layout = KvLayout::PerChannelK { group: 4 };
+        assert!(DeviceKvCache::new(gpu, per_channel, Storage::Int4).is_err());
+        assert!(DeviceKvCache::new(gpu, cfg(1, 1, 8, 8, true, false), Storage::Fp16).is_err());
+        let q = gpu.upload(&[0.1f32; 8 * 4]).expect("q");
+        let mut ws = DecodeWs::new(gpu, &cache, 4).expect("ws");
+        let err = cache
+            .decode(gpu, &q, 4, 1.0, 1.0, Mask::Causal, &mut ws)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`q`"), "{err}");
+    }
+}

@@ -5,26 +5,31 @@
 //! within the analytic bounds. CPU only: no CUDA kernel of these families exists yet.
 
 use muse::reference::Cpu;
-use muse::verify::fixtures::Manifest;
-use muse::verify::suite::quant::FAMILIES;
 
 use crate::common::registered_case_passes;
 
-#[test]
-fn every_quant_fixture_passes_on_the_cpu() -> anyhow::Result<()> {
-    let m = Manifest::discover()?;
-    let mut ran = 0;
-    for family in FAMILIES {
-        let names: Vec<String> = m.family(family).map(|c| c.name.clone()).collect();
-        anyhow::ensure!(!names.is_empty(), "no `{family}` fixtures in the manifest");
-        for name in names {
-            registered_case_passes(&Cpu, &format!("quant/{family}/{name}"))?;
-            ran += 1;
-        }
-    }
-    assert_eq!(
-        ran, 21,
-        "fixture cases (7 kv4, 3 int8_dir, 2 int8_ball, 6 w4a8, 3 acosh_lut)"
-    );
-    Ok(())
+#[rstest::rstest]
+#[case::kv4_per_token_d64("quant/kv4/per_token_d64")]
+#[case::kv4_per_token_d2("quant/kv4/per_token_d2")]
+#[case::kv4_per_token_ties("quant/kv4/per_token_ties")]
+#[case::kv4_per_token_const("quant/kv4/per_token_const")]
+#[case::kv4_per_token_wide("quant/kv4/per_token_wide")]
+#[case::kv4_per_channel_g64("quant/kv4/per_channel_g64")]
+#[case::kv4_per_channel_g128_d64("quant/kv4/per_channel_g128_d64")]
+#[case::int8_dir_d64_c0693("quant/int8_dir/d64_c0.693")]
+#[case::int8_dir_d1_c001("quant/int8_dir/d1_c0.01")]
+#[case::int8_dir_d200_c2("quant/int8_dir/d200_c2")]
+#[case::int8_ball_d64_c1("quant/int8_ball/d64_c1")]
+#[case::int8_ball_d3_c05("quant/int8_ball/d3_c0.5")]
+#[case::w4a8_sym_m4_k256_n8_g128("quant/w4a8/sym_m4_k256_n8_g128")]
+#[case::w4a8_asym_m4_k256_n8_g128("quant/w4a8/asym_m4_k256_n8_g128")]
+#[case::w4a8_sym_m1_k64_n5_g32("quant/w4a8/sym_m1_k64_n5_g32")]
+#[case::w4a8_asym_m3_k96_n6_g32("quant/w4a8/asym_m3_k96_n6_g32")]
+#[case::w4a8_sym_every_nibble("quant/w4a8/sym_every_nibble")]
+#[case::w4a8_asym_every_nibble("quant/w4a8/asym_every_nibble")]
+#[case::acosh_lut_default_n256_u16("quant/acosh_lut/default_n256_u16")]
+#[case::acosh_lut_default_n1024_u16("quant/acosh_lut/default_n1024_u16")]
+#[case::acosh_lut_compat_256("quant/acosh_lut/compat_256")]
+fn quant_case_passes_on_the_cpu(#[case] name: &str) -> anyhow::Result<()> {
+    registered_case_passes(&Cpu, name)
 }

@@ -42,6 +42,7 @@ fn every_registered_case_is_tested() -> anyhow::Result<()> {
         include_str!("hyp_fixtures.rs"),
         include_str!("model.rs"),
         include_str!("quant_fixtures.rs"),
+        include_str!("kv4.rs"),
     ]
     .concat();
     let m = Manifest::discover()?;

@@ -4,6 +4,23 @@
 //! §16: MSE < 1e-6); split-K at long contexts, the ring and the window; refusals by name. The
 //! GPU tests run on the GPU machine (`--features cuda`).
 
+use crate::common::{registered_case_passes, test_backends};
+
+test_backends! {
+    #[case::int4_b2h3d64_n30_q4_causal("kv4/int4_B2H3D64_n30_q4_causal")]
+    #[case::int4_b1h2d2_n12_q2_none("kv4/int4_B1H2D2_n12_q2_none")]
+    #[case::int4_b1h4d256_n40_q1_causal("kv4/int4_B1H4D256_n40_q1_causal")]
+    #[case::int4_b1h8d64_ring64_n138_window64("kv4/int4_B1H8D64_ring64_n138_window64")]
+    #[case::int4_b1h2d64_n8192_q1_causal("kv4/int4_B1H2D64_n8192_q1_causal")]
+    #[case::fp16_b2h3d64_n30_q4_causal("kv4/fp16_B2H3D64_n30_q4_causal")]
+    #[case::fp16_b1h2d2_n12_q2_none("kv4/fp16_B1H2D2_n12_q2_none")]
+    #[case::fp16_b1h4d256_n40_q1_causal("kv4/fp16_B1H4D256_n40_q1_causal")]
+    #[case::fp16_b1h8d64_ring64_n138_window64("kv4/fp16_B1H8D64_ring64_n138_window64")]
+    #[case::fp16_b1h2d64_n8192_q1_causal("kv4/fp16_B1H2D64_n8192_q1_causal")]
+    #[case::int4_radial_b2h2d64_n299_q2_causal("kv4/int4_radial_B2H2D64_n299_q2_causal")]
+    fn registered_case_passes(name: &str);
+}
+
 #[cfg(feature = "cuda")]
 mod gpu {
     use muse::reference::hyp_attn::forward::forward;

@@ -51,6 +51,7 @@ pub trait Backend:
     + hyp_ln::HypLn
     + hyp_dist::HypDist
     + lin_attn::LinAttn
+    + kv4::Kv4
     + Sync
 {
     /// Short name used in test ids, bench ids and report rows: `"cpu"` or `"cuda"`.

@@ -3,6 +3,7 @@
 use muse_reference::bk_core::{BkCore, BkCoreArgs, BkCoreGrad};
 use muse_reference::hyp_dist::{HypDist, HypDistArgs};
 use muse_reference::hyp_ln::{HypLn, HypLnArgs, HypLnGrad, HypLnOut};
+use muse_reference::kv4::{Kv4, Kv4DecodeArgs, Kv4Run};
 use muse_reference::lin_attn::{LinAttn, LinAttnArgs, LinAttnGrad};
 use muse_reference::{Backend, Dtype, Error, Precision, Result};
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
@@ -59,6 +60,12 @@ impl HypLn for Cuda {
         _: ArrayView2<'_, f64>,
         _: Dtype,
     ) -> Result<HypLnGrad> {
+        Err(unavailable())
+    }
+}
+
+impl Kv4 for Cuda {
+    fn kv4_decode(&self, _: &Kv4DecodeArgs<'_>) -> Result<Kv4Run> {
         Err(unavailable())
     }
 }

@@ -6,7 +6,7 @@
 //! ```no_run
 //! use muse_cuda::kv4::{DecodeWs, DeviceKvCache, Storage};
 //! use muse_reference::hyp_attn::Mask;
-//! use muse_reference::kv4::{Kv4Config, KvLayout};
+//! use muse_reference::kv4::{Kv4, Kv4Config, Kv4DecodeArgs, Kv4Run, KvLayout, StoredKv};
 //! let gpu = muse_cuda::Cuda::new()?.gpu()?;
 //! let cfg = Kv4Config { batch: 1, heads: 8, dim: 64, capacity: 8192, layout: KvLayout::PerToken,
 //!                       radial: false, ring: false };
@@ -23,7 +23,7 @@
 use cust::function::GridSize;
 use cust::launch;
 use muse_reference::hyp_attn::Mask;
-use muse_reference::kv4::{Kv4Config, KvLayout};
+use muse_reference::kv4::{Kv4, Kv4Config, Kv4DecodeArgs, Kv4Run, KvLayout, StoredKv};
 use muse_reference::{Error, Result};
 use ndarray::ArrayView4;
 
@@ -37,14 +37,7 @@ const OP: &str = "kv4";
 /// Keys one decode CTA scores (the split size; FlashDecoding's chunk).
 pub const DECODE_CHUNK: usize = 256;
 
-/// What the cache stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Storage {
-    /// 4-bit codes per token with fp16 (s, m); ‖k‖ too when the config is `radial`.
-    Int4,
-    /// fp16 K and V: the baseline cache.
-    Fp16,
-}
+pub use muse_reference::kv4::KvStorage as Storage;
 
 /// A KV cache resident on the device (per-token layout).
 pub struct DeviceKvCache {
@@ -484,5 +477,103 @@ impl DecodeWs {
             self.splits = splits;
         }
         Ok(())
+    }
+}
+
+impl DeviceKvCache {
+    /// The dequantised K, V the device holds (f64), as the reference's [`StoredKv`].
+    pub fn stored(&self) -> Result<StoredKv> {
+        let c = self.cfg;
+        let st = self.download()?;
+        let f16 = |b: u16| f64::from(half::f16::from_bits(b));
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        for row in 0..c.batch * c.heads {
+            let n = self.len[row / c.heads];
+            let first = n.saturating_sub(c.capacity);
+            let take = |codes: &[u8], meta: &[u16], bits: &[u16], key: bool| {
+                let mut out = ndarray::Array2::zeros((n - first, c.dim));
+                for (i, p) in (first..n).enumerate() {
+                    let slot = row * c.capacity + p % c.capacity;
+                    let mut x: Vec<f64> = match self.storage {
+                        Storage::Fp16 => bits[slot * c.dim..(slot + 1) * c.dim]
+                            .iter()
+                            .map(|&b| f16(b))
+                            .collect(),
+                        Storage::Int4 => {
+                            let q = muse_reference::quant::unpack_nibbles(
+                                &codes[slot * c.dim / 2..(slot + 1) * c.dim / 2],
+                            );
+                            q.iter()
+                                .map(|&q| {
+                                    f16(meta[2 * slot + 1]) + f64::from(q) * f16(meta[2 * slot])
+                                })
+                                .collect()
+                        }
+                    };
+                    if key && c.radial {
+                        let r = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+                        let scale = if r > 0.0 {
+                            f64::from(st.k_norm[slot]) / r
+                        } else {
+                            0.0
+                        };
+                        x.iter_mut().for_each(|v| *v *= scale);
+                    }
+                    out.row_mut(i).assign(&ndarray::Array1::from(x));
+                }
+                out
+            };
+            keys.push(take(&st.k_codes, &st.k_meta, &st.k16, true));
+            values.push(take(&st.v_codes, &st.v_meta, &st.v16, false));
+        }
+        Ok(StoredKv {
+            dims: (c.batch, c.heads, c.dim),
+            capacity: c.capacity,
+            len: self.len.clone(),
+            keys,
+            values,
+        })
+    }
+}
+
+impl Kv4 for crate::Cuda {
+    fn kv4_decode(&self, a: &Kv4DecodeArgs<'_>) -> Result<Kv4Run> {
+        let gpu = self.gpu()?;
+        let mut cache = DeviceKvCache::new(gpu, a.cfg, a.storage)?;
+        cache.append_host(gpu, a.k, a.v)?;
+        let nq = a.q.dim().2;
+        let (b, h, _, d) = a.q.dim();
+        if (b, h, d) != (a.cfg.batch, a.cfg.heads, a.cfg.dim) {
+            return Err(Error::Shape {
+                op: OP,
+                arg: "q",
+                expected: format!(
+                    "[B, H, Nq, D] = [{}, {}, Nq, {}]",
+                    a.cfg.batch, a.cfg.heads, a.cfg.dim
+                ),
+                got: a.q.shape().to_vec(),
+            });
+        }
+        let q = gpu.upload(&a.q.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
+        let mut ws = DecodeWs::new(gpu, &cache, nq)?;
+        cache.decode(gpu, &q, nq, a.c, a.beta, a.mask, &mut ws)?;
+        gpu.sync("kv4_decode")?;
+        let (o, lse) = (ws.o.to_vec()?, ws.lse.to_vec()?);
+        let out = muse_reference::kv4::DecodeOut {
+            o: ndarray::Array4::from_shape_vec(
+                (b, h, nq, d),
+                o.into_iter().map(f64::from).collect(),
+            )
+            .map_err(|e| unsupported(e.to_string()))?,
+            lse: ndarray::Array3::from_shape_vec(
+                (b, h, nq),
+                lse.into_iter().map(f64::from).collect(),
+            )
+            .map_err(|e| unsupported(e.to_string()))?,
+        };
+        Ok(Kv4Run {
+            out,
+            stored: cache.stored()?,
+        })
     }
 }

@@ -345,6 +345,19 @@ impl Kv4Cache {
             .collect()
     }
 
+    /// Everything decode attention reads: the dequantised K, V of every row and the lengths.
+    pub fn stored(&self) -> super::StoredKv {
+        let c = self.cfg;
+        let rows = (0..c.batch).flat_map(|b| (0..c.heads).map(move |h| (b, h)));
+        super::StoredKv {
+            dims: (c.batch, c.heads, c.dim),
+            capacity: c.capacity,
+            len: self.len.clone(),
+            keys: rows.clone().map(|(b, h)| self.keys(b, h)).collect(),
+            values: rows.map(|(b, h)| self.values(b, h)).collect(),
+        }
+    }
+
     /// The dequantised values row (b, h) holds, oldest first: [n, D].
     pub fn values(&self, b: usize, h: usize) -> Array2<f64> {
         let (d, pos) = (self.cfg.dim, self.positions(b));

@@ -4,7 +4,7 @@
 //! log-sum-exp (FlashDecoding), the schedule of the fused GPU kernel. [`evict_compat`] is the
 //! original `HyperbolicKVCache`'s eviction rule.
 
-use ndarray::{Array3, Array4, ArrayView4};
+use ndarray::{Array2, Array3, Array4, ArrayView4};
 
 use super::Kv4Cache;
 use crate::hyp_attn::Mask;
@@ -112,16 +112,48 @@ pub fn decode_attn_split(
     mask: Mask,
     chunk: usize,
 ) -> Result<DecodeOut> {
-    let cfg = cache.config();
+    decode_stored(q, &cache.stored(), c, beta, mask, chunk)
+}
+
+/// The K and V a cache holds, dequantised (f64), with each row's length: what decode attention
+/// reads, from a [`Kv4Cache`] ([`Kv4Cache::stored`]) or from a device cache's downloaded state.
+#[derive(Debug, Clone)]
+pub struct StoredKv {
+    /// (B, H, D).
+    pub dims: (usize, usize, usize),
+    /// T_max: the slots per row (the ring's size).
+    pub capacity: usize,
+    /// Tokens appended per row b.
+    pub len: Vec<usize>,
+    /// Keys per row b·H + h: [n, D], the stored positions oldest first.
+    pub keys: Vec<Array2<f64>>,
+    /// Values, the same layout.
+    pub values: Vec<Array2<f64>>,
+}
+
+impl StoredKv {
+    /// The absolute positions row `b` holds, oldest first.
+    pub fn positions(&self, b: usize) -> std::ops::Range<usize> {
+        self.len[b].saturating_sub(self.capacity)..self.len[b]
+    }
+}
+
+/// Decode attention over stored K, V ([`decode_attn_split`] without the cache).
+pub fn decode_stored(
+    q: ArrayView4<'_, f64>,
+    kv: &StoredKv,
+    c: f64,
+    beta: f64,
+    mask: Mask,
+    chunk: usize,
+) -> Result<DecodeOut> {
+    let (cb, ch, cd) = kv.dims;
     let (b, h, nq, d) = q.dim();
-    if (b, h, d) != (cfg.batch, cfg.heads, cfg.dim) || nq == 0 {
+    if (b, h, d) != (cb, ch, cd) || nq == 0 {
         return Err(Error::Shape {
             op: OP,
             arg: "q",
-            expected: format!(
-                "[B, H, Nq ≥ 1, D] = [{}, {}, Nq, {}]",
-                cfg.batch, cfg.heads, cfg.dim
-            ),
+            expected: format!("[B, H, Nq ≥ 1, D] = [{}, {}, Nq, {}]", cb, ch, cd),
             got: q.shape().to_vec(),
         });
     }
@@ -151,17 +183,16 @@ pub fn decode_attn_split(
     let mut o = Array4::zeros((b, h, nq, d));
     let mut lse = Array3::zeros((b, h, nq));
     for bi in 0..b {
-        let (len, stored) = (cache.len(bi), cache.positions(bi));
+        let (len, stored) = (kv.len[bi], kv.positions(bi));
         if len < nq {
             return Err(Error::Domain { op: OP, arg: "q", rule: format!("has {nq} queries but row {bi} holds only {len} tokens (the queries' own keys must be appended first)") });
         }
         for hi in 0..h {
-            let keys: Vec<Vec<f64>> = cache
-                .keys(bi, hi)
+            let keys: Vec<Vec<f64>> = kv.keys[bi * h + hi]
                 .outer_iter()
                 .map(|r| r.to_vec())
                 .collect();
-            let vals = cache.values(bi, hi);
+            let vals = &kv.values[bi * h + hi];
             for i in 0..nq {
                 let pos = len - nq + i;
                 let (lo, hi_pos) = match mask {

@@ -20,13 +20,17 @@
 //! # Ok::<(), muse_reference::Error>(())
 //! ```
 
+mod backend;
 mod cache;
 mod decode;
 #[cfg(test)]
 mod tests;
 
+pub use backend::{fp16_stored, Kv4, Kv4DecodeArgs, Kv4Run, KvStorage};
 pub use cache::{Kv4Cache, Kv4Config, KvLayout};
-pub use decode::{decode_attn, decode_attn_split, evict_compat, DecodeOut, Partial};
+pub use decode::{
+    decode_attn, decode_attn_split, decode_stored, evict_compat, DecodeOut, Partial, StoredKv,
+};
 
 use half::f16;
 

@@ -28,6 +28,7 @@ pub mod hyp_attn;
 pub mod hyp_checks;
 pub mod hyp_dist;
 pub mod hyp_ln;
+pub mod kv4;
 pub mod lin_attn;
 pub mod model;
 mod model_grad;
@@ -116,6 +117,8 @@ families! {
     HypDist => hyp_dist,
     /// Quantised families (4-bit KV codec, INT8 distance, W4A8, acosh LUT) against their oracle.
     Quant => quant,
+    /// The KV cache on every backend: decode vs f64 on its own cache, held K/V vs the codec.
+    Kv4 => kv4,
     /// The language model: layers and forwards against the numpy oracle, parity with the original.
     Model => model,
 }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod eval;
 pub mod generate;
 pub mod optim;
+pub mod scaler;
 pub mod train;
 
 pub use engine::Device;

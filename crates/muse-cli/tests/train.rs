@@ -122,8 +122,11 @@ fn train_then_generate() {
     backend.extend(["--backend", "tpu"]);
     bad(backend, "--backend");
     let mut fp16 = train_args(&cfg, &data, &out);
-    fp16.extend(["--backend", "cuda", "--precision", "fp16"]);
-    bad(fp16, "--precision");
+    fp16.extend(["--backend", "cuda", "--precision", "fp16", "--tf32"]);
+    bad(fp16, "--tf32");
+    let mut fp8 = train_args(&cfg, &data, &out);
+    fp8.extend(["--backend", "cuda", "--precision", "fp8"]);
+    bad(fp8, "--precision");
     bad(
         vec!["generate", "--weights", &weights, "--prompt", ""],
         "--prompt",

@@ -15,6 +15,7 @@
 //   model_ssm_scan(ug, kv_in_vg, out, batch, n, rank, bs)
 //   model_mix_ln_res(local, global, gate, g, b, h, rows, dim)
 //   model_to_bf16(x, y, n)                           y = the bf16 bits of x (round to nearest even)
+//   model_to_fp16(x, y, n)                           y = the fp16 bits of x (nearest even; inf past 65504)
 #include "include/model_common.cuh"
 
 #define MODEL_THREADS 256
@@ -201,6 +202,17 @@ extern "C" __global__ void model_to_bf16(const float* x, unsigned short* y, long
     if (i >= n) return;
     const unsigned int bits = (unsigned int)__float_as_int(x[i]);
     y[i] = (unsigned short)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+// The fp16 bits of x (cvt.rn.f16.f32: nearest even, subnormals kept, +-inf beyond 65504, as
+// half::f16::from_f32): the operands of the fp16 GEMMs, where an overflow becomes inf and is
+// caught by the dynamic loss scaler.
+extern "C" __global__ void model_to_fp16(const float* x, unsigned short* y, long long n) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x[i]));
+    y[i] = h;
 }
 
 // ---- mix, LayerNorm and residual: h += LN(gate * local + (1 - gate) * global) --------------------

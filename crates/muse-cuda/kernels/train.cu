@@ -133,15 +133,16 @@ __device__ __forceinline__ int tensor_of(const long long* offs, int nt, long lon
     return lo;
 }
 
-// One AdamW step on every parameter (through the pointer table), the gradient scaled by the clip
-// factor min(1, max_norm/(sqrt(sumsq) + 1e-6)) (max_norm <= 0: no clipping):
+// One AdamW step on every parameter (through the pointer table), the gradient first unscaled by
+// gscale (1/S of a loss-scaled fp16 step, else 1), then clipped by min(1, max_norm/(gscale
+// sqrt(sumsq) + 1e-6)) (max_norm <= 0: no clipping):
 //   m = b1 m + (1 - b1) g,  v = b2 v + (1 - b2) g^2,  p -= lr wd p,  p -= lr (m/c1)/(sqrt(v/c2) + eps).
-extern "C" __global__ void train_adamw(const unsigned long long* ptrs, const long long* offs, int nt, const float* g, float* m, float* v, long long total, const float* sumsq, float max_norm, float lr, float wd, float b1, float b2, float eps, float c1, float c2) {
+extern "C" __global__ void train_adamw(const unsigned long long* ptrs, const long long* offs, int nt, const float* g, float* m, float* v, long long total, const float* sumsq, float max_norm, float gscale, float lr, float wd, float b1, float b2, float eps, float c1, float c2) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
     float clip = 1.0f;
-    if (max_norm > 0.0f) clip = fminf(1.0f, max_norm / (sqrtf(sumsq[0]) + 1e-6f));
-    const float gi = g[i] * clip;
+    if (max_norm > 0.0f) clip = fminf(1.0f, max_norm / (gscale * sqrtf(sumsq[0]) + 1e-6f));
+    const float gi = g[i] * gscale * clip;
     const float mi = b1 * m[i] + (1.0f - b1) * gi;
     const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
     m[i] = mi;

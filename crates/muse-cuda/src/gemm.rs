@@ -20,7 +20,33 @@ pub enum GemmMath {
     Fp32,
     /// TF32 tensor cores (10-bit mantissa inputs, fp32 accumulation).
     Tf32,
+    /// fp16 operands (rounded to nearest, ±inf past 65504), fp32 accumulation and output: the
+    /// backward GEMMs of fp16 training, whose gradient operands are loss-scaled so that they
+    /// neither underflow nor (at a sane scale) overflow.
+    Fp16,
 }
+
+/// The 16-bit format of a mixed-precision model's GEMM operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HalfFormat {
+    /// bfloat16 (8-bit exponent): no loss scaling needed.
+    #[default]
+    Bf16,
+    /// IEEE fp16 (5-bit exponent): with dynamic loss scaling.
+    Fp16,
+}
+
+impl HalfFormat {
+    fn data_type(self) -> sys::cudaDataType {
+        match self {
+            HalfFormat::Bf16 => sys::cudaDataType::CUDA_R_16BF,
+            HalfFormat::Fp16 => sys::cudaDataType::CUDA_R_16F,
+        }
+    }
+}
+
+/// Scratch for the fp16 copies of [`gemm`]'s operands under [`GemmMath::Fp16`], grown on demand.
+static SCRATCH: Mutex<Option<(Buf<u16>, Buf<u16>)>> = Mutex::new(None);
 
 /// The cuBLAS handle and the workspace it was given (kept alive with it).
 struct Handle(sys::cublasHandle_t, #[allow(dead_code)] Buf<u8>);
@@ -78,6 +104,18 @@ pub fn gemm_nt_bf16(
     w: &Buf<u16>,
     c: &Buf<f32>,
 ) -> Result<()> {
+    gemm_nt_half(gpu, HalfFormat::Bf16, dims, a, w, c)
+}
+
+/// [`gemm_nt_bf16`] with the operands' 16-bit format chosen.
+pub fn gemm_nt_half(
+    gpu: &'static Gpu,
+    fmt: HalfFormat,
+    dims: (usize, usize, usize),
+    a: &Buf<u16>,
+    w: &Buf<u16>,
+    c: &Buf<f32>,
+) -> Result<()> {
     gemm_ex_any(
         gpu,
         dims,
@@ -85,7 +123,7 @@ pub fn gemm_nt_bf16(
         (w.ptr().as_raw(), w.len()),
         c,
         0.0,
-        sys::cudaDataType::CUDA_R_16BF,
+        fmt.data_type(),
         sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
     )
 }
@@ -93,6 +131,18 @@ pub fn gemm_nt_bf16(
 /// [`gemm_nt_bf16`] on views: row-major `C[m, n] = A[m, k]·W[n, k]ᵀ`, A and W bf16 bits, C f32.
 pub fn gemm_nt_bf16_views(
     gpu: &'static Gpu,
+    dims: (usize, usize, usize),
+    a: View<'_, u16>,
+    w: View<'_, u16>,
+    c: View<'_, f32>,
+) -> Result<()> {
+    gemm_nt_half_views(gpu, HalfFormat::Bf16, dims, a, w, c)
+}
+
+/// [`gemm_nt_bf16_views`] with the operands' 16-bit format chosen.
+pub fn gemm_nt_half_views(
+    gpu: &'static Gpu,
+    fmt: HalfFormat,
     (m, n, k): (usize, usize, usize),
     a: View<'_, u16>,
     w: View<'_, u16>,
@@ -110,7 +160,7 @@ pub fn gemm_nt_bf16_views(
         (c.ptr().as_raw(), c.len()),
         0.0,
         (
-            sys::cudaDataType::CUDA_R_16BF,
+            fmt.data_type(),
             sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
         ),
     )
@@ -127,7 +177,7 @@ pub fn gemm_nt(
     math: GemmMath,
 ) -> Result<()> {
     let compute = match math {
-        GemmMath::Fp32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        GemmMath::Fp32 | GemmMath::Fp16 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
         GemmMath::Tf32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
     };
     gemm_ex_any(
@@ -165,8 +215,11 @@ pub fn gemm(
     beta: f32,
     math: GemmMath,
 ) -> Result<()> {
+    if math == GemmMath::Fp16 {
+        return gemm_fp16_operands(gpu, (ta, tb), (m, n, k), a, b, c, beta);
+    }
     let compute = match math {
-        GemmMath::Fp32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        GemmMath::Fp32 | GemmMath::Fp16 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
         GemmMath::Tf32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
     };
     let op = |t: bool| {
@@ -188,6 +241,59 @@ pub fn gemm(
         (c.ptr().as_raw(), c.len()),
         beta,
         (sys::cudaDataType::CUDA_R_32F, compute),
+    )
+}
+
+/// [`gemm`] with A and B rounded to fp16 first (into [`SCRATCH`]), fp32 sums and output.
+#[allow(clippy::too_many_arguments)]
+fn gemm_fp16_operands(
+    gpu: &'static Gpu,
+    (ta, tb): (bool, bool),
+    (m, n, k): (usize, usize, usize),
+    a: View<'_, f32>,
+    b: View<'_, f32>,
+    c: View<'_, f32>,
+    beta: f32,
+) -> Result<()> {
+    let (na, nb) = (m * k, k * n);
+    let mut scratch = SCRATCH
+        .lock()
+        .map_err(|_| cublas_err("gemm", "a previous call panicked"))?;
+    let grow = match scratch.as_ref() {
+        Some((x, y)) => x.len() < na || y.len() < nb,
+        None => true,
+    };
+    if grow {
+        // Synchronise first: queued GEMMs may still read the old scratch.
+        gpu.sync("growing the fp16 GEMM scratch")?;
+        *scratch = Some((
+            gpu.alloc::<u16>(na.max(1 << 20))?,
+            gpu.alloc::<u16>(nb.max(1 << 20))?,
+        ));
+    }
+    let (a16, b16) = scratch.as_ref().expect("allocated above");
+    crate::model::to_fp16(gpu, a, a16.view(), na)?;
+    crate::model::to_fp16(gpu, b, b16.view(), nb)?;
+    let op = |t: bool| {
+        if t {
+            sys::cublasOperation_t::CUBLAS_OP_T
+        } else {
+            sys::cublasOperation_t::CUBLAS_OP_N
+        }
+    };
+    let (ldb, lda) = (if tb { k } else { n }, if ta { m } else { k });
+    gemm_raw(
+        gpu,
+        (m, n, k),
+        (op(tb), op(ta)),
+        (b16.ptr().as_raw(), nb, ldb),
+        (a16.ptr().as_raw(), na, lda),
+        (c.ptr().as_raw(), c.len()),
+        beta,
+        (
+            sys::cudaDataType::CUDA_R_16F,
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        ),
     )
 }
 

@@ -274,6 +274,38 @@ pub(crate) fn to_bf16(gpu: &Gpu, x: View<'_, f32>, y: View<'_, u16>, n: usize) -
         .map_err(|e| err("launching model_to_bf16", e))
 }
 
+/// y = the fp16 bits of x (n elements; overflow to ±inf).
+pub(crate) fn to_fp16(gpu: &Gpu, x: View<'_, f32>, y: View<'_, u16>, n: usize) -> Result<()> {
+    if x.len() < n || y.len() < n {
+        return Err(muse_reference::Error::Backend {
+            backend: "cuda",
+            message: format!("to_fp16: {n} elements from {} into {}", x.len(), y.len()),
+        });
+    }
+    let m = MODULE.get(gpu)?;
+    let f = gpu.function(m, k::model::TO_FP16)?;
+    let stream = &gpu.stream;
+    let len = n as i64;
+    // SAFETY: 3 arguments in the C order of `model_to_fp16`; x and y hold at least n elements
+    // (checked above); u16 matches the kernel's unsigned short.
+    unsafe { launch!(f<<<blocks(n), THREADS, 0, stream>>>(x.ptr(), y.ptr(), len)) }
+        .map_err(|e| err("launching model_to_fp16", e))
+}
+
+/// The 16-bit copy of x in `fmt`.
+pub(crate) fn to_half(
+    gpu: &Gpu,
+    fmt: crate::gemm::HalfFormat,
+    x: View<'_, f32>,
+    y: View<'_, u16>,
+    n: usize,
+) -> Result<()> {
+    match fmt {
+        crate::gemm::HalfFormat::Bf16 => to_bf16(gpu, x, y, n),
+        crate::gemm::HalfFormat::Fp16 => to_fp16(gpu, x, y, n),
+    }
+}
+
 /// h += LN(gate·local + (1 − gate)·global)·g + b, rows of `dim`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn mix_ln_res(

@@ -204,15 +204,16 @@ impl ParamTable {
         .map_err(|e| err("launching train_gather", e))
     }
 
-    /// One AdamW step of every parameter with the flat gradient `g` clipped to `max_norm` by its
-    /// global norm `√sumsq[0]` (no clipping when `max_norm` ≤ 0); `m`, `v` the flat moments.
+    /// One AdamW step of every parameter with the flat gradient `g`, multiplied by `gscale` (1/S
+    /// for a loss-scaled step, else 1), clipped to `max_norm` by its global norm
+    /// `gscale·√sumsq[0]` (no clipping when `max_norm` ≤ 0); `m`, `v` the flat moments.
     #[allow(clippy::too_many_arguments)]
     pub fn adamw(
         &self,
         gpu: &Gpu,
         (g, m, v): (View<'_, f32>, View<'_, f32>, View<'_, f32>),
         sumsq: View<'_, f32>,
-        max_norm: f32,
+        (max_norm, gscale): (f32, f32),
         h: AdamStep,
     ) -> Result<()> {
         for (name, b) in [("g", &g), ("m", &m), ("v", &v)] {
@@ -223,12 +224,12 @@ impl ParamTable {
         let f = gpu.function(module, k::train::ADAMW)?;
         let stream = &gpu.stream;
         let (nt, total) = (self.count as i32, self.total as i64);
-        // SAFETY: 16 arguments in the C order of `train_adamw`; the table as in `gather`, g, m
+        // SAFETY: 17 arguments in the C order of `train_adamw`; the table as in `gather`, g, m
         // and v hold total floats, sumsq one (checked above).
         unsafe {
             launch!(f<<<blocks(self.total), THREADS, 0, stream>>>(
                 self.ptrs.ptr(), self.offs.ptr(), nt, g.ptr(), m.ptr(), v.ptr(), total,
-                sumsq.ptr(), max_norm, h.lr, h.weight_decay, h.b1, h.b2, h.eps, h.c1, h.c2
+                sumsq.ptr(), max_norm, gscale, h.lr, h.weight_decay, h.b1, h.b2, h.eps, h.c1, h.c2
             ))
         }
         .map_err(|e| err("launching train_adamw", e))

@@ -51,6 +51,8 @@ pub struct Checkpoint {
     pub config: String,
     /// The run's options (JSON), for the record.
     pub options: String,
+    /// The dynamic loss scaler of an fp16 run (header key `loss_scaler`, JSON).
+    pub loss_scaler: Option<crate::scaler::LossScaler>,
 }
 
 fn f64_bytes(v: &[f64]) -> Vec<u8> {
@@ -75,12 +77,15 @@ pub fn save(dir: &Path, ck: &Checkpoint, weights: &Weights) -> Result<()> {
             ))
         })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    let meta: HashMap<String, String> = [
+    let mut meta: HashMap<String, String> = [
         ("step".to_string(), ck.adam.step.to_string()),
         ("config".to_string(), ck.config.clone()),
         ("options".to_string(), ck.options.clone()),
     ]
     .into();
+    if let Some(s) = &ck.loss_scaler {
+        meta.insert("loss_scaler".to_string(), serde_json::to_string(s)?);
+    }
     let tmp = dir.join(format!("{STATE}.tmp"));
     std::fs::write(&tmp, safetensors::serialize(views, Some(meta))?)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -148,5 +153,14 @@ pub fn load(dir: &Path, config: &Config) -> Result<Checkpoint> {
         },
         config: stored,
         options: get("options")?,
+        loss_scaler: match meta.get("loss_scaler") {
+            Some(j) => Some(serde_json::from_str(j).with_context(|| {
+                format!(
+                    "`--resume`: the loss scaler in {} is not valid",
+                    path.display()
+                )
+            })?),
+            None => None,
+        },
     })
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{flatten, into_flat, unflatten};
 use crate::optim::{clip_grad_norm, AdamState, AdamW};
+use crate::scaler::LossScaler;
 
 /// The device of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -23,6 +24,8 @@ pub enum Device {
         tf32: bool,
         /// bf16 forward GEMMs (`CudaTrainer::new_bf16`).
         bf16: bool,
+        /// fp16 forward and backward GEMMs with dynamic loss scaling (`CudaTrainer::new_fp16`).
+        fp16: bool,
     },
 }
 
@@ -42,6 +45,10 @@ pub(crate) trait Engine {
     fn steps_taken(&self) -> u64;
     /// The parameters (flat, `for_each_param` order) and Adam's state, in float64.
     fn snapshot(&self) -> Result<(Vec<f64>, AdamState)>;
+    /// The dynamic loss scaler's state (fp16 runs only), for the checkpoint.
+    fn loss_scaler(&self) -> Option<LossScaler> {
+        None
+    }
 }
 
 /// The CPU reference's step.
@@ -98,6 +105,7 @@ impl Engine for CpuEngine {
 pub(crate) struct CudaEngine {
     t: muse_cuda::model::train::CudaTrainer,
     opt: AdamW,
+    scaler: Option<LossScaler>,
 }
 
 #[cfg(feature = "cuda")]
@@ -108,13 +116,16 @@ impl CudaEngine {
         w32: &ModelWeights<f32>,
         adam: Option<&AdamState>,
         opt: AdamW,
-        (tf32, bf16): (bool, bool),
+        (tf32, bf16, fp16): (bool, bool, bool),
+        scaler: Option<LossScaler>,
     ) -> Result<Self> {
         use muse_cuda::gemm::GemmMath;
         use muse_cuda::model::train::CudaTrainer;
         let gpu = muse_cuda::Cuda::new()?.gpu()?;
         let math = if tf32 { GemmMath::Tf32 } else { GemmMath::Fp32 };
-        let mut t = if bf16 {
+        let mut t = if fp16 {
+            CudaTrainer::new_fp16(gpu, d, w32)?
+        } else if bf16 {
             CudaTrainer::new_bf16(gpu, d, w32, math)?
         } else {
             CudaTrainer::new(gpu, d, w32, math)?
@@ -124,7 +135,12 @@ impl CudaEngine {
             let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
             t.load_state(&f(&flatten(w)), &f(&a.m), &f(&a.v), a.step)?;
         }
-        Ok(Self { t, opt })
+        let scaler = if fp16 {
+            Some(scaler.unwrap_or_default())
+        } else {
+            None
+        };
+        Ok(Self { t, opt, scaler })
     }
 }
 
@@ -147,8 +163,28 @@ impl Engine for CudaEngine {
             c1: 0.0,
             c2: 0.0,
         };
-        let loss = self.t.step(ids, targets, h, clip as f32)?;
-        Ok((f64::from(loss), f64::from(self.t.grad_norm()?)))
+        let Some(scaler) = self.scaler.as_mut() else {
+            let loss = self.t.step(ids, targets, h, clip as f32)?;
+            return Ok((f64::from(loss), f64::from(self.t.grad_norm()?)));
+        };
+        // fp16: retry the batch at a backed-off scale until its scaled gradient is finite.
+        for _ in 0..64 {
+            self.t.set_loss_scale(scaler.scale() as f32)?;
+            let loss = self.t.step(ids, targets, h, clip as f32)?;
+            if scaler.update(self.t.last_step_applied()) == crate::scaler::StepOutcome::Applied {
+                return Ok((f64::from(loss), f64::from(self.t.grad_norm()?)));
+            }
+            if !loss.is_finite() {
+                bail!("fp16: the forward overflowed (loss {loss}); train in bf16 or f32");
+            }
+        }
+        bail!(
+            "fp16: the gradient stayed non-finite through 64 loss-scale backoffs (scale now {:e})",
+            scaler.scale()
+        )
+    }
+    fn loss_scaler(&self) -> Option<LossScaler> {
+        self.scaler
     }
     fn eval(&mut self, ids: ArrayView2<'_, usize>, targets: ArrayView2<'_, usize>) -> Result<f64> {
         Ok(f64::from(self.t.loss(ids, targets)?))
@@ -179,21 +215,23 @@ pub(crate) fn make(
     (w, weights): (ModelWeights<f64>, &muse_model::Weights),
     adam: Option<AdamState>,
     opt: AdamW,
+    scaler: Option<LossScaler>,
 ) -> Result<Box<dyn Engine>> {
     match device {
         Device::Cpu => Ok(Box::new(CpuEngine::new(d, w, adam, opt))),
         #[cfg(feature = "cuda")]
-        Device::Cuda { tf32, bf16 } => Ok(Box::new(CudaEngine::new(
+        Device::Cuda { tf32, bf16, fp16 } => Ok(Box::new(CudaEngine::new(
             d,
             &w,
             &weights.model::<f32>(),
             adam.as_ref(),
             opt,
-            (tf32, bf16),
+            (tf32, bf16, fp16),
+            scaler,
         )?)),
         #[cfg(not(feature = "cuda"))]
         Device::Cuda { .. } => {
-            let _ = (d, w, weights, adam, opt);
+            let _ = (d, w, weights, adam, opt, scaler);
             bail!("`--backend cuda`: {}", muse_cuda::NOT_COMPILED)
         }
     }

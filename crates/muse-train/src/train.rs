@@ -146,6 +146,7 @@ pub fn train(o: &TrainOptions) -> Result<Summary> {
     let mut w = weights.model::<f64>();
     let mut log: Vec<LogLine> = Vec::new();
     let mut adam = None;
+    let mut scaler = None;
     if let Some(dir) = &o.resume {
         let ck = checkpoint::load(dir, &o.config)?;
         let n = crate::checkpoint::flatten(&w).len();
@@ -163,9 +164,10 @@ pub fn train(o: &TrainOptions) -> Result<Summary> {
             .filter(|l| l.step <= ck.adam.step)
             .collect();
         adam = Some(ck.adam);
+        scaler = ck.loss_scaler;
     }
     let template = w.clone();
-    let mut e = engine::make(o.device, d, (w, &weights), adam, o.adam)?;
+    let mut e = engine::make(o.device, d, (w, &weights), adam, o.adam, scaler)?;
     let log_path = o.out.join("log.jsonl");
     let mut log_file = std::fs::File::create(&log_path)
         .with_context(|| format!("cannot write {}", log_path.display()))?;
@@ -218,6 +220,7 @@ pub fn train(o: &TrainOptions) -> Result<Summary> {
                 adam,
                 config: o.config.to_json(),
                 options: options.clone(),
+                loss_scaler: e.loss_scaler(),
             };
             checkpoint::save(&o.out, &ck, &weights)?;
         }

@@ -60,6 +60,7 @@ fn cuda_the_loss_goes_down_and_a_resumed_run_repeats_a_straight_one() {
     loop_checks(muse_train::Device::Cuda {
         tf32: false,
         bf16: false,
+        fp16: false,
     });
 }
 
@@ -70,6 +71,19 @@ fn cuda_bf16_the_loss_goes_down_and_a_resumed_run_repeats_a_straight_one() {
     loop_checks(muse_train::Device::Cuda {
         tf32: false,
         bf16: true,
+        fp16: false,
+    });
+}
+
+/// The same with fp16 GEMMs forward and backward and the dynamic loss scaler (its state is in
+/// the checkpoint, so the resumed run still repeats the straight one bit for bit).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_fp16_the_loss_goes_down_and_a_resumed_run_repeats_a_straight_one() {
+    loop_checks(muse_train::Device::Cuda {
+        tf32: false,
+        bf16: false,
+        fp16: true,
     });
 }
 

@@ -100,13 +100,21 @@ pub fn run_train(a: TrainArgs) -> Result<Outcome> {
         ("cuda", None | Some("f32")) => Device::Cuda {
             tf32: a.tf32,
             bf16: false,
+            fp16: false,
         },
         ("cuda", Some("bf16")) => Device::Cuda {
             tf32: a.tf32,
             bf16: true,
+            fp16: false,
+        },
+        ("cuda", Some("fp16")) if a.tf32 => bail!("`--tf32` and `--precision fp16` exclude each other (fp16 GEMMs already run on tensor cores)"),
+        ("cuda", Some("fp16")) => Device::Cuda {
+            tf32: false,
+            bf16: false,
+            fp16: true,
         },
         ("cuda", Some(p)) => bail!(
-            "`--precision {p}`: CUDA trains in `f32` (optionally `--tf32`) or `bf16` (forward GEMMs in bf16, f32 masters); fp16 training is not built yet"
+            "`--precision {p}`: CUDA trains in `f32` (optionally `--tf32`), `bf16` (forward GEMMs in bf16, f32 masters) or `fp16` (fp16 GEMMs forward and backward, dynamic loss scaling, f32 masters)"
         ),
         (b, _) => bail!("`--backend {b}`: must be `cpu` or `cuda`"),
     };
@@ -146,9 +154,14 @@ pub fn run_train(a: TrainArgs) -> Result<Outcome> {
     let _ = a.checkpointing;
     let on = match device {
         Device::Cpu => "CPU, float64 reference".to_string(),
-        Device::Cuda { tf32, bf16 } => format!(
-            "CUDA, f32 masters{}{}",
+        Device::Cuda { tf32, bf16, fp16 } => format!(
+            "CUDA, f32 masters{}{}{}",
             if bf16 { ", bf16 forward GEMMs" } else { "" },
+            if fp16 {
+                ", fp16 GEMMs with dynamic loss scaling"
+            } else {
+                ""
+            },
             if tf32 { ", TF32 GEMMs" } else { "" }
         ),
     };

@@ -12,7 +12,7 @@ use ndarray::Array4;
 use super::forward::{Bk, CudaModel, CudaSteps, Workspace};
 use super::train::Slots;
 use crate::device::{Buf, Gpu, View};
-use crate::gemm::{gemm, gemm_nt_bf16_views};
+use crate::gemm::{gemm, gemm_nt_half_views};
 use crate::model_bwd::{self as kb, LnGrad, LnInput};
 use crate::train as kt;
 use crate::{bk_core_bwd, hyp_attn, hyp_attn_bwd};
@@ -193,11 +193,11 @@ pub(crate) fn cross_entropy(m: &CudaModel, ws: &Workspace, tw: &TrainWs, grad: b
             tw.logits.slice(0, nr * vpad)?,
         );
         match &m.table16 {
-            // bf16 mode: the chunk of x_f rounded to bf16 times the bf16 table, fp32 sums.
+            // bf16/fp16 mode: the chunk of x_f rounded to 16 bits times the table's copy, fp32 sums.
             Some(t16) => {
                 let x16 = ws.a16.slice(0, nr * dm)?;
-                crate::model::to_bf16(g, x, x16, nr * dm)?;
-                gemm_nt_bf16_views(g, (nr, vpad, dm), x16, t16.view(), lg)?;
+                crate::model::to_half(g, m.half, x, x16, nr * dm)?;
+                gemm_nt_half_views(g, m.half, (nr, vpad, dm), x16, t16.view(), lg)?;
             }
             None => gemm(
                 g,
@@ -216,7 +216,7 @@ pub(crate) fn cross_entropy(m: &CudaModel, ws: &Workspace, tw: &TrainWs, grad: b
             tw.targets.slice(r0, nr)?,
             tw.row_loss.slice(r0, nr)?,
             (nr, m.dims.vocab, vpad),
-            1.0 / rows as f32,
+            m.loss_scale / rows as f32,
         )?;
         if grad {
             let dx = tw.dx.slice(r0 * dm, nr * dm)?;

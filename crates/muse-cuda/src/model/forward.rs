@@ -84,6 +84,10 @@ pub struct CudaModel {
     /// Owned by a trainer ([`super::train::CudaTrainer`]): workspaces hold no logits (its
     /// decoder runs by chunks) and a whole forward is refused.
     pub(crate) train: bool,
+    /// The format of the 16-bit copies (`table16`, `h16`) when present.
+    pub(crate) half: crate::gemm::HalfFormat,
+    /// S of a loss-scaled fp16 step: the cross-entropy's gradient is multiplied by it (1 otherwise).
+    pub(crate) loss_scale: f32,
 }
 
 /// A (batch, n) BK-Core problem in `T` (z set per block before each launch) and its workspace.
@@ -220,8 +224,8 @@ impl CudaModel {
     ) -> Result<()> {
         match w16 {
             Some(w16) => {
-                kern::to_bf16(self.gpu, a.view(), a16.view(), dims.0 * dims.2)?;
-                crate::gemm::gemm_nt_bf16(self.gpu, dims, a16, w16, c)
+                kern::to_half(self.gpu, self.half, a.view(), a16.view(), dims.0 * dims.2)?;
+                crate::gemm::gemm_nt_half(self.gpu, self.half, dims, a16, w16, c)
             }
             None => gemm_nt(self.gpu, dims, a, w, c, 0.0, self.math),
         }

@@ -55,6 +55,9 @@ pub struct CudaTrainer {
     table: ParamTable,
     tws: Option<TrainWs>,
     step: u64,
+    /// Whether the last [`CudaTrainer::step`] updated the weights (a loss-scaled step whose
+    /// gradient held inf/NaN is skipped).
+    applied: bool,
 }
 
 impl CudaTrainer {
@@ -81,6 +84,39 @@ impl CudaTrainer {
         math: GemmMath,
     ) -> Result<Self> {
         Self::build(gpu, dims, w, math, true)
+    }
+
+    /// fp16 mixed precision with loss scaling: the forward's GEMMs read fp16 copies of their
+    /// inputs and weights (as [`CudaTrainer::new_bf16`], in IEEE fp16), the cross-entropy's
+    /// gradient is multiplied by S ([`CudaTrainer::set_loss_scale`]), the backward's GEMMs read
+    /// fp16 copies of their operands (the scaled gradients among them) with fp32 sums, and AdamW
+    /// unscales by 1/S; a step whose gradient holds inf/NaN updates nothing
+    /// ([`CudaTrainer::last_step_applied`]), for the caller's scaler to back off. Masters, moments
+    /// and every other op stay f32.
+    pub fn new_fp16(gpu: &'static Gpu, dims: ModelDims, w: &ModelWeights<f32>) -> Result<Self> {
+        let mut t = Self::build(gpu, dims, w, GemmMath::Fp16, true)?;
+        t.model.half = crate::gemm::HalfFormat::Fp16;
+        t.refresh()?; // rewrites every 16-bit copy in fp16
+        Ok(t)
+    }
+
+    /// S: the factor the loss's gradient is multiplied by (1 by default; fp16 training sets it
+    /// from its dynamic scaler before each step). Must be finite and > 0.
+    pub fn set_loss_scale(&mut self, s: f32) -> Result<()> {
+        if !(s.is_finite() && s > 0.0) {
+            return Err(Error::Domain {
+                op: OP,
+                arg: "loss_scale",
+                rule: format!("must be finite and > 0, got {s}"),
+            });
+        }
+        self.model.loss_scale = s;
+        Ok(())
+    }
+
+    /// Whether the last step updated the weights (false: its scaled gradient was not finite).
+    pub fn last_step_applied(&self) -> bool {
+        self.applied
     }
 
     fn build(
@@ -138,6 +174,7 @@ impl CudaTrainer {
             table,
             tws: None,
             step: 0,
+            applied: false,
         })
     }
 
@@ -263,6 +300,16 @@ impl CudaTrainer {
             self.sum_part.view(),
             (1.0, self.sumsq.view(), false),
         )?;
+        let scale = self.model.loss_scale;
+        if scale != 1.0 {
+            // A loss-scaled step: skip it when the scaled gradient overflowed (one host read).
+            let sumsq = self.sumsq.to_vec()?[0];
+            if !sumsq.is_finite() {
+                self.applied = false;
+                let loss = self.tws.as_ref().expect("queued").loss.to_vec()?[0];
+                return Ok(loss);
+            }
+        }
         self.step += 1;
         let t = self.step as i32;
         let h = AdamStep {
@@ -274,17 +321,18 @@ impl CudaTrainer {
             g,
             (self.grads.view(), self.m.view(), self.v.view()),
             self.sumsq.view(),
-            max_norm,
+            (max_norm, 1.0 / scale),
             h,
         )?;
+        self.applied = true;
         let loss = self.tws.as_ref().expect("queued").loss.to_vec()?[0];
         self.refresh()?;
         Ok(loss)
     }
 
-    /// The global L2 norm of the last gradient (before clipping).
+    /// The global L2 norm of the last gradient (before clipping, unscaled by 1/S).
     pub fn grad_norm(&self) -> Result<f32> {
-        Ok(self.sumsq.to_vec()?[0].sqrt())
+        Ok(self.sumsq.to_vec()?[0].sqrt() / self.model.loss_scale)
     }
 
     /// Re-derives the launches' scalars, cos θ and the decoder table from the masters.
@@ -310,7 +358,7 @@ impl CudaTrainer {
         )?;
         // bf16 mode: the forward's bf16 copies of the updated masters.
         if let Some(t16) = &m.table16 {
-            kern::to_bf16(m.gpu, m.table.view(), t16.view(), m.table.len())?;
+            kern::to_half(m.gpu, m.half, m.table.view(), t16.view(), m.table.len())?;
         }
         for b in &m.blocks {
             if let Some(h) = &b.h16 {
@@ -323,7 +371,7 @@ impl CudaTrainer {
                     (&b.uv, &h.uv),
                     (&b.out.w, &h.out),
                 ] {
-                    kern::to_bf16(m.gpu, src.view(), dst.view(), src.len())?;
+                    kern::to_half(m.gpu, m.half, src.view(), dst.view(), src.len())?;
                 }
             }
         }

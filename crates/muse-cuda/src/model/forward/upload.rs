@@ -286,6 +286,8 @@ impl CudaModel {
             final_norm: norm(&w.final_norm)?,
             ws: Mutex::new(None),
             train: false,
+            half: crate::gemm::HalfFormat::Bf16,
+            loss_scale: 1.0,
         })
     }
 }

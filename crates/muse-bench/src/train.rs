@@ -105,7 +105,12 @@ mod cuda {
         let cfg = config(name, n);
         let w = init::init(&cfg, 0).model::<f32>();
         let before = gpu.live_bytes();
-        let mut t = if bf16 {
+        let mut t = if dtype == "fp16" {
+            // fp16 GEMMs both ways at a fixed loss scale (the dynamic scaler's default start)
+            let mut t = CudaTrainer::new_fp16(gpu, cfg.dims(), &w)?;
+            t.set_loss_scale(65536.0)?;
+            t
+        } else if bf16 {
             CudaTrainer::new_bf16(gpu, cfg.dims(), &w, math)?
         } else {
             CudaTrainer::new(gpu, cfg.dims(), &w, math)?
@@ -194,6 +199,7 @@ mod cuda {
             GemmMath::Fp32,
             ("f32", false, false),
         )?;
+        point(ctx, ("small", 8, 256), GemmMath::Fp16, ("fp16", false, false))?;
         for &n in SWEEP_N {
             let b = (SWEEP_TOKENS / n).max(1);
             if (b, n) != (8, 256) {

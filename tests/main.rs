@@ -32,4 +32,6 @@ mod hyp_fixtures;
 mod model;
 // The KV cache on the GPU against the reference (codec bit for bit, decode vs dense f64).
 mod kv4;
+// The INT8 distance matrix on the GPU against its codes and the §8.1 bound.
+mod hyp_int8;
 mod quant_fixtures;

@@ -46,6 +46,11 @@ template <typename T> inline T __ldcs(const T* p) { return *p; }
 template <typename T> inline void __stcs(T* p, T v) { *p = v; }
 inline float __logf(float x) { return logf(x); }
 inline float __expf(float x) { return expf(x); }
+// Four signed byte products of a and b plus c.
+inline int __dp4a(int a, int b, int c) {
+    for (int i = 0; i < 4; ++i) c += (int)(signed char)(a >> (8 * i)) * (int)(signed char)(b >> (8 * i));
+    return c;
+}
 // fp16 bits <-> f32, correctly rounded (GCC's _Float16, as cvt.rn.f16.f32 on the device).
 inline unsigned short f2h(float x) { _Float16 h = (_Float16)x; unsigned short b; std::memcpy(&b, &h, 2); return b; }
 inline float h2f(unsigned short b) { _Float16 h; std::memcpy(&h, &b, 2); return (float)h; }

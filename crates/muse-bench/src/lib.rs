@@ -35,6 +35,7 @@ mod cuda;
 mod error;
 pub mod hyp_attn;
 pub mod hyp_dist;
+pub mod hyp_int8;
 pub mod hyp_ln;
 mod hyp_small;
 pub mod kv4;
@@ -68,6 +69,7 @@ pub const FAMILIES: &[&dyn Family] = &[
     &train::TrainFamily,
     &pool::PoolFamily,
     &kv4::Kv4Family,
+    &hyp_int8::HypInt8Family,
 ];
 
 /// One kernel family's KPI benchmarks.
@@ -114,7 +116,7 @@ pub fn select(names: &[String]) -> Result<Vec<&'static dyn Family>> {
     {
         return Err(Error::Option {
             flag: format!("--family {bad}"),
-            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist, model, train, pool, kv4",
+            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist, model, train, pool, kv4, hyp_int8",
         });
     }
     Ok(FAMILIES

@@ -199,7 +199,12 @@ mod cuda {
             GemmMath::Fp32,
             ("f32", false, false),
         )?;
-        point(ctx, ("small", 8, 256), GemmMath::Fp16, ("fp16", false, false))?;
+        point(
+            ctx,
+            ("small", 8, 256),
+            GemmMath::Fp16,
+            ("fp16", false, false),
+        )?;
         for &n in SWEEP_N {
             let b = (SWEEP_TOKENS / n).max(1);
             if (b, n) != (8, 256) {

@@ -46,6 +46,8 @@ pub mod hyp_attn_tc_bwd;
 #[cfg(feature = "cuda")]
 pub mod hyp_dist;
 #[cfg(feature = "cuda")]
+pub mod hyp_int8;
+#[cfg(feature = "cuda")]
 pub mod hyp_ln;
 #[cfg(feature = "cuda")]
 pub mod hyp_ln_bwd;

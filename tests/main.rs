@@ -34,4 +34,6 @@ mod model;
 mod kv4;
 // The INT8 distance matrix on the GPU against its codes and the §8.1 bound.
 mod hyp_int8;
+// The W4A8 small-M GEMM on the GPU against the integer reference on its codes.
 mod quant_fixtures;
+mod w4a8;

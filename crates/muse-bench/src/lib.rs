@@ -45,6 +45,7 @@ pub mod pool;
 pub mod records;
 pub mod timing;
 pub mod train;
+pub mod w4a8;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -70,6 +71,7 @@ pub const FAMILIES: &[&dyn Family] = &[
     &pool::PoolFamily,
     &kv4::Kv4Family,
     &hyp_int8::HypInt8Family,
+    &w4a8::W4a8Family,
 ];
 
 /// One kernel family's KPI benchmarks.
@@ -116,7 +118,7 @@ pub fn select(names: &[String]) -> Result<Vec<&'static dyn Family>> {
     {
         return Err(Error::Option {
             flag: format!("--family {bad}"),
-            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist, model, train, pool, kv4, hyp_int8",
+            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist, model, train, pool, kv4, hyp_int8, w4a8",
         });
     }
     Ok(FAMILIES

@@ -210,9 +210,13 @@ extern "C" __global__ void model_to_bf16(const float* x, unsigned short* y, long
 extern "C" __global__ void model_to_fp16(const float* x, unsigned short* y, long long n) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
+#ifdef MUSE_CUDA_EMU
+    y[i] = f2h(x[i]);  // the host emulator's correctly rounded conversion (ci/cuda-emu/emu.h)
+#else
     unsigned short h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x[i]));
     y[i] = h;
+#endif
 }
 
 // ---- mix, LayerNorm and residual: h += LN(gate * local + (1 - gate) * global) --------------------

@@ -75,6 +75,8 @@ pub mod pool;
 pub mod timing;
 #[cfg(feature = "cuda")]
 pub mod train;
+#[cfg(feature = "cuda")]
+pub mod w4a8;
 
 #[cfg(feature = "cuda")]
 pub use device::{Buf, Cuda, DeviceInfo, Gpu, GpuFloat, View};

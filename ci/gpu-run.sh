@@ -92,7 +92,7 @@ fi
 SAN=${SANITIZER_LOGS:-logs/sanitizer}
 mkdir -p "$SAN"
 if want sanitizer; then
-    filter=${SANITIZER_FILTER:-n2,n4096_random,long/benchmark_b1_n65536,poincare/ball_c0.693_d64,small_causal,d96_causal,window16_dv48,masked_rows,decode_n1_m513,lm_window64,gen/none_b1h2_n200_m333_d128_dv128,hyp_ln/exp0_r7_d256,hyp_ln/clip_r16_d256,lin_attn/causal_b2h2_n37_d16_dv24,lin_attn/causal_b1h2_n130_d64,hyp_dist/tangent_c2_d96,hyp_dist/ball_c0.693_d200,model/oracle/forward,model/parity/logits_cuda}
+    filter=${SANITIZER_FILTER:-n2,n4096_random,long/benchmark_b1_n65536,poincare/ball_c0.693_d64,small_causal,d96_causal,window16_dv48,masked_rows,decode_n1_m513,lm_window64,gen/none_b1h2_n200_m333_d128_dv128,hyp_ln/exp0_r7_d256,hyp_ln/clip_r16_d256,lin_attn/causal_b2h2_n37_d16_dv24,lin_attn/causal_b1h2_n130_d64,hyp_dist/tangent_c2_d96,hyp_dist/ball_c0.693_d200,model/oracle/forward,model/parity/logits_cuda,kv4/int4_B2H3D64_n30_q4_causal,kv4/fp16_B1H8D64_ring64_n138_window64,kv4/int4_radial_B2H2D64_n299_q2_causal}
     for tool in memcheck racecheck; do
         step "$tool" timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 3 \
             "$M" verify --backend cuda --out "logs/san-$tool" --filter "$filter"
@@ -105,8 +105,11 @@ if want sanitizer; then
         # The training kernels (backward, cross-entropy, AdamW) through their GPU tests.
         MUSE_FIXTURES=$PWD/fixtures step "$tool-train" timeout 200 compute-sanitizer --tool "$tool" \
             --error-exitcode 3 gpu-bundle/bin/muse-train-cuda-tests --test-threads=1
+        # The inference kernels (KV cache, INT8 distance, W4A8) through their GPU tests.
+        MUSE_FIXTURES=$PWD/fixtures step "$tool-infer" timeout 240 compute-sanitizer --tool "$tool" \
+            --error-exitcode 3 gpu-bundle/bin/muse-tests --test-threads=1 kv4::gpu hyp_int8::gpu w4a8::gpu
         # SANITIZER_APPEND: a folder with an earlier call's logs of kernels unchanged since then.
-        cat "logs/$tool.log" "logs/$tool-model.log" "logs/$tool-train.log" ${SANITIZER_APPEND:+"$SANITIZER_APPEND/$tool.log"} > "$SAN/$tool.log"
+        cat "logs/$tool.log" "logs/$tool-model.log" "logs/$tool-train.log" "logs/$tool-infer.log" ${SANITIZER_APPEND:+"$SANITIZER_APPEND/$tool.log"} > "$SAN/$tool.log"
     done
 fi
 if want profile; then

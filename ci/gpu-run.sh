@@ -105,9 +105,9 @@ if want sanitizer; then
         # The training kernels (backward, cross-entropy, AdamW) through their GPU tests.
         MUSE_FIXTURES=$PWD/fixtures step "$tool-train" timeout 200 compute-sanitizer --tool "$tool" \
             --error-exitcode 3 gpu-bundle/bin/muse-train-cuda-tests --test-threads=1
-        # The inference kernels (KV cache, INT8 distance, W4A8) through their GPU tests.
+        # The inference kernels (KV cache, INT8 distance, W4A8, sparse attention) through their GPU tests.
         MUSE_FIXTURES=$PWD/fixtures step "$tool-infer" timeout 240 compute-sanitizer --tool "$tool" \
-            --error-exitcode 3 gpu-bundle/bin/muse-tests --test-threads=1 kv4::gpu hyp_int8::gpu w4a8::gpu
+            --error-exitcode 3 gpu-bundle/bin/muse-tests --test-threads=1 kv4::gpu hyp_int8::gpu w4a8::gpu sparse_attn::gpu
         # SANITIZER_APPEND: a folder with an earlier call's logs of kernels unchanged since then.
         cat "logs/$tool.log" "logs/$tool-model.log" "logs/$tool-train.log" "logs/$tool-infer.log" ${SANITIZER_APPEND:+"$SANITIZER_APPEND/$tool.log"} > "$SAN/$tool.log"
     done

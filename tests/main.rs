@@ -37,3 +37,5 @@ mod hyp_int8;
 // The W4A8 small-M GEMM on the GPU against the integer reference on its codes.
 mod quant_fixtures;
 mod w4a8;
+// Block-skip sparse attention on the GPU against the reference on the same lists.
+mod sparse_attn;

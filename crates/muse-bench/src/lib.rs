@@ -43,6 +43,7 @@ pub mod lin_attn;
 pub mod model;
 pub mod pool;
 pub mod records;
+pub mod sparse_attn;
 pub mod timing;
 pub mod train;
 pub mod w4a8;
@@ -72,6 +73,7 @@ pub const FAMILIES: &[&dyn Family] = &[
     &kv4::Kv4Family,
     &hyp_int8::HypInt8Family,
     &w4a8::W4a8Family,
+    &sparse_attn::SparseAttnFamily,
 ];
 
 /// One kernel family's KPI benchmarks.
@@ -118,7 +120,7 @@ pub fn select(names: &[String]) -> Result<Vec<&'static dyn Family>> {
     {
         return Err(Error::Option {
             flag: format!("--family {bad}"),
-            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist, model, train, pool, kv4, hyp_int8, w4a8",
+            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist, model, train, pool, kv4, hyp_int8, w4a8, sparse_attn",
         });
     }
     Ok(FAMILIES

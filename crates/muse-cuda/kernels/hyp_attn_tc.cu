@@ -16,6 +16,9 @@
 //   hyp_attn_tc_prep_k(const bf16* x, float4* terms, int rows, int dim, float s)
 //     q terms (E/sqrt2, 1/(sqrt2 E), sinh 2a, sinh 2a / r); k terms (1/F, F, sinh 2b, sinh 2b / rho)
 //   hyp_attn_tc_fwd_d64(TC_ARGS), hyp_attn_tc_fwd_d128(TC_ARGS), hyp_attn_tc_fwd_d64_occ4(TC_ARGS)
+//   hyp_attn_tc_fwd_d64_sparse(TC_ARGS, const int* lists, const int* counts, int kmax): only the
+//     listed 64-key blocks of each 64-query block (lists [B*H, ceil(N/64), kmax], counts
+//     [B*H, ceil(N/64)]; src/sparse_attn.rs selects them)
 //     TC_ARGS = const bf16* q, const bf16* k, const bf16* v, const float4* tq, const float4* tk,
 //       float* o, float* lse, int heads, int n, int m, float neg_beta_over_s_log2,
 //       int mask, int window, const int* lengths
@@ -47,11 +50,14 @@ __device__ void tc_prep(const bf16* __restrict__ x, float4* __restrict__ terms, 
                       : make_float4(1.f / e, e, t.sinh2a, t.sinh2a_over_r);
 }
 
-template <int D, int BN>
+// SPARSE: the key tiles come from lists [B*H, ceil(N/BM), kmax] of BM-key blocks (BN = BM), counts
+// [B*H, ceil(N/BM)] (the block-skip variant of design §6); otherwise every visible tile, in order.
+template <int D, int BN, bool SPARSE>
 __device__ void tc_forward(const bf16* __restrict__ q, const bf16* __restrict__ k,
                            const bf16* __restrict__ v, const float4* __restrict__ tq,
                            const float4* __restrict__ tk, float* __restrict__ o, float* __restrict__ lse, int heads,
-                           int n, int m, float scale2, MaskSpec mk) {
+                           int n, int m, float scale2, MaskSpec mk, const int* __restrict__ lists,
+                           const int* __restrict__ counts, int kmax) {
     constexpr int BM = HYP_ATTN_TC_BM, LD = D + 8, NT = BN / 8, KT = D / 16, OT = D / 8;
     __shared__ __align__(16) bf16 ks[2][BN][LD];
     __shared__ __align__(16) bf16 vs[2][BN][LD];
@@ -93,6 +99,9 @@ __device__ void tc_forward(const bf16* __restrict__ q, const bf16* __restrict__ 
     float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
 
     const int t_first = lo_blk / BN, t_end = (hi_blk + BN - 1) / BN;
+    const long long list_row = (long long)bh * gridDim.x + qblk;
+    const int n_tiles = SPARSE ? counts[list_row] : t_end - t_first;
+    auto tile_at = [&](int idx) { return SPARSE ? lists[list_row * kmax + idx] : t_first + idx; };
     auto load = [&](int stage, int t) {
         const int j0 = t * BN;
         constexpr int CH = D / 8;  // 16-byte chunks per row
@@ -108,15 +117,15 @@ __device__ void tc_forward(const bf16* __restrict__ q, const bf16* __restrict__ 
             cp16(&kts[stage][r], tk + kb + (j < m ? j : 0), j < m ? 16 : 0);
         }
     };
-    if (t_first < t_end) load(0, t_first);
+    if (n_tiles > 0) load(0, tile_at(0));
     cp_commit();
-    for (int t = t_first; t < t_end; ++t) {
-        const int st = (t - t_first) & 1;
-        if (t + 1 < t_end) load(st ^ 1, t + 1);
+    for (int idx = 0; idx < n_tiles; ++idx) {
+        const int st = idx & 1;
+        if (idx + 1 < n_tiles) load(st ^ 1, tile_at(idx + 1));
         cp_commit();
         cp_wait<1>();
         __syncthreads();
-        const int j0 = t * BN;
+        const int j0 = tile_at(idx) * BN;
         // dot = Q.K^T for this warp's 16 rows and the tile's BN keys.
         float sc[NT][4];
 #pragma unroll
@@ -229,7 +238,7 @@ __device__ void tc_forward(const bf16* __restrict__ q, const bf16* __restrict__ 
         const float4 *tk, float *o, float *lse, int heads, int n, int m, float scale2, int mask,    \
         int window, const int *lengths
 #define TC_CALL(D, BN) \
-    { tc_forward<D, BN>(q, k, v, tq, tk, o, lse, heads, n, m, scale2, MaskSpec{mask, window, n, m, lengths}); }
+    { tc_forward<D, BN, false>(q, k, v, tq, tk, o, lse, heads, n, m, scale2, MaskSpec{mask, window, n, m, lengths}, nullptr, nullptr, 0); }
 
 extern "C" __global__ void hyp_attn_tc_prep_q(const bf16* x, float4* terms, int rows, int dim, float s) { tc_prep(x, terms, rows, dim, s, true); }
 extern "C" __global__ void hyp_attn_tc_prep_k(const bf16* x, float4* terms, int rows, int dim, float s) { tc_prep(x, terms, rows, dim, s, false); }
@@ -238,3 +247,7 @@ extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_THREADS) hyp_attn_tc_fw
 // Schedule variant: registers capped at 128 for 4 CTAs (16 warps) per SM; benchmarked against the
 // default (3 CTAs, no spills), see ../src/hyp_attn_tc.rs `Schedule`.
 extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_THREADS, 4) hyp_attn_tc_fwd_d64_occ4(TC_ARGS) TC_CALL(64, 64)
+// The block-skip variant (D = 64, BN = BM = 64): lists and counts as in tc_forward.
+extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_THREADS) hyp_attn_tc_fwd_d64_sparse(TC_ARGS, const int* lists, const int* counts, int kmax) {
+    tc_forward<64, 64, true>(q, k, v, tq, tk, o, lse, heads, n, m, scale2, MaskSpec{mask, window, n, m, lengths}, lists, counts, kmax);
+}

@@ -64,8 +64,8 @@ impl Problem {
 
 /// Row terms (4 floats per row of q and of k) and the outputs o (f32) and lse.
 pub struct ForwardWs {
-    tq: Buf<f32>,
-    tk: Buf<f32>,
+    pub(crate) tq: Buf<f32>,
+    pub(crate) tk: Buf<f32>,
     /// o, (B·H·N, D) f32.
     pub o: Buf<f32>,
     /// lse, B·H·N f32 (natural log).
@@ -87,7 +87,7 @@ impl ForwardWs {
 }
 
 /// C: `hyp_attn_tc_prep_{q,k}(const bf16* x, float4* terms, int rows, int dim, float s)`.
-fn launch_prep(
+pub(crate) fn launch_prep(
     gpu: &Gpu,
     is_q: bool,
     x: &Buf<u16>,

@@ -72,6 +72,8 @@ pub mod poincare;
 #[cfg(feature = "cuda")]
 pub mod pool;
 #[cfg(feature = "cuda")]
+pub mod sparse_attn;
+#[cfg(feature = "cuda")]
 pub mod timing;
 #[cfg(feature = "cuda")]
 pub mod train;

@@ -1,0 +1,159 @@
+//! Block-skip sparse hyperbolic attention on the GPU (design hyperbolic.md §6; kernels:
+//! `../kernels/sparse_attn.cu` for the block-centroid selection, `hyp_attn_tc_fwd_d64_sparse` in
+//! `../kernels/hyp_attn_tc.cu` for the attention; reference: `muse_reference::sparse_attn`). The
+//! bf16 tensor-core forward (D = 64, causal) visits only the listed 64-key blocks of each
+//! 64-query block: the diagonal and the k_b − 1 earlier blocks whose centroids score highest.
+//!
+//! ```no_run
+//! use muse_cuda::{hyp_attn_tc::{ForwardWs, Problem}, sparse_attn::{forward_sparse, select_centroid}};
+//! use muse_reference::hyp_attn::{HypAttnArgs, Mask};
+//! let gpu = muse_cuda::Cuda::new()?.gpu()?;
+//! let x = ndarray::Array4::from_elem((1, 8, 4096, 64), 0.01);
+//! let args = HypAttnArgs::new(x.view(), x.view(), x.view(), 0.693, 1.0, Mask::Causal)?;
+//! let p = Problem::upload(gpu, &args)?;
+//! let ws = ForwardWs::new(gpu, &p)?;
+//! let lists = select_centroid(gpu, &p, 7)?; // 90 % sparse at N = 4096 (64 blocks)
+//! forward_sparse(gpu, &p, &ws, &lists)?;
+//! # Ok::<(), muse_reference::Error>(())
+//! ```
+
+use cust::launch;
+use muse_reference::hyp_attn::Mask;
+use muse_reference::{Error, Result};
+
+use crate::device::{err, k, Buf, Gpu};
+use crate::hyp_attn::{grid_y, lengths_ptr, mask_args};
+use crate::hyp_attn_tc::{launch_prep, ForwardWs, Problem};
+use crate::lazy::LazyModule;
+use crate::poincare::as_i32;
+
+static MODULE: LazyModule = LazyModule::new(k::sparse_attn::CUBIN, "sparse_attn");
+
+const OP: &str = "sparse_attn";
+
+/// Key-block lists on the device: lists [B·H, nb, k_b] (−1 padded), counts [B·H, nb].
+pub struct DeviceLists {
+    /// Blocks per (b, h): ⌈N/64⌉.
+    pub nb: usize,
+    /// k_b, the list width.
+    pub kb: usize,
+    /// The lists.
+    pub lists: Buf<i32>,
+    /// The counts.
+    pub counts: Buf<i32>,
+    cq: Buf<f32>,
+    ck: Buf<f32>,
+}
+
+fn check(p: &Problem) -> Result<()> {
+    let d = p.dims;
+    if d.d != 64 || d.dv != 64 || d.n != d.m || p.mask != Mask::Causal || p.lengths.is_some() {
+        return Err(Error::Unsupported { op: OP, backend: "cuda", what: "block-skip attention needs D = Dv = 64, N = M, the causal mask and no per-batch lengths".into() });
+    }
+    Ok(())
+}
+
+/// Block-centroid selection of `k_blocks` key blocks (the diagonal included) per query block.
+pub fn select_centroid(gpu: &'static Gpu, p: &Problem, k_blocks: usize) -> Result<DeviceLists> {
+    check(p)?;
+    let max = k::sparse_attn::MAX_KB as usize;
+    if k_blocks == 0 || k_blocks > max {
+        return Err(Error::Domain {
+            op: OP,
+            arg: "k_blocks",
+            rule: format!("must be in 1..={max}, got {k_blocks}"),
+        });
+    }
+    let d = p.dims;
+    let block = k::sparse_attn::BLOCK as usize;
+    let nb = d.n.div_ceil(block);
+    let out = DeviceLists {
+        nb,
+        kb: k_blocks,
+        lists: gpu.alloc(d.bh() * nb * k_blocks)?,
+        counts: gpu.alloc(d.bh() * nb)?,
+        cq: gpu.alloc(d.bh() * nb * d.d)?,
+        ck: gpu.alloc(d.bh() * nb * d.d)?,
+    };
+    select_into(gpu, p, &out)?;
+    Ok(out)
+}
+
+/// Re-runs the selection into existing lists (the timed path: no allocation).
+pub fn select_into(gpu: &'static Gpu, p: &Problem, out: &DeviceLists) -> Result<()> {
+    let d = p.dims;
+    let (n, dim, nb, kb) = (
+        as_i32("N", d.n)?,
+        as_i32("D", d.d)?,
+        as_i32("nb", out.nb)?,
+        as_i32("k_blocks", out.kb)?,
+    );
+    let bh = as_i32("B·H", d.bh())?;
+    let stream = &gpu.stream;
+    let cent = gpu.function(MODULE.get(gpu)?, k::sparse_attn::CENTROIDS)?;
+    for (x, c) in [(&p.q, &out.cq), (&p.k, &out.ck)] {
+        let grid = (out.nb as u32, grid_y(&d)?, 1);
+        // SAFETY: (1) five arguments in C order: a u16 pointer (bf16 bits), three i32, an f32
+        // pointer; (2) x holds B·H·N·D values (Problem::upload), c B·H·nb·D floats (select_centroid);
+        // the kernel reads rows < N of block < nb; (3) buffers synchronise `stream` first.
+        unsafe { launch!(cent<<<grid, k::sparse_attn::THREADS, 0, stream>>>(x.ptr(), n, dim, nb, c.ptr())) }
+            .map_err(|e| err("launching sparse_attn_centroids", e))?;
+    }
+    let sel = gpu.function(MODULE.get(gpu)?, k::sparse_attn::SELECT)?;
+    let threads = 128u32;
+    let blocks = ((d.bh() * out.nb) as u32).div_ceil(threads);
+    let s = p.c.sqrt() as f32;
+    // SAFETY: (1) nine arguments in C order: two f32 pointers, four i32, an f32, an i32, two i32
+    // pointers... (eight plus the counts pointer); (2) the centroids hold B·H·nb·D floats, lists
+    // B·H·nb·k_b and counts B·H·nb ints; one thread per (b·h, block) < B·H·nb, k_b ≤ MAX_KB
+    // (checked); (3) buffers synchronise `stream` before they are freed.
+    unsafe {
+        launch!(sel<<<blocks, threads, 0, stream>>>(
+            out.cq.ptr(), out.ck.ptr(), bh, nb, dim, s, kb, out.lists.ptr(), out.counts.ptr()
+        ))
+    }
+    .map_err(|e| err("launching sparse_attn_select", e))
+}
+
+/// The block-skip forward over `lists` (prep + sparse tensor-core kernel), results in `ws`.
+pub fn forward_sparse(
+    gpu: &'static Gpu,
+    p: &Problem,
+    ws: &ForwardWs,
+    lists: &DeviceLists,
+) -> Result<()> {
+    check(p)?;
+    let d = p.dims;
+    if lists.nb != d.n.div_ceil(k::hyp_attn_tc::BM as usize)
+        || lists.lists.len() != d.bh() * lists.nb * lists.kb
+    {
+        return Err(Error::Shape {
+            op: OP,
+            arg: "lists",
+            expected: format!("[B·H, ⌈N/64⌉, k_b] for N = {}", d.n),
+            got: vec![lists.nb, lists.kb],
+        });
+    }
+    let s = p.c.sqrt();
+    launch_prep(gpu, true, &p.q, &ws.tq, d.bh() * d.n, &d, s as f32)?;
+    launch_prep(gpu, false, &p.k, &ws.tk, d.bh() * d.m, &d, s as f32)?;
+    let func = gpu.function(&gpu.hyp_attn_tc, k::hyp_attn_tc::FWD_D64_SPARSE)?;
+    let stream = &gpu.stream;
+    let grid = ((d.n as u32).div_ceil(k::hyp_attn_tc::BM), grid_y(&d)?, 1);
+    let (heads, n, m) = (as_i32("H", d.heads)?, as_i32("N", d.n)?, as_i32("M", d.m)?);
+    let (mask, window) = mask_args(p.mask);
+    let scale2 = (-p.beta / s) as f32;
+    let lengths = lengths_ptr(&p.lengths);
+    let kmax = as_i32("k_blocks", lists.kb)?;
+    // SAFETY: (1) seventeen arguments in C order: the fourteen of hyp_attn_tc_fwd_d64 (see
+    // hyp_attn_tc::forward_with) then two i32 pointers and an i32; (2) as there, plus lists
+    // B·H·nb·k_b block indices < nb (select_into writes them, the diagonal first, counts ≤ k_b);
+    // (3) buffers synchronise the stream before they are freed.
+    unsafe {
+        launch!(func<<<grid, k::hyp_attn_tc::THREADS, 0, stream>>>(
+            p.q.ptr(), p.k.ptr(), p.v.ptr(), ws.tq.ptr(), ws.tk.ptr(), ws.o.ptr(), ws.lse.ptr(),
+            heads, n, m, scale2, mask, window, lengths, lists.lists.ptr(), lists.counts.ptr(), kmax
+        ))
+    }
+    .map_err(|e| err("launching hyp_attn_tc_fwd_d64_sparse", e))
+}

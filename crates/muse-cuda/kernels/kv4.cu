@@ -106,6 +106,9 @@ extern "C" __global__ void kv4_append(const float* __restrict__ k, const float* 
     const long long r = (long long)blockIdx.x * KV4_WARPS + (threadIdx.x >> 5);
     if (r >= (long long)B * H * L) return;
     const int t = (int)(r % L);
+    // A ring append of L > T tokens keeps only its last T: earlier ones would share their slot
+    // with a later token of the same launch, an unordered write (found on the H200).
+    if (t < L - T) return;
     const long long bh = r / L;
     const int b = (int)(bh / H);
     const long long slot = bh * T + (start[b] + t) % T;
@@ -119,6 +122,7 @@ extern "C" __global__ void kv4_append_fp16(const float* __restrict__ k, const fl
     const long long r = (long long)blockIdx.x * KV4_WARPS + (threadIdx.x >> 5);
     if (r >= (long long)B * H * L) return;
     const int lane = threadIdx.x & 31, t = (int)(r % L);
+    if (t < L - T) return; // as kv4_append: only the last T tokens of a ring append are kept
     const long long bh = r / L;
     const long long slot = bh * T + (start[(int)(bh / H)] + t) % T;
     for (int e = lane; e < D; e += 32) {
@@ -206,18 +210,26 @@ __device__ void decode_split(const float* __restrict__ q, const Cache& cache, co
     for (int m = 0; m < KV4_CAP; ++m) acc[m] = 0.0f;
     for (int j = first + warp; j < last; j += KV4_DEC_WARPS) {
         const long long slot = bh * T + j % T;
-        float kv[KV4_CAP], dot = 0.0f, kk = 0.0f;
+        float kv[KV4_CAP], kk = 0.0f;
         cache.key(slot, D, kv);
 #pragma unroll
-        for (int m = 0; m < KV4_CAP; ++m) {
-            dot += qv[m] * kv[m];
-            kk += kv[m] * kv[m];
-        }
-        dot = warp_sum_f(dot);
+        for (int m = 0; m < KV4_CAP; ++m) kk += kv[m] * kv[m];
         const float rk = sqrtf(warp_sum_f(kk));
         const float rho = cache.radial(slot);
         const float bk = fminf(s * (rho >= 0.0f ? rho : rk), KV4_A_MAX);
-        const float omc = (rq > 0.0f && rk > 0.0f) ? fminf(fmaxf(1.0f - dot / (rq * rk), 0.0f), 2.0f) : 1.0f;
+        // 1 − cos θ as ‖q̂ − k̂‖²/2: 1 − ⟨q,k⟩/(‖q‖‖k‖) cancels for near-parallel rows, which cost
+        // the lse 1.6e-5 relative at D = 2 on the H200 (design §2.3's stable form).
+        float omc = 1.0f;
+        if (rq > 0.0f && rk > 0.0f) {
+            const float iq = 1.0f / rq, ik = 1.0f / rk;
+            float dd = 0.0f;
+#pragma unroll
+            for (int m = 0; m < KV4_CAP; ++m) {
+                const float t = qv[m] * iq - kv[m] * ik;
+                dd += t * t;
+            }
+            omc = fminf(0.5f * warp_sum_f(dd), 2.0f);
+        }
         const float sh = sinhf(a - bk);
         const float z = 2.0f * sh * sh + sinh2a * sinhf(2.0f * bk) * omc;
         const float score = -beta * acosh1p_f(z) / s;

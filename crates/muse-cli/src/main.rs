@@ -34,7 +34,8 @@ enum Cmd {
     Train(cmd::train::TrainArgs),
     /// Continue a prompt with a trained model (greedy or sampled).
     Generate(cmd::train::GenerateArgs),
-    /// Held-out perplexity of trained weights, by KV-cache storage (f32, fp16, 4-bit).
+    /// Held-out perplexity of trained weights, by KV-cache storage (f32, fp16, 4-bit) and
+    /// inference quantisation (W4A8 projections, INT8 attention logits).
     Eval(cmd::eval::Args),
     /// Compare a fresh report with a committed baseline (the CI regression gate).
     Gate(cmd::gate::Args),

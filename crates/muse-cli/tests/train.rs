@@ -162,30 +162,30 @@ fn train_then_generate() {
     // (its f32 perplexity agrees with the log's last eval_ppl), and the 4-bit cache's change
     // against fp16 as a record with the < 1 % target.
     let eval_dir = dir.path().join("eval").to_string_lossy().into_owned();
-    let eval = |caches: &str| {
-        muse(
-            &[
-                "eval",
-                "--weights",
-                &weights,
-                "--data",
-                &data,
-                "--seq",
-                "16",
-                "--batch",
-                "2",
-                "--held-out",
-                "0.15",
-                "--eval-tokens",
-                "64",
-                "--kv-cache",
-                caches,
-                "--out",
-                &eval_dir,
-            ],
-            dir.path(),
-        )
+    let eval_with = |caches: &str, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--weights",
+            &weights,
+            "--data",
+            &data,
+            "--seq",
+            "16",
+            "--batch",
+            "2",
+            "--held-out",
+            "0.15",
+            "--eval-tokens",
+            "64",
+            "--kv-cache",
+            caches,
+            "--out",
+            &eval_dir,
+        ];
+        args.extend(extra);
+        muse(&args, dir.path())
     };
+    let eval = |caches: &str| eval_with(caches, &[]);
     let o = eval("f32,fp16,int4");
     assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_str(
@@ -218,6 +218,48 @@ fn train_then_generate() {
     assert!(stderr(&o).contains("twice"), "{}", stderr(&o));
     let o = eval("int3");
     assert!(stderr(&o).contains("--kv-cache"), "{}", stderr(&o));
+
+    // `--quant`: the W4A8 and INT8-logit rows on the same windows with the f32 cache, each with
+    // its finite perplexity and its change against the f32 row (added when `--kv-cache` lacks
+    // it); the < 1 % target on the INT8 logits only, the W4A8 change reported without one.
+    let o = eval_with("fp16", &["--quant", "w4a8,int8-logits"]);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("eval/eval.json")).expect("eval.json"),
+    )
+    .expect("json");
+    let find = |kernel: &str, dtype: &str, metric: &str| {
+        report["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .find(|r| r["kernel"] == kernel && r["dtype"] == dtype && r["metric"] == metric)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kernel} {dtype} {metric} record"))
+    };
+    let value = |r: &serde_json::Value| r["value"].as_f64().expect("a finite value");
+    let f32_ppl = value(&find("kv4_ppl", "f32", "heldout_ppl"));
+    for (quant, target) in [("w4a8", None), ("int8-logits", Some("< 0.01"))] {
+        let ppl = value(&find("quant_ppl", quant, "heldout_ppl"));
+        assert!(ppl.is_finite() && ppl > 1.0, "{quant}: {ppl}");
+        assert!(value(&find("quant_ppl", quant, "heldout_loss")).is_finite());
+        let change = find("quant_ppl", quant, "ppl_change_vs_f32");
+        assert!(
+            (value(&change) - (ppl / f32_ppl - 1.0).abs()).abs() < 1e-12,
+            "{quant}: {change}"
+        );
+        assert_eq!(change["target"].as_str(), target, "{quant}: {change}");
+    }
+    for (bad, why) in [
+        ("int8", "--quant"),
+        ("w4a8,w4a8", "twice"),
+        ("none,w4a8", "none"),
+        ("w4a8:g3", "--quant"),
+    ] {
+        let o = eval_with("f32", &["--quant", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "{bad}: {}", stderr(&o));
+    }
 }
 
 /// `--export-tokens DIR` writes the split as int32 .npy files (the training split, then the

@@ -3,6 +3,10 @@
 //! "the 4-bit cache changes perplexity by < 1 %" (design hyperbolic.md §4.5), with the fp16 cache
 //! as the baseline and the same windows for every codec.
 //!
+//! The same windows also measure the inference quantisations of design hyperbolic.md §8 ([`Quant`]:
+//! W4A8 projections, INT8 attention logits) against the unquantised f32 perplexity
+//! ([`numerics_with`], [`perplexity_with`]).
+//!
 //! The Phase 8 model is not causal (BK-Core's G_ii depends on the whole sequence), so decoding
 //! recomputes every position; a KV cache's effect on it is exactly its codec applied to K and V,
 //! which is what this evaluates (checked against a real `Kv4Cache` in the reference's tests).
@@ -10,7 +14,7 @@
 use anyhow::{ensure, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use muse_model::{Model, Profile};
-use muse_reference::model::{AttnPath, KvCodec, Numerics};
+use muse_reference::model::{AttnPath, KvCodec, Numerics, Quant};
 use ndarray::ArrayView2;
 
 use crate::data::eval_batches;
@@ -29,6 +33,21 @@ pub fn numerics(kv: Option<KvCodec>) -> Numerics {
         num.attention = AttnPath::ExactKv(codec);
     }
     num
+}
+
+/// [`numerics`] with the inference quantisation `quant` of the local attention.
+///
+/// ```
+/// use muse_reference::model::Quant;
+/// let q: Quant = "int8-logits".parse().unwrap();
+/// let num = muse_train::eval::numerics_with(None, q);
+/// assert_eq!((num.quant, num.attention), (q, muse_train::eval::numerics(None).attention));
+/// ```
+pub fn numerics_with(kv: Option<KvCodec>, quant: Quant) -> Numerics {
+    Numerics {
+        quant,
+        ..numerics(kv)
+    }
 }
 
 /// Mean cross-entropy (nats per token) of `targets` under the logits of `ids`.
@@ -84,6 +103,21 @@ pub fn perplexity(
     max_tokens: usize,
     kv: Option<KvCodec>,
 ) -> Result<Perplexity> {
+    let label = kv.map_or("f32", KvCodec::name);
+    perplexity_with(model, tokens, seq, batch, max_tokens, &numerics(kv), label)
+}
+
+/// [`perplexity`] under any numerics `num` (e.g. [`numerics_with`]), the progress bar showing
+/// `label`; the same windows for every `num`.
+pub fn perplexity_with(
+    model: &Model,
+    tokens: &[u32],
+    seq: usize,
+    batch: usize,
+    max_tokens: usize,
+    num: &Numerics,
+    label: &str,
+) -> Result<Perplexity> {
     ensure!(
         seq >= 1 && batch >= 1,
         "`--seq` and `--batch` must be at least 1"
@@ -96,15 +130,14 @@ pub fn perplexity(
         seq
     );
     let batches = eval_batches(&tokens[..limit], batch, seq);
-    let num = numerics(kv);
     let bar = ProgressBar::new(batches.len() as u64).with_style(
         ProgressStyle::with_template("eval {msg} [{bar:30}] {pos}/{len} batches, {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    bar.set_message(kv.map_or("f32", KvCodec::name).to_string());
+    bar.set_message(label.to_string());
     let (mut sum, mut count) = (0.0, 0);
     for (ids, targets) in &batches {
-        sum += cross_entropy(model, ids.view(), targets.view(), &num)? * ids.len() as f64;
+        sum += cross_entropy(model, ids.view(), targets.view(), num)? * ids.len() as f64;
         count += ids.len();
         bar.inc(1);
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use muse_model::{Config, Model, Weights};
 use muse_reference::model::KvCodec;
-use muse_train::eval::perplexity;
+use muse_train::eval::{numerics_with, perplexity, perplexity_with};
 use muse_train::generate::{generate, GenerateOptions};
 use muse_train::optim::AdamW;
 use muse_train::{train, TrainOptions};
@@ -199,6 +199,23 @@ fn loop_checks(device: muse_train::Device) {
         f32_ppl.ppl
     );
     assert!(q4.ppl.is_finite() && q4.ppl != fp16.ppl && q4.tokens == fp16.tokens);
+
+    // The inference quantisations on the same windows: finite and not the f32 perplexity; the
+    // INT8 logits inside the design's 1 % (the W4A8 change is only reported).
+    for name in ["int8-logits", "w4a8", "w4a8+int8-logits"] {
+        let num = numerics_with(None, name.parse().expect("quant"));
+        let p = perplexity_with(&model, &corpus.eval, 16, 2, 64, &num, name).expect(name);
+        let change = p.ppl / f32_ppl.ppl - 1.0;
+        assert!(
+            p.ppl.is_finite() && change != 0.0 && p.tokens == f32_ppl.tokens,
+            "{name}: {} vs {}",
+            p.ppl,
+            f32_ppl.ppl
+        );
+        if name == "int8-logits" {
+            assert!(change.abs() < 1e-2, "{name}: {change}");
+        }
+    }
 }
 
 #[test]

@@ -1,5 +1,9 @@
 //! The reference forward: for every (b, h) the per-row terms of queries and keys once, then for
 //! every query its visible key range, the scores −β·d, a max-shifted softmax, o and the lse.
+//!
+//! The pair distance is a `PairDist`: `Prepared` (the [`Form`]s) for [`forward`], or another
+//! distance through `forward_with` (the INT8 logits of [`crate::hyp_int8::attention`]), with the
+//! softmax and the P·V aggregation shared.
 
 use ndarray::{Array3, Array4, ArrayView2, Axis};
 
@@ -96,6 +100,18 @@ impl<F: Elem> Prepared<F> {
     }
 }
 
+/// The distance of query i and key j of one (b, h) slice, as the scores −β·d read it.
+pub(crate) trait PairDist<F> {
+    /// d(q_i, k_j) (or a compat form's stand-in).
+    fn dist(&self, i: usize, j: usize) -> F;
+}
+
+impl<F: Elem> PairDist<F> for Prepared<F> {
+    fn dist(&self, i: usize, j: usize) -> F {
+        Prepared::dist(self, i, j)
+    }
+}
+
 /// One row's softmax over its visible keys: the scores' max-shifted exponentials and the lse.
 pub(crate) struct RowSoftmax<F> {
     /// exp(t_j − m) for j in the visible range, in order.
@@ -106,8 +122,8 @@ pub(crate) struct RowSoftmax<F> {
     pub lse: F,
 }
 
-pub(crate) fn row_softmax<F: Elem>(
-    prep: &Prepared<F>,
+pub(crate) fn row_softmax<F: Elem, P: PairDist<F>>(
+    prep: &P,
     beta: F,
     i: usize,
     (lo, hi): (usize, usize),
@@ -126,6 +142,23 @@ pub(crate) fn row_softmax<F: Elem>(
 
 /// The forward pass in `F` on inputs rounded to `dtype`.
 pub fn forward<F: Elem>(args: &HypAttnArgs<'_>, dtype: Dtype) -> HypAttnOut {
+    let (form, c) = (args.form(), args.curvature().c());
+    let out = forward_with::<F, _, std::convert::Infallible>(args, dtype, |q, k| {
+        Ok(Prepared::new(form, c, q, k))
+    });
+    match out {
+        Ok(o) => o,
+        Err(never) => match never {},
+    }
+}
+
+/// The forward pass with the pair distances of each (b, h) slice from `prepare(q rows, k rows)`
+/// (rows rounded to `dtype`, in `F`); the scores, softmax, o and lse as [`forward`].
+pub(crate) fn forward_with<F: Elem, P: PairDist<F>, E>(
+    args: &HypAttnArgs<'_>,
+    dtype: Dtype,
+    mut prepare: impl FnMut(Vec<Vec<F>>, Vec<Vec<F>>) -> Result<P, E>,
+) -> Result<HypAttnOut, E> {
     let (nb, nh, n, _, _, dv) = args.dims();
     let mut o = Array4::zeros((nb, nh, n, dv));
     let mut lse = Array3::zeros((nb, nh, n));
@@ -135,12 +168,7 @@ pub fn forward<F: Elem>(args: &HypAttnArgs<'_>, dtype: Dtype) -> HypAttnOut {
             let sl = |x: ndarray::ArrayView4<'_, f64>| {
                 rows::<F>(x.index_axis(Axis(0), b).index_axis_move(Axis(0), h), dtype)
             };
-            let prep = Prepared::new(
-                args.form(),
-                args.curvature().c(),
-                sl(args.q()),
-                sl(args.k()),
-            );
+            let prep = prepare(sl(args.q()), sl(args.k()))?;
             let v = sl(args.v());
             for i in 0..n {
                 let range = args.visible(b, i);
@@ -161,5 +189,5 @@ pub fn forward<F: Elem>(args: &HypAttnArgs<'_>, dtype: Dtype) -> HypAttnOut {
             }
         }
     }
-    HypAttnOut { o, lse }
+    Ok(HypAttnOut { o, lse })
 }

@@ -7,7 +7,8 @@
 //! zero points folded into the integer dot product,
 //! ⟨x,y⟩ ≈ s_x s_y[Σq_xq_y − z_yΣq_x − z_xΣq_y + D z_x z_y], and exact norms in the acosh form.
 //! The §8.1 error bounds are functions here ([`bound_c`], [`bound_d`], [`attention_bound`]) so
-//! tests check every pair against them.
+//! tests check every pair against them. [`attention`] is hyperbolic attention with INT8 logits
+//! (tangent mode), the rest as [`crate::hyp_attn`]'s reference forward.
 //!
 //! ```
 //! use muse_reference::hyp_int8::{dist_int8, quantize_dirs};
@@ -21,8 +22,11 @@
 //! # Ok::<(), muse_reference::Error>(())
 //! ```
 
+mod attn;
 #[cfg(test)]
 mod tests;
+
+pub use attn::attention;
 
 use ndarray::{ArrayView2, Axis};
 
@@ -127,9 +131,25 @@ pub fn dist_int8(s: f64, u: &Int8Dirs, i: usize, w: &Int8Dirs, j: usize) -> f64 
 
 /// z of [`dist_int8`].
 pub fn z_int8(s: f64, u: &Int8Dirs, i: usize, w: &Int8Dirs, j: usize) -> f64 {
-    let (a, b) = (u.radial(s, i), w.radial(s, j));
+    z_from_terms(&u.radial(s, i), &w.radial(s, j), u.c_hat(i, w, j))
+}
+
+/// z = 2 sinh²(a − b) + sinh 2a·sinh 2b·(1 − Ĉ) from the exact radial terms of two rows and the
+/// INT8 angle Ĉ ([`Int8Dirs::c_hat`]): what [`z_int8`] evaluates, for callers that keep the
+/// radial terms of each row instead of recomputing them per pair.
+///
+/// ```
+/// use muse_reference::hyp_int8::{quantize_dirs, z_from_terms, z_int8};
+/// let u = ndarray::arr2(&[[0.3, -0.2, 0.1], [0.0, 0.5, 0.0]]);
+/// let q = quantize_dirs(u.view())?;
+/// let s = 0.693f64.sqrt();
+/// let z = z_from_terms(&q.radial(s, 0), &q.radial(s, 1), q.c_hat(0, &q, 1));
+/// assert_eq!(z, z_int8(s, &q, 0, &q, 1));
+/// # Ok::<(), muse_reference::Error>(())
+/// ```
+pub fn z_from_terms(a: &TangentRow<f64>, b: &TangentRow<f64>, c_hat: f64) -> f64 {
     let sh = (a.a - b.a).sinh();
-    2.0 * sh * sh + a.sinh2a * b.sinh2a * (1.0 - u.c_hat(i, w, j))
+    2.0 * sh * sh + a.sinh2a * b.sinh2a * (1.0 - c_hat)
 }
 
 /// B_C = ‖û_i‖₁σ_j/2 + ‖ŵ_j‖₁σ_i/2 + Dσ_iσ_j/4 ≥ |Ĉ − C| (design §8.1).

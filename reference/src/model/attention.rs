@@ -2,13 +2,14 @@
 //! causally inside non-overlapping windows of W positions, with no context across windows.
 //!
 //! The exact path runs [`crate::hyp_attn`] with `Mask::Window(W)` (the verified kernel reference);
-//! the two compat paths are written out per window, in the original's order of operations.
+//! the two compat paths are written out per window, in the original's order of operations. The
+//! exact path takes the inference quantisations of [`Quant`] ([`window_attention_with`]).
 
 use ndarray::{s, Array2, Array3, Array4, ArrayView1, ArrayView3, Axis};
 
-use super::{linear, softplus, AttnPath, Linear, LocalAttn};
+use super::{linear, softplus, w4a8_linear, AttnPath, Linear, LocalAttn, Quant};
 use crate::hyp_attn::{HypAttn, HypAttnArgs, Mask};
-use crate::{Cpu, Dtype, Elem, Result};
+use crate::{hyp_int8, Cpu, Dtype, Elem, Error, Result};
 
 /// Rounds to TF32 as the tensor cores read an fp32 operand: the low 13 mantissa bits dropped.
 fn tf32<F: Elem>(x: F) -> F {
@@ -123,21 +124,62 @@ pub fn window_attention<F: Elem>(
     window: usize,
     path: AttnPath,
 ) -> Result<Array3<F>> {
+    window_attention_with(w, x, n_heads, window, path, Quant::NONE)
+}
+
+/// [`window_attention`] with the inference quantisations of `quant` (exact paths only): the
+/// Q/K/V/O projections by [`w4a8_linear`] when `quant.w4a8` is set (instead of the float or bf16
+/// GEMM), and the scores from INT8 codes of q and k ([`hyp_int8::attention`]) when
+/// `quant.int8_logits` is. With [`Quant::NONE`] it is [`window_attention`], bit for bit.
+///
+/// ```
+/// use muse_reference::model::{window_attention, window_attention_with};
+/// use muse_reference::model::{AttnPath, LocalAttn, Quant};
+/// let m = ndarray::Array2::from_shape_fn((4, 4), |(i, j)| 0.3 * ((i * 4 + j) % 3) as f64 - 0.2);
+/// let w = LocalAttn { wq: m.clone(), wk: m.t().to_owned(), wv: m.clone(), wo: m,
+///                     log_c: 0.0, beta: 0.5, bias: 0.0, bf16: false };
+/// let x = ndarray::Array3::from_shape_fn((1, 6, 4), |(_, t, e)| 0.2 * (t + e) as f64 - 0.5);
+/// let exact = window_attention(&w, x.view(), 2, 4, AttnPath::Exact)?;
+/// let quant: Quant = "w4a8+int8-logits".parse().unwrap();
+/// let q = window_attention_with(&w, x.view(), 2, 4, AttnPath::Exact, quant)?;
+/// assert!((&q - &exact).iter().all(|e| e.abs() < 0.1));
+/// assert!(window_attention_with(&w, x.view(), 2, 4, AttnPath::TorchBall, quant).is_err());
+/// # Ok::<(), muse_reference::Error>(())
+/// ```
+pub fn window_attention_with<F: Elem>(
+    w: &LocalAttn<F>,
+    x: ArrayView3<'_, F>,
+    n_heads: usize,
+    window: usize,
+    path: AttnPath,
+    quant: Quant,
+) -> Result<Array3<F>> {
+    if !quant.is_none() && !matches!(path, AttnPath::Exact | AttnPath::ExactKv(_)) {
+        return Err(Error::Unsupported {
+            op: "model",
+            backend: "cpu",
+            what: format!(
+                "the `{}` quantisation with a compat attention path (only the exact paths have it)",
+                quant.name()
+            ),
+        });
+    }
     let (b, n, d) = x.dim();
-    let proj = |m: &Array2<F>| {
-        linear(
+    let proj = |m: &Array2<F>, x: ArrayView3<'_, F>| match quant.w4a8 {
+        Some(p) => w4a8_linear(m, x, p),
+        None => Ok(linear(
             &Linear {
                 w: m.clone(),
                 b: None,
                 bf16: w.bf16,
             },
             x,
-        )
+        )),
     };
     let (q, k, v) = (
-        heads(&proj(&w.wq), n_heads),
-        heads(&proj(&w.wk), n_heads),
-        heads(&proj(&w.wv), n_heads),
+        heads(&proj(&w.wq, x)?, n_heads),
+        heads(&proj(&w.wk, x)?, n_heads),
+        heads(&proj(&w.wv, x)?, n_heads),
     );
     let c = softplus(w.log_c);
     let beta = softplus(w.beta);
@@ -162,9 +204,13 @@ pub fn window_attention<F: Elem>(
                 beta.to_f64_exact(),
                 Mask::Window(window),
             )?;
-            Cpu.hyp_attn(&args, Dtype::from(F::PRECISION))?
-                .o
-                .mapv(F::of)
+            let dtype = Dtype::from(F::PRECISION);
+            let out = if quant.int8_logits {
+                hyp_int8::attention(&args, dtype)?
+            } else {
+                Cpu.hyp_attn(&args, dtype)?
+            };
+            out.o.mapv(F::of)
         }
         _ => {
             let mut o = Array4::zeros(q.dim());
@@ -192,14 +238,7 @@ pub fn window_attention<F: Elem>(
         .into_shape_with_order((b, n, d))
         .expect("heads merge")
         .to_owned();
-    Ok(linear(
-        &Linear {
-            w: w.wo.clone(),
-            b: None,
-            bf16: w.bf16,
-        },
-        merged.view(),
-    ))
+    proj(&w.wo, merged.view())
 }
 
 #[cfg(test)]

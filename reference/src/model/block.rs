@@ -5,8 +5,8 @@ use num_complex::Complex64;
 
 use super::structure::{run, ModelSteps};
 use super::{
-    ar_ssm, htt_decode, htt_embed, layer_norm, linear, softplus, window_attention, BlockWeights,
-    ModelDims, ModelWeights, Numerics,
+    ar_ssm, htt_decode, htt_embed, layer_norm, linear, softplus, window_attention_with,
+    BlockWeights, ModelDims, ModelWeights, Numerics,
 };
 use crate::bk_core::{exact, BkCoreArgs};
 use crate::{Elem, Error, Result};
@@ -88,7 +88,14 @@ pub fn block<F: Elem>(
 ) -> Result<Array3<F>> {
     let x = layer_norm(&w.norm, h);
     let g = bk_gate(w, x.view(), num)?;
-    let local = window_attention(&w.attn, x.view(), d.heads, d.window, num.attention)?;
+    let local = window_attention_with(
+        &w.attn,
+        x.view(),
+        d.heads,
+        d.window,
+        num.attention,
+        num.quant,
+    )?;
     let global = ar_ssm(&w.ssm, x.view(), num.scan, num.conv);
     Ok(mix_norm_residual(w, h, local, global.view(), g.view()))
 }
@@ -118,12 +125,13 @@ impl<F: Elem> ModelSteps for CpuSteps<'_, F> {
         bk_gate(&self.w.blocks[l], x.view(), self.num)
     }
     fn local(&mut self, l: usize, x: &Array3<F>) -> Result<Array3<F>> {
-        window_attention(
+        window_attention_with(
             &self.w.blocks[l].attn,
             x.view(),
             self.d.heads,
             self.d.window,
             self.num.attention,
+            self.num.quant,
         )
     }
     fn global(&mut self, l: usize, x: &Array3<F>) -> Result<Array3<F>> {

@@ -23,15 +23,17 @@ mod attention;
 mod block;
 pub mod grad;
 mod layers;
+mod quant;
 mod side;
 pub mod structure;
 
 pub use ar_ssm::{ar_ssm, pseudo_cumsum};
-pub use attention::window_attention;
+pub use attention::{window_attention, window_attention_with};
 pub use block::{bk_gate, block, forward, mix_norm_residual};
 pub use layers::{
     bf16_round, htt_decode, htt_embed, htt_factors, htt_table, layer_norm, linear, softplus,
 };
+pub use quant::{w4a8_linear, KvCodec, Quant, W4a8Proj};
 pub use side::{fusion, rank_gating, side_branch, FusionWeights};
 
 use ndarray::{Array1, Array2, Array3};
@@ -83,65 +85,6 @@ pub enum AttnPath {
     ExactKv(KvCodec),
 }
 
-/// The storage of a KV cache, as it changes the attention's K and V.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KvCodec {
-    /// fp16 K and V (round to nearest even): the baseline cache.
-    Fp16,
-    /// The 4-bit per-token codec with fp16 metadata ([`crate::kv4`]); `radial` keeps the exact
-    /// ‖k‖ (f32) and takes only the direction from the codes.
-    Int4 {
-        /// Keep ρ = ‖k‖ exactly.
-        radial: bool,
-    },
-}
-
-impl KvCodec {
-    /// `fp16`, `int4` or `int4-radial`, as on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            KvCodec::Fp16 => "fp16",
-            KvCodec::Int4 { radial: false } => "int4",
-            KvCodec::Int4 { radial: true } => "int4-radial",
-        }
-    }
-
-    /// One row of K (`key`) or V stored and read back.
-    pub fn roundtrip(self, row: &mut [f64], key: bool) -> crate::Result<()> {
-        match self {
-            KvCodec::Fp16 => row
-                .iter_mut()
-                .for_each(|x| *x = crate::quant::f16_round(*x)),
-            KvCodec::Int4 { radial } => {
-                let g = crate::kv4::quantize_group("kv4", if key { "k" } else { "v" }, row)?;
-                let mut back = g.dequantize();
-                if radial && key {
-                    let rho = f64::from(row.iter().map(|x| x * x).sum::<f64>().sqrt() as f32);
-                    let r = back.iter().map(|x| x * x).sum::<f64>().sqrt();
-                    let scale = if r > 0.0 { rho / r } else { 0.0 };
-                    back.iter_mut().for_each(|x| *x *= scale);
-                }
-                row.copy_from_slice(&back);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::str::FromStr for KvCodec {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "fp16" => Ok(KvCodec::Fp16),
-            "int4" => Ok(KvCodec::Int4 { radial: false }),
-            "int4-radial" => Ok(KvCodec::Int4 { radial: true }),
-            _ => Err(format!(
-                "unknown KV cache `{s}`: expected `fp16`, `int4` or `int4-radial`"
-            )),
-        }
-    }
-}
-
 /// The AR-SSM's prefix sum over the sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scan {
@@ -176,6 +119,9 @@ pub struct Numerics {
     /// Round z to complex64 before BK-Core and G to complex64 after it, and clamp the BK-Core
     /// inputs (he to ±100, the off-diagonals to ±10), as the original does.
     pub complex64: bool,
+    /// Inference quantisation of the local attention (W4A8 projections, INT8 logits), with the
+    /// exact attention paths only; [`Quant::NONE`] in every profile. Evaluation only (no backward).
+    pub quant: Quant,
 }
 
 impl Numerics {
@@ -186,6 +132,7 @@ impl Numerics {
             scan: Scan::Cumsum,
             conv: Conv::Causal,
             complex64: false,
+            quant: Quant::NONE,
         }
     }
 
@@ -197,6 +144,7 @@ impl Numerics {
             scan: Scan::Pseudo { bs: 128 },
             conv: Conv::Centered,
             complex64: true,
+            quant: Quant::NONE,
         }
     }
 

@@ -100,11 +100,11 @@ pub fn backward(
 
 /// Only the exact maths has a backward.
 fn check_exact(num: &Numerics) -> Result<()> {
-    if num.attention != AttnPath::Exact || num.complex64 {
+    if num.attention != AttnPath::Exact || num.complex64 || !num.quant.is_none() {
         return Err(Error::Unsupported {
             op: OP,
             backend: "cpu",
-            what: "a compat profile's attention or complex64 BK-Core (only the exact maths has a backward)".into(),
+            what: "a compat profile's attention, complex64 BK-Core or an inference quantisation (only the exact maths has a backward)".into(),
         });
     }
     Ok(())

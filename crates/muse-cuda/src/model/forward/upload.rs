@@ -143,6 +143,16 @@ impl CudaModel {
         num: Numerics,
         math: GemmMath,
     ) -> Result<Self> {
+        if !num.quant.is_none() {
+            return Err(Error::Unsupported {
+                op: OP,
+                backend: "cuda",
+                what: format!(
+                    "the {} quantisation in the model (the CPU reference has it: `muse eval --quant`)",
+                    num.quant.name()
+                ),
+            });
+        }
         // bf16 GEMMs when the weights say so (ModelWeights::with_bf16_gemms), all or none.
         let bf16 = w.htt.bf16;
         if w.blocks

@@ -293,7 +293,8 @@ mod gpu {
                 Mask::Window(64),
                 5,
             );
-            // long context: 40 splits of DECODE_CHUNK keys merged by log-sum-exp
+            // long context, D = 64 (one key per lane): 79 splits of decode_chunk64(10 000, 2) =
+            // 128 keys merged by log-sum-exp
             check_decode(
                 storage,
                 cfg(1, 2, 64, 10_000, false, false),
@@ -301,6 +302,15 @@ mod gpu {
                 1,
                 Mask::Causal,
                 6,
+            );
+            // long context, D = 128 (a warp per key): 12 splits of DECODE_CHUNK
+            check_decode(
+                storage,
+                cfg(1, 2, 128, 3000, false, false),
+                &[3000],
+                1,
+                Mask::Causal,
+                8,
             );
         }
         check_decode(

@@ -60,6 +60,14 @@ mod gpu {
                     let got: Vec<i32> = lists[row * kb..row * kb + counts[row] as usize].to_vec();
                     assert_eq!(got.len(), kb.min(qb + 1), "count of block {qb}");
                     assert_eq!(got[0] as usize, qb, "the diagonal first");
+                    let mut uniq = got.clone();
+                    uniq.sort_unstable();
+                    uniq.dedup();
+                    assert_eq!(
+                        uniq.len(),
+                        got.len(),
+                        "block {qb} lists a block twice: {got:?}"
+                    );
                     let score = |j: usize| -dist_tangent(s, &mean(&q, h, qb), &mean(&k, h, j));
                     let mut all: Vec<f64> = (0..qb).map(score).collect();
                     all.sort_by(|a, b| b.total_cmp(a));

@@ -73,11 +73,17 @@ static bool run(Cfg c, const std::vector<int>& appends, int nq, int mask, int wi
     std::vector<int> lens(B, len);
     const int stored = len > T ? len - T : 0;
     int maxvis = len - stored;
-    const int splits = (maxvis + chunk - 1) / chunk;
     double worst[2] = {0, 0}, wlse = 0, vmax = 0;
+    // path 0: decode_split (any D); path 1 (D = 64): one key per lane, chunk 128
+    for (int path = 0; path < (D == 64 ? 2 : 1); ++path)
     for (int store = 0; store < 2; ++store) {
+        const int ch = path ? 128 : chunk, splits = (maxvis + ch - 1) / ch;
         std::vector<float> pm((size_t)rows * nq * splits), pl(pm.size()), pa(pm.size() * D), o((size_t)rows * nq * D), lse((size_t)rows * nq);
-        if (store == 0)
+        if (path == 1 && store == 0)
+            launch(dim3{(unsigned)(rows * nq), (unsigned)splits, 1}, 32 * KV4_DEC_WARPS, [&] { kv4_decode64_int4(q.data(), kc.data(), vc.data(), km.data(), vm.data(), c.radial ? kn.data() : nullptr, lens.data(), H, nq, T, mask, window, (float)s, (float)beta, ch, pm.data(), pl.data(), pa.data()); });
+        else if (path == 1)
+            launch(dim3{(unsigned)(rows * nq), (unsigned)splits, 1}, 32 * KV4_DEC_WARPS, [&] { kv4_decode64_fp16(q.data(), k16.data(), v16.data(), lens.data(), H, nq, T, mask, window, (float)s, (float)beta, ch, pm.data(), pl.data(), pa.data()); });
+        else if (store == 0)
             launch(dim3{(unsigned)(rows * nq), (unsigned)splits, 1}, 32 * KV4_DEC_WARPS, [&] { kv4_decode_split_int4(q.data(), kc.data(), vc.data(), km.data(), vm.data(), c.radial ? kn.data() : nullptr, lens.data(), H, nq, D, T, mask, window, (float)s, (float)beta, chunk, pm.data(), pl.data(), pa.data()); });
         else
             launch(dim3{(unsigned)(rows * nq), (unsigned)splits, 1}, 32 * KV4_DEC_WARPS, [&] { kv4_decode_split_fp16(q.data(), k16.data(), v16.data(), lens.data(), H, nq, D, T, mask, window, (float)s, (float)beta, chunk, pm.data(), pl.data(), pa.data()); });
@@ -122,6 +128,8 @@ int main() {
     ok &= run({2, 1, 130, 24, true}, {10, 10}, 1, 0, 0, 8, 4);
     ok &= run({1, 2, 64, 8, false}, {5, 6, 1}, 1, 2, 8, 3, 5);   // ring (12 > T = 8), window 8
     ok &= run({1, 2, 256, 16, false}, {16, 3}, 2, 2, 16, 4, 6);   // D at the cap, ring
+    ok &= run({2, 2, 64, 512, true}, {300, 33}, 2, 1, 0, 64, 7);  // lane-per-key: 3 splits of 128
+    ok &= run({1, 3, 64, 256, false}, {200, 100}, 1, 2, 64, 32, 8);  // ring, window 64
     if (!ok) { printf("kv4: FAILED\n"); return 1; }
     return 0;
 }

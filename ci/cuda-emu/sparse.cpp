@@ -30,7 +30,7 @@ static bool run(int BH, int N, int D, int kb, float c, unsigned seed) {
     std::vector<int> lists((size_t)BH*nb*kb), counts((size_t)BH*nb);
     launch(dim3{(unsigned)nb, (unsigned)BH, 1}, SPARSE_ATTN_THREADS, [&] { sparse_attn_centroids(q.data(), N, D, nb, cq.data()); });
     launch(dim3{(unsigned)nb, (unsigned)BH, 1}, SPARSE_ATTN_THREADS, [&] { sparse_attn_centroids(k.data(), N, D, nb, ck.data()); });
-    launch(dim3{(unsigned)((BH*nb + 127) / 128), 1, 1}, 128, [&] { sparse_attn_select(cq.data(), ck.data(), BH, nb, D, sqrtf(c), kb, lists.data(), counts.data()); });
+    launch(dim3{(unsigned)((BH*nb*32 + 127) / 128), 1, 1}, 128, [&] { sparse_attn_select(cq.data(), ck.data(), BH, nb, D, sqrtf(c), kb, lists.data(), counts.data()); });
     const LD s = sqrtl((LD)c);
     auto cent = [&](const std::vector<unsigned short>& x, int h, int blk) {
         std::vector<LD> m(D, 0); const int r0 = blk*64, r1 = std::min(N, r0 + 64);
@@ -53,6 +53,7 @@ static bool run(int BH, int N, int D, int kb, float c, unsigned seed) {
             const LD kth = sorted[cnt - 2];
             for (int p = 1; p < cnt; ++p) {
                 if (got[p] < 0 || got[p] >= qb) { ++bad; continue; }
+                for (int r = 1; r < p; ++r) if (got[r] == got[p]) ++bad;  // each block once
                 if (sc[got[p]] < kth - 1e-4L * (1 + fabsl(kth))) ++bad;
             }
         }

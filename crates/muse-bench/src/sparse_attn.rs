@@ -45,6 +45,9 @@ impl Family for SparseAttnFamily {
                 select_into(gpu, &p, &lists)?;
                 forward_sparse(gpu, &p, &ws, &lists)
             })?;
+            // the two halves apart: where the time goes
+            let t_sel = time_events(gpu, 3, ctx.runs, || select_into(gpu, &p, &lists))?;
+            let t_blk = time_events(gpu, 3, ctx.runs, || forward_sparse(gpu, &p, &ws, &lists))?;
             let computed: i64 = lists.counts.to_vec()?.iter().map(|&c| i64::from(c)).sum();
             let sparsity = 1.0 - computed as f64 / (8 * nb * (nb + 1) / 2) as f64;
             let case = format!("sparse_hyperbolic_triton.py/B1xH8xN{n}xD64_kb{kb}");
@@ -72,6 +75,20 @@ impl Family for SparseAttnFamily {
                 ..site
             };
             ctx.report.records.extend(event_timing(&dense, &td, None));
+            let select = Site {
+                kernel: "sparse_attn_selection_only",
+                ..site
+            };
+            ctx.report
+                .records
+                .extend(event_timing(&select, &t_sel, None));
+            let blocks = Site {
+                kernel: "sparse_attn_blocks_only",
+                ..site
+            };
+            ctx.report
+                .records
+                .extend(event_timing(&blocks, &t_blk, None));
         }
         Ok(None)
     }

@@ -23,6 +23,8 @@
 //      float* part_m, float* part_l, float* part_acc)
 //     grid (B H Nq, splits) x KV4_DEC_WARPS warps; split j scores the visible keys
 //     [lo + j chunk, lo + (j+1) chunk) of its query; writes (m, l, acc[D]) of the split.
+//   kv4_decode64_int4 / kv4_decode64_fp16: the same without D (64), one key per lane
+//     (include/kv4_decode64.cuh); chunk a multiple of 32 KV4_DEC_WARPS.
 //   kv4_decode_merge(const float* part_m, const float* part_l, const float* part_acc, int splits,
 //              int D, float* o, float* lse)   grid (B H Nq) x 32: o = sum e^(m_j-m) acc_j / L.
 #define KV4_WARPS 8
@@ -267,6 +269,29 @@ __device__ void decode_split(const float* __restrict__ q, const Cache& cache, co
         for (int w = 0; w < KV4_DEC_WARPS; ++w) x += sh_acc[w][e] * f[w];
         part_acc[part * D + e] = x;
     }
+}
+
+#include "include/kv4_decode64.cuh"
+
+extern "C" __global__ void kv4_decode64_int4(const float* __restrict__ q, const unsigned char* __restrict__ k_codes,
+                                             const unsigned char* __restrict__ v_codes,
+                                             const unsigned short* __restrict__ k_meta,
+                                             const unsigned short* __restrict__ v_meta,
+                                             const float* __restrict__ k_norm, const int* __restrict__ len, int H,
+                                             int Nq, int T, int mask, int window, float s, float beta, int chunk,
+                                             float* __restrict__ part_m, float* __restrict__ part_l,
+                                             float* __restrict__ part_acc) {
+    const Int4Rows64 cache{k_codes, v_codes, k_meta, v_meta, k_norm};
+    decode_split64(q, cache, len, H, Nq, T, mask, window, s, beta, chunk, part_m, part_l, part_acc);
+}
+
+extern "C" __global__ void kv4_decode64_fp16(const float* __restrict__ q, const unsigned short* __restrict__ k16,
+                                             const unsigned short* __restrict__ v16, const int* __restrict__ len,
+                                             int H, int Nq, int T, int mask, int window, float s, float beta,
+                                             int chunk, float* __restrict__ part_m, float* __restrict__ part_l,
+                                             float* __restrict__ part_acc) {
+    const Fp16Rows64 cache{k16, v16};
+    decode_split64(q, cache, len, H, Nq, T, mask, window, s, beta, chunk, part_m, part_l, part_acc);
 }
 
 extern "C" __global__ void kv4_decode_split_int4(const float* __restrict__ q, const unsigned char* __restrict__ k_codes,

@@ -34,8 +34,27 @@ static MODULE: LazyModule = LazyModule::new(k::kv4::CUBIN, "kv4");
 
 const OP: &str = "kv4";
 
-/// Keys one decode CTA scores (the split size; FlashDecoding's chunk).
+/// Keys one decode CTA scores (the split size; FlashDecoding's chunk) on the warp-per-key path.
 pub const DECODE_CHUNK: usize = 256;
+
+/// The split size of the D = 64 one-key-per-lane path: enough splits for about eight CTAs per
+/// SM of an H100/H200 (132 SMs) over all query rows, at least one key per lane
+/// (32·`DEC_WARPS`), at most 16 per lane.
+///
+/// ```
+/// use muse_cuda::kv4::decode_chunk64;
+/// assert_eq!(decode_chunk64(8192, 4 * 8), 256); // B4 H8: 32 splits
+/// assert_eq!(decode_chunk64(8192, 8), 128); // B1 H8: 64 splits
+/// assert_eq!(decode_chunk64(1 << 20, 1), 2048); // capped at 16 keys per lane
+/// ```
+pub fn decode_chunk64(max_visible: usize, rows: usize) -> usize {
+    let lanes = 32 * k::kv4::DEC_WARPS as usize;
+    let want_splits = (8 * 132usize).div_ceil(rows.max(1));
+    max_visible
+        .div_ceil(want_splits)
+        .next_multiple_of(lanes)
+        .clamp(lanes, 16 * lanes)
+}
 
 pub use muse_reference::kv4::KvStorage as Storage;
 
@@ -355,7 +374,13 @@ impl DeviceKvCache {
             }
             max_visible = max_visible.max(n - lo);
         }
-        let splits = max_visible.div_ceil(DECODE_CHUNK).max(1);
+        let lanes64 = cfg.dim == 64;
+        let chunk = if lanes64 {
+            decode_chunk64(max_visible, rows)
+        } else {
+            DECODE_CHUNK
+        };
+        let splits = max_visible.div_ceil(chunk).max(1);
         ws.ensure(gpu, splits)?;
         let grid = GridSize::xy(
             u32::try_from(rows)
@@ -369,11 +394,45 @@ impl DeviceKvCache {
             int(cfg.dim, "D")?,
             int(cfg.capacity, "T")?,
         );
-        let (w, chunk) = (int(window, "W")?, DECODE_CHUNK as i32);
+        let (w, chunk) = (int(window, "W")?, int(chunk, "chunk")?);
         let (s32, beta32) = (s as f32, beta as f32);
         let stream = &gpu.stream;
-        match self.storage {
-            Storage::Int4 => {
+        match (self.storage, lanes64) {
+            (Storage::Int4, true) => {
+                let func = gpu.function(MODULE.get(gpu)?, k::kv4::DECODE64_INT4)?;
+                let norm = self
+                    .k_norm
+                    .as_ref()
+                    .map_or(cust::memory::DevicePointer::null(), |n| n.ptr());
+                // SAFETY: (1) seventeen arguments in C order: an f32 pointer, two u8, two u16, an
+                // f32 (nullable) and an i32 pointer, five i32, two f32, an i32, three f32 pointers;
+                // (2) as the warp-per-key launch below, with D = 64 (checked): codes 32 B and meta
+                // 2 u16 per slot, read as 16-byte / 2-byte words at slot offsets (cudaMalloc bases
+                // are 256-byte aligned); (3) buffers synchronise `stream` before they are freed.
+                unsafe {
+                    launch!(func<<<grid, threads, 0, stream>>>(
+                        q.ptr(), self.k_codes.ptr(), self.v_codes.ptr(), self.k_meta.ptr(), self.v_meta.ptr(),
+                        norm, self.len_dev.ptr(), h, nqi, t, mask_id, w, s32, beta32, chunk,
+                        ws.part_m.ptr(), ws.part_l.ptr(), ws.part_acc.ptr()
+                    ))
+                }
+                .map_err(|e| err("launching kv4_decode64_int4", e))?;
+            }
+            (Storage::Fp16, true) => {
+                let func = gpu.function(MODULE.get(gpu)?, k::kv4::DECODE64_FP16)?;
+                // SAFETY: (1) fourteen arguments in C order: an f32 pointer, two u16, an i32
+                // pointer, five i32, two f32, an i32, three f32 pointers; (2) k16, v16 hold
+                // B·H·T·64 (D = 64 checked), read as 16-byte words of 128-byte rows, len B, the
+                // partials rows·splits (·64); (3) buffers synchronise `stream` before they are freed.
+                unsafe {
+                    launch!(func<<<grid, threads, 0, stream>>>(
+                        q.ptr(), self.k16.ptr(), self.v16.ptr(), self.len_dev.ptr(), h, nqi, t, mask_id,
+                        w, s32, beta32, chunk, ws.part_m.ptr(), ws.part_l.ptr(), ws.part_acc.ptr()
+                    ))
+                }
+                .map_err(|e| err("launching kv4_decode64_fp16", e))?;
+            }
+            (Storage::Int4, false) => {
                 let func = gpu.function(MODULE.get(gpu)?, k::kv4::DECODE_SPLIT_INT4)?;
                 let norm = self
                     .k_norm
@@ -393,7 +452,7 @@ impl DeviceKvCache {
                 }
                 .map_err(|e| err("launching kv4_decode_split_int4", e))?;
             }
-            Storage::Fp16 => {
+            (Storage::Fp16, false) => {
                 let func = gpu.function(MODULE.get(gpu)?, k::kv4::DECODE_SPLIT_FP16)?;
                 // SAFETY: as above with the fp16 K, V (B·H·T·D each) in place of codes and meta.
                 unsafe {

@@ -101,11 +101,17 @@ pub fn select_into(gpu: &'static Gpu, p: &Problem, out: &DeviceLists) -> Result<
     }
     let sel = gpu.function(MODULE.get(gpu)?, k::sparse_attn::SELECT)?;
     let threads = 128u32;
-    let blocks = ((d.bh() * out.nb) as u32).div_ceil(threads);
+    let blocks = u32::try_from(d.bh() * out.nb * 32)
+        .map_err(|_| Error::Unsupported {
+            op: OP,
+            backend: "cuda",
+            what: "B·H·⌈N/64⌉ query blocks exceed the grid".into(),
+        })?
+        .div_ceil(threads);
     let s = p.c.sqrt() as f32;
     // SAFETY: (1) nine arguments in C order: two f32 pointers, four i32, an f32, an i32, two i32
     // pointers... (eight plus the counts pointer); (2) the centroids hold B·H·nb·D floats, lists
-    // B·H·nb·k_b and counts B·H·nb ints; one thread per (b·h, block) < B·H·nb, k_b ≤ MAX_KB
+    // B·H·nb·k_b and counts B·H·nb ints; one warp per (b·h, block) < B·H·nb, k_b ≤ MAX_KB
     // (checked); (3) buffers synchronise `stream` before they are freed.
     unsafe {
         launch!(sel<<<blocks, threads, 0, stream>>>(

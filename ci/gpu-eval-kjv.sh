@@ -29,10 +29,11 @@ for kv in f32,fp16 fp16,int4 fp16,int4-radial; do
     "$M" "${common[@]}" --kv-cache "$kv" --out "logs/eval-$name" > "logs/kjv-eval-$name.log" 2>&1 &
     pids+=($!)
 done
-if [ -n "${QUANT:-}" ]; then
-    "$M" "${common[@]}" --kv-cache f32 --quant "$QUANT" --out logs/eval-quant > logs/kjv-eval-quant.log 2>&1 &
+# one process per quantisation (each with its own f32 baseline on the same windows)
+for qn in ${QUANT//,/ }; do
+    "$M" "${common[@]}" --kv-cache f32 --quant "$qn" --out "logs/eval-quant-$qn" > "logs/kjv-eval-quant-$qn.log" 2>&1 &
     pids+=($!)
-fi
+done
 for p in "${pids[@]}"; do wait "$p"; echo "eval pid $p rc=$?"; done
 echo "eval $(( $(date +%s) - t0 ))s"
 for d in logs/eval-*; do

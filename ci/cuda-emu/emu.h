@@ -38,6 +38,8 @@ struct float2 { float x, y; };
 struct float4 { float x, y, z, w; };
 struct uint4 { unsigned x, y, z, w; };
 struct double2 { double x, y; };
+struct uint2 { unsigned x, y; };
+struct int4 { int x, y, z, w; };
 inline float2 make_float2(float a, float b) { return {a, b}; }
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 inline double2 make_double2(double a, double b) { return {a, b}; }
@@ -81,6 +83,7 @@ struct Block {
     std::unique_ptr<std::barrier<>> block;
     std::vector<std::unique_ptr<std::barrier<>>> warps;
     std::vector<std::vector<uint64_t>> slots;
+    std::vector<std::vector<unsigned char>> gather;  // per warp: 32 lanes x up to 64 bytes
 };
 inline Block* g_block = nullptr;
 
@@ -107,6 +110,16 @@ template <typename V> inline V __shfl_down_sync(unsigned, V v, int d) { return s
 inline void __syncwarp() { g_block->warps[threadIdx.x / 32]->arrive_and_wait(); }
 template <typename V> inline V __shfl_xor_sync(unsigned, V v, int o) { return shfl_impl(v, xor_lane, o); }
 template <typename V> inline V __shfl_sync(unsigned, V v, int s) { return shfl_impl(v, src_lane, s); }
+// Warp-collective (every lane of the warp calls it): all[l] = lane l's `mine`, for emulating
+// instructions that read other lanes' registers (mma.sync).
+template <typename T> inline void emu_warp_allgather(const T& mine, T* all) {
+    static_assert(sizeof(T) <= 64, "emu_warp_allgather: at most 64 bytes per lane");
+    const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    std::memcpy(g_block->gather[w].data() + lane * sizeof(T), &mine, sizeof(T));
+    g_block->warps[w]->arrive_and_wait();
+    std::memcpy(all, g_block->gather[w].data(), 32 * sizeof(T));
+    g_block->warps[w]->arrive_and_wait();
+}
 
 // Runs `kernel` on grid x block (block.y = block.z = 1).
 inline void launch(dim3 grid, unsigned threads, const std::function<void()>& kernel) {
@@ -121,6 +134,7 @@ inline void launch(dim3 grid, unsigned threads, const std::function<void()>& ker
                 for (unsigned w = 0; w < nw; ++w) {
                     b.warps.push_back(std::make_unique<std::barrier<>>(std::min(32u, threads - 32 * w)));
                     b.slots.emplace_back(32, 0);
+                    b.gather.emplace_back(32 * 64, 0);
                 }
                 g_block = &b;
                 std::vector<std::thread> ts;

@@ -1,21 +1,51 @@
 // W4A8 GEMM for small M (decode; design hyperbolic.md §8.3): Y[m, n] = s_x[m] sum_g s_w[n, g]
 // (sum_{k in g} q_x q_w - z_w[n, g] sum_{k in g} q_x), per-token int8 activations, 4-bit weights
-// per output row and group of G inputs (symmetric -8..7, or 0..15 with zero points), exact int32
-// sums per group (dp4a), an f32 epilogue. Launchers: ../src/w4a8.rs; CPU reference:
-// reference/src/w4a8.rs.
+// per output row and group of G inputs (symmetric -8..7, or 0..15 with zero points). Launchers:
+// ../src/w4a8.rs (which also builds the device layouts below); CPU reference: reference/src/w4a8.rs.
 //
-// w4a8_quant_x(x, M, K, xq, sx): one warp per row: s = absmax/127 (1 for a zero row),
-//   q = clamp(rint(x / s), -127, 127).
-// w4a8_gemm_small(xq, sx, wp, wscale, wzero, y, M, N, K, G, asym): one warp per output column n,
-//   W4A8_WARPS columns per CTA, M <= W4A8_MAX_M; lane l takes the groups l, l + 32, ...: per 4
-//   packed bytes (8 codes) it unpacks two int8 words in k order (even index in the low nibble),
-//   sign-extends symmetric codes, and adds dp4a(x word, w word) per row m; the group's int32 sums
-//   and sum q_x give its f32 term; a warp sum over the lanes gives Y[m, n].
-// Layouts: x [M, K] f32, xq [M, K] i8, sx [M] f32, wp [N, K/2] u8, wscale [N, K/G] fp16 bits,
-// wzero [N, K/G] u8, y [M, N] f32. K % G == 0, G % 8 == 0.
+// Exactness. Weights enter an int8 tensor-core MMA (m16n8k32, s8 x s8 -> s32) as 16 v, v the
+// code as a signed nibble (q for symmetric codes, q - 8 for asymmetric ones), so the MMA's int32
+// sums are exact (|sum| <= 127 * 128 * 128 per 128-block). For asymmetric weights one more MMA per
+// chunk against all-ones bytes gives the code sums sum q_x (exact, shared by all the warp's
+// tiles); with zc = 16 (8 - z_w) (0 when symmetric), T = acc + zc * sum q_x = 16 sum q_x (q_w -
+// z_w) is an exact integer per 32-code chunk, summed over the 4 chunks of a 128-block when G %
+// 128 == 0 (else one T per chunk), and converts to f32 exactly (|T| <= 16*127*15*128 < 2^24).
+// The f32 epilogue f += T * (s_w / 16) (s_w / 16 exact in f32; FMA, one rounding) runs per warp
+// over its blocks, then the warps' partials are added in a fixed order and scaled by s_x. So y
+// equals the reference's `gemm_exact` (the same integer group sums, an f64 epilogue) up to the
+// f32 rounding of those operations (K/128 partials in all, K/32 when G % 128 != 0, then the
+// WK-way sum and the s_x product): no integer sum is ever rounded. Deterministic (no atomics).
+//
+// w4a8_quant_x(x, M, K, xq, sx): one CTA per row: s = absmax/127 (1 for a zero row),
+//   q = clamp(rint(x / s), -127, 127) into the permuted code layout below.
+// w4a8_gemm_small(xq, sx, wp, meta, y, M, N, K, G, ct, asym): y from those codes.
+// w4a8_gemm_fused(x, wp, meta, y, xq, sx, M, N, K, G, ct, asym): the same in one launch for
+//   M * Kp <= W4A8_FUSE_MAX: every CTA quantises x itself into shared memory (CTA 0 also writes
+//   xq/sx, so both paths leave the same codes behind).
+// CTA = 8 warps over ct n-tiles (8 columns each, ct in {1, 2, 4}): WK warps split the 128-blocks
+// of K (warp wk takes blocks wk, wk + WK, ...), 8/WK warps split the tiles (ntw tiles per warp,
+// one MMA per tile and chunk; the A fragments are loaded once per block and reused across them).
+// Per block a lane loads one uint4 of weights per tile (32 codes; a warp reads 512 contiguous
+// bytes) and its A fragments (2 x 16 B per row pair, from shared memory in the fused kernel);
+// the next block's weights (and global A fragments) load before the current block's MMAs, and
+// warp 0 first asks L2 to prefetch the CTA's weight range. <= 128 registers: 2 CTAs per SM.
+// Layouts (Kp = K rounded up to 128, nblk = Kp / 128; N padded to 32 on the device):
+//   x [M, K] f32; y [M, N] f32; sx [M] f32;
+//   xq [M, Kp] i8, per 128-block: byte 32t + 8c + 4h + i holds k = 32c + 8t + 2i + h (0 past K);
+//   wp [N/8 tiles][nblk][8 columns g][4 lanes t] of 16 bytes: word c (bytes 4c..4c+3) holds
+//     codes k = 128b + 32c + 8t .. +7, byte i = nib(k + 2i) | nib(k + 2i + 1) << 4, nib = the
+//     code (symmetric) or code ^ 8 (asymmetric) as a 4-bit two's-complement value v;
+//   meta [N/8][K/G][8] u32: fp16 bits of s_w | (int16)(16 (8 - z_w)) << 16 (0 when symmetric).
+// K % 32 == 0, G % 32 == 0, K % G == 0, 1 <= M <= 16.
 #define W4A8_THREADS 256
 #define W4A8_WARPS 8
 #define W4A8_MAX_M 16
+#define W4A8_NT 4
+#define W4A8_FUSE_MAX 16384
+#define W4A8_RED_LD 40
+#define W4A8_QB 4
+#define W4A8_PREFETCH_PIECE 16384
+#define W4A8_PREFETCH_PIECES 8
 
 #ifndef MUSE_CUDA_EMU
 __device__ __forceinline__ float w4a8_h2f(unsigned short h) {
@@ -23,69 +53,312 @@ __device__ __forceinline__ float w4a8_h2f(unsigned short h) {
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
 }
+__device__ __forceinline__ void w4a8_mma(int (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void w4a8_prefetch_l2(const void* p, unsigned bytes) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+}
 #else
 inline float w4a8_h2f(unsigned short h) { return h2f(h); }
+// The MMA from its fragment layouts (PTX ISA, mma.m16n8k32 .s8): lane = 4 g + t holds A rows g
+// (regs 0, 2) and g + 8 (regs 1, 3) at k = 4t + i (regs 0, 1) and 16 + 4t + i (regs 2, 3), B
+// column g at k = 4t + i (reg 0) and 16 + 4t + i (reg 1), D rows g, g + 8 at columns 2t, 2t + 1.
+inline void w4a8_mma(int (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    struct F { unsigned a[4], b[2]; } mine{{a[0], a[1], a[2], a[3]}, {b0, b1}}, all[32];
+    emu_warp_allgather(mine, all);
+    const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    for (int e = 0; e < 4; ++e) {
+        const int r = g + 8 * (e >> 1), n = 2 * t + (e & 1);
+        for (int k = 0; k < 32; ++k) {
+            const unsigned av = all[(r & 7) * 4 + (k & 15) / 4].a[(r >> 3) + 2 * (k >> 4)];
+            const unsigned bv = all[n * 4 + (k & 15) / 4].b[k >> 4];
+            d[e] += (int)(signed char)(av >> 8 * (k & 3)) * (int)(signed char)(bv >> 8 * (k & 3));
+        }
+    }
+}
+inline void w4a8_prefetch_l2(const void*, unsigned) {}
 #endif
 
-__device__ __forceinline__ float w4a8_warp_max(float x) {
+// This warp's share of the CTA's work.
+struct W4a8Geo {
+    int M, N, K, G, nblk, groups, WK, ntw, wk, jtl, lane;
+    long long jt0;  // first n-tile of the warp
+};
+
+__device__ __forceinline__ W4a8Geo w4a8_geo(int M, int N, int K, int G, int ct) {
+    W4a8Geo q;
+    q.M = M, q.N = N, q.K = K, q.G = G, q.nblk = (K + 127) / 128, q.groups = K / G;
+    int wk0 = 1;
+    while (wk0 < W4A8_WARPS && 2 * wk0 <= q.nblk) wk0 *= 2;
+    const int wn = min(ct, W4A8_WARPS / wk0), w = threadIdx.x >> 5;
+    q.WK = W4A8_WARPS / wn, q.ntw = ct / wn, q.wk = w % q.WK, q.jtl = (w / q.WK) * q.ntw;
+    q.lane = threadIdx.x & 31, q.jt0 = (long long)blockIdx.x * ct + q.jtl;
+    return q;
+}
+
+// Warp 0 asks L2 for the CTA's contiguous weight range (its first W4A8_PREFETCH_PIECES pieces, so
+// that the resident CTAs' requests stay well inside L2) and its metadata.
+__device__ __forceinline__ void w4a8_prefetch_cta(const unsigned char* wp, const unsigned* meta, const W4a8Geo& q, int ct) {
+    if (threadIdx.x >= 32) return;
+    const long long bytes = (long long)ct * q.nblk * 512, off = (long long)q.lane * W4A8_PREFETCH_PIECE;
+    const unsigned char* base = wp + (long long)blockIdx.x * bytes;
+    if (q.lane < W4A8_PREFETCH_PIECES && off < bytes) w4a8_prefetch_l2(base + off, (unsigned)min((long long)W4A8_PREFETCH_PIECE, bytes - off));
+    if (q.lane == 0) w4a8_prefetch_l2(meta + (long long)blockIdx.x * ct * q.groups * 8, (unsigned)min(ct * q.groups * 32, W4A8_PREFETCH_PIECE));
+}
+
+struct W4a8W {  // one block's weights and metadata, per tile of the warp
+    uint4 w[W4A8_NT];
+    unsigned meta[W4A8_NT];
+};
+struct W4a8A {  // one block's A fragments (rows g: a[0..1], g + 8: a[2..3])
+    uint4 a[4];
+};
+
+// Lane (g, t) loads column g of each tile and the metadata of column g for chunk t's group.
+// w4 and m4 point at the warp's first tile (lane and column offsets included).
+__device__ __forceinline__ void w4a8_load_w(const uint4* w4, const unsigned* m4, const W4a8Geo& q, int b, W4a8W& st) {
+    const int gi = min((128 * b + 32 * (q.lane & 3)) / q.G, q.groups - 1);
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-    return x;
+    for (int j = 0; j < W4A8_NT; ++j)
+        if (j < q.ntw) {
+            st.w[j] = __ldg(w4 + (unsigned)((j * q.nblk + b) * 32));
+            st.meta[j] = __ldg(m4 + (unsigned)((j * q.groups + gi) * 8));
+        }
+}
+
+// Rows past M repeat row M - 1 (their outputs are dropped); M <= 8 leaves rows g + 8 at zero.
+__device__ __forceinline__ void w4a8_load_a(const signed char* xa, int ld, const W4a8Geo& q, int b, W4a8A& ac) {
+    const int g = q.lane >> 2, r0 = min(g, q.M - 1), r1 = min(g + 8, q.M - 1);
+    const uint4* p0 = reinterpret_cast<const uint4*>(xa + (long long)r0 * ld + 128 * b + 32 * (q.lane & 3));
+    const uint4* p1 = reinterpret_cast<const uint4*>(xa + (long long)r1 * ld + 128 * b + 32 * (q.lane & 3));
+    const uint4 z4 = {0u, 0u, 0u, 0u};
+    ac.a[0] = p0[0], ac.a[1] = p0[1];
+    ac.a[2] = q.M > 8 ? p1[0] : z4, ac.a[3] = q.M > 8 ? p1[1] : z4;
+}
+
+__device__ __forceinline__ unsigned w4a8_word(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+
+// f += T * s_w / 16, T = d + zc * sum q_x, for D rows g, g + 8 (code sums s0, s1) and columns
+// 2t, 2t + 1 (metadata m0, m1: s_w in the low half, zc in the high half).
+__device__ __forceinline__ void w4a8_flush(float (&f)[4], const int (&d)[4], unsigned m0, unsigned m1, int s0, int s1) {
+    const float c0 = w4a8_h2f((unsigned short)(m0 & 0xffffu)) * 0.0625f, c1 = w4a8_h2f((unsigned short)(m1 & 0xffffu)) * 0.0625f;
+    const int z0 = (int)m0 >> 16, z1 = (int)m1 >> 16;
+    f[0] += (float)(d[0] + z0 * s0) * c0;
+    f[1] += (float)(d[1] + z1 * s0) * c1;
+    f[2] += (float)(d[2] + z0 * s1) * c0;
+    f[3] += (float)(d[3] + z1 * s1) * c1;
+}
+
+// One 128-block for all the warp's tiles: 4 chunks x ntw MMAs (+ 4 for the code sums when asym).
+// PC: one partial per chunk (G not a multiple of 128: chunk c's group comes from lane t = c), else
+// one per block.
+template <bool PC>
+__device__ __forceinline__ void w4a8_block(const W4a8W& st, const W4a8A& ac, const W4a8Geo& q, int b, bool asym, float (&f)[W4A8_NT][4]) {
+    const int t = q.lane & 3;
+    unsigned a[4][4];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+        a[c][0] = w4a8_word(ac.a[c >> 1], 2 * (c & 1)), a[c][2] = w4a8_word(ac.a[c >> 1], 2 * (c & 1) + 1);
+        a[c][1] = w4a8_word(ac.a[2 + (c >> 1)], 2 * (c & 1)), a[c][3] = w4a8_word(ac.a[2 + (c >> 1)], 2 * (c & 1) + 1);
+    }
+    const unsigned ones = 0x01010101u;  // B of all ones: D = the rows' code sums (asym only)
+    if (PC) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+            if (128 * b + 32 * c >= q.K) break;
+            int cs[4] = {0, 0, 0, 0};
+            if (asym) w4a8_mma(cs, a[c], ones, ones);
+#pragma unroll
+            for (int j = 0; j < W4A8_NT; ++j) {
+                if (j >= q.ntw) break;
+                const unsigned wv = w4a8_word(st.w[j], c);
+                int d[4] = {0, 0, 0, 0};
+                // Nibbles to the high half of each byte: s8 value 16 v (low nibbles = even k).
+                w4a8_mma(d, a[c], (wv << 4) & 0xF0F0F0F0u, wv & 0xF0F0F0F0u);
+                const unsigned m0 = __shfl_sync(0xffffffffu, st.meta[j], 8 * t + c), m1 = __shfl_sync(0xffffffffu, st.meta[j], 8 * t + 4 + c);
+                w4a8_flush(f[j], d, m0, m1, cs[0], cs[2]);
+            }
+        }
+        return;
+    }
+    int bs[4] = {0, 0, 0, 0};
+    if (asym) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) w4a8_mma(bs, a[c], ones, ones);
+    }
+#pragma unroll
+    for (int j = 0; j < W4A8_NT; ++j) {
+        if (j >= q.ntw) break;
+        int d[4] = {0, 0, 0, 0};
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+            const unsigned wv = w4a8_word(st.w[j], c);
+            w4a8_mma(d, a[c], (wv << 4) & 0xF0F0F0F0u, wv & 0xF0F0F0F0u);
+        }
+        const unsigned m0 = __shfl_sync(0xffffffffu, st.meta[j], 8 * t), m1 = __shfl_sync(0xffffffffu, st.meta[j], 8 * t + 4);
+        w4a8_flush(f[j], d, m0, m1, bs[0], bs[2]);
+    }
+}
+
+// The warp's blocks wk, wk + WK, ...; `cur` holds the first block's weights on entry. The next
+// block's weights (and, AP, its A fragments: global memory) load before this block's MMAs.
+template <bool PC, bool AP>
+__device__ __forceinline__ void w4a8_loop(const uint4* w4, const unsigned* m4, const signed char* xa, int ld, const W4a8Geo& q, bool asym, W4a8W& cur, float (&f)[W4A8_NT][4]) {
+    W4a8A ac;
+    if (AP && q.wk < q.nblk) w4a8_load_a(xa, ld, q, q.wk, ac);
+    for (int b = q.wk; b < q.nblk; b += q.WK) {
+        W4a8W nw;
+        W4a8A na;
+        if (!AP) w4a8_load_a(xa, ld, q, b, ac);
+        if (b + q.WK < q.nblk) {
+            w4a8_load_w(w4, m4, q, b + q.WK, nw);
+            if (AP) w4a8_load_a(xa, ld, q, b + q.WK, na);
+        }
+        w4a8_block<PC>(cur, ac, q, b, asym, f);
+        cur = nw;
+        if (AP) ac = na;
+    }
+}
+
+__device__ __forceinline__ const uint4* w4a8_wbase(const unsigned char* wp, const W4a8Geo& q) {
+    return reinterpret_cast<const uint4*>(wp) + (q.jt0 * q.nblk * 32 + q.lane);
+}
+__device__ __forceinline__ const unsigned* w4a8_mbase(const unsigned* meta, const W4a8Geo& q) {
+    return meta + (q.jt0 * q.groups * 8 + (q.lane >> 2));
+}
+
+// Sums the warps' partials in wk order (through shared memory) and stores y = s_x * sum.
+__device__ __forceinline__ void w4a8_store(float* red, const float (&f)[W4A8_NT][4], const W4a8Geo& q, const float* sx, float* y, int ct) {
+    const int g = q.lane >> 2, t = q.lane & 3;
+    float* rw = red + q.wk * 16 * W4A8_RED_LD;
+#pragma unroll
+    for (int j = 0; j < W4A8_NT; ++j)
+        if (j < q.ntw) {
+            const int col = 8 * (q.jtl + j) + 2 * t;
+            rw[g * W4A8_RED_LD + col] = f[j][0], rw[g * W4A8_RED_LD + col + 1] = f[j][1];
+            rw[(g + 8) * W4A8_RED_LD + col] = f[j][2], rw[(g + 8) * W4A8_RED_LD + col + 1] = f[j][3];
+        }
+    __syncthreads();
+    const int cols = 8 * ct;
+    const long long n0 = (long long)blockIdx.x * cols;
+    for (int e = threadIdx.x; e < 16 * cols; e += W4A8_THREADS) {
+        const int row = e / cols, col = e % cols;
+        if (row >= q.M || n0 + col >= q.N) continue;
+        float s = 0.0f;
+        for (int w = 0; w < q.WK; ++w) s += red[(w * 16 + row) * W4A8_RED_LD + col];
+        y[(long long)row * q.N + n0 + col] = sx[row] * s;
+    }
+}
+
+// Loads batch j0 of a thread's items (W4A8_QB items of 8 floats; 0 past K or for no item).
+__device__ __forceinline__ void w4a8_load_x(const float* xr, int K, int ipr, int tpr, int tr, bool live, int j0, int nj, float4 (&v)[2 * W4A8_QB]) {
+#pragma unroll
+    for (int u = 0; u < W4A8_QB; ++u) {
+        const int o = tr + tpr * (j0 + u);
+        const bool in = live && j0 + u < nj && o < ipr && 8 * o < K;
+        const float4 z = {0.0f, 0.0f, 0.0f, 0.0f};
+        v[2 * u] = in ? *reinterpret_cast<const float4*>(xr + 8 * o) : z;
+        v[2 * u + 1] = in ? *reinterpret_cast<const float4*>(xr + 8 * o + 4) : z;
+    }
+}
+
+__device__ __forceinline__ float w4a8_absmax4(const float4& v) { return fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))); }
+
+// Quantises rows [0, rows) of x (row stride K, rows <= 16) with all the CTA's threads: codes into
+// `codes` (row stride ld, permuted as above, 0 past K), scales into `sxo`; gcodes (row stride
+// Kp) and gsx, if not null, get copies.
+// 256/rows' threads per row (rows rounded up to a power of 2), 8 consecutive k per item; the
+// loads go out W4A8_QB items at a time, and x stays in registers when one batch covers them.
+__device__ void w4a8_quant_rows(const float* x, int rows, int K, signed char* codes, int ld, float* sxo, float* slots, signed char* gcodes, float* gsx) {
+    const int kp = (K + 127) / 128 * 128, ipr = kp / 8;
+    int mp = 1;
+    while (mp < rows) mp *= 2;
+    const int tpr = W4A8_THREADS / mp, r = threadIdx.x / tpr, tr = threadIdx.x % tpr, nj = (ipr + tpr - 1) / tpr;
+    const bool live = r < rows;
+    const float* xr = x + (long long)min(r, rows - 1) * K;
+    float4 v[2 * W4A8_QB];
+    float amax = 0.0f;
+    for (int j0 = 0; j0 < nj; j0 += W4A8_QB) {
+        w4a8_load_x(xr, K, ipr, tpr, tr, live, j0, nj, v);
+#pragma unroll
+        for (int u = 0; u < 2 * W4A8_QB; ++u) amax = fmaxf(amax, w4a8_absmax4(v[u]));
+    }
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    if ((threadIdx.x & 15) == 0) slots[threadIdx.x >> 4] = amax;  // 16 threads never span 2 rows
+    __syncthreads();
+    float m = 0.0f;
+    for (int i = 0; i < tpr / 16; ++i) m = fmaxf(m, slots[r * (tpr / 16) + i]);
+    const float s = m > 0.0f ? m / 127.0f : 1.0f;
+    if (live && tr == 0) {
+        sxo[r] = s;
+        if (gsx) gsx[r] = s;
+    }
+    for (int j0 = 0; j0 < nj; j0 += W4A8_QB) {
+        if (nj > W4A8_QB) w4a8_load_x(xr, K, ipr, tpr, tr, live, j0, nj, v);
+#pragma unroll
+        for (int u = 0; u < W4A8_QB; ++u) {
+            if (j0 + u >= nj) break;
+            const int o = tr + tpr * (j0 + u);
+            const float e[8] = {v[2 * u].x, v[2 * u].y, v[2 * u].z, v[2 * u].w, v[2 * u + 1].x, v[2 * u + 1].y, v[2 * u + 1].z, v[2 * u + 1].w};
+            unsigned ev = 0, od = 0;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const unsigned qc = (unsigned)(int)fminf(fmaxf(rintf(e[i] / s), -127.0f), 127.0f) & 0xffu;
+                if (i & 1) od |= qc << (4 * (i - 1));
+                else ev |= qc << (4 * i);
+            }
+            if (!live || o >= ipr) continue;
+            const int pos = 128 * (o >> 4) + 32 * (o & 3) + 8 * ((o >> 2) & 3);
+            uint2 pr;
+            pr.x = ev, pr.y = od;
+            *reinterpret_cast<uint2*>(codes + (long long)r * ld + pos) = pr;
+            if (gcodes) *reinterpret_cast<uint2*>(gcodes + (long long)r * kp + pos) = pr;
+        }
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(W4A8_THREADS) w4a8_quant_x(const float* x, int M, int K, signed char* xq, float* sx) {
-    const int row = blockIdx.x * W4A8_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    __shared__ float slots[W4A8_THREADS / 16];
+    const int row = blockIdx.x, kp = (K + 127) / 128 * 128;
     if (row >= M) return;
-    const float* xr = x + (long long)row * K;
-    float amax = 0.0f;
-    for (int k = lane; k < K; k += 32) amax = fmaxf(amax, fabsf(xr[k]));
-    amax = w4a8_warp_max(amax);
-    const float s = amax > 0.0f ? amax / 127.0f : 1.0f;
-    for (int k = lane; k < K; k += 32) xq[(long long)row * K + k] = (signed char)fminf(fmaxf(rintf(xr[k] / s), -127.0f), 127.0f);
-    if (lane == 0) sx[row] = s;
+    w4a8_quant_rows(x + (long long)row * K, 1, K, xq + (long long)row * kp, kp, sx + row, slots, nullptr, nullptr);
 }
 
-extern "C" __global__ void __launch_bounds__(W4A8_THREADS) w4a8_gemm_small(const signed char* xq, const float* sx, const unsigned char* wp, const unsigned short* wscale, const unsigned char* wzero, float* y, int M, int N, int K, int G, int asym) {
-    const int n = blockIdx.x * W4A8_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (n >= N) return;
-    const int groups = K / G;
-    float part[W4A8_MAX_M];
-#pragma unroll
-    for (int m = 0; m < W4A8_MAX_M; ++m) part[m] = 0.0f;
-    const unsigned int* wrow = reinterpret_cast<const unsigned int*>(wp + (long long)n * (K / 2));
-    for (int g = lane; g < groups; g += 32) {
-        int acc[W4A8_MAX_M], sumx[W4A8_MAX_M];
-#pragma unroll
-        for (int m = 0; m < W4A8_MAX_M; ++m) acc[m] = sumx[m] = 0;
-        for (int t = 0; t < G / 8; ++t) {
-            const int k = g * G + 8 * t;                 // 8 codes = 4 packed bytes = 1 word
-            const unsigned int wb = __ldg(wrow + k / 8);
-            const unsigned int lo = wb & 0x0F0F0F0Fu, hi = (wb >> 4) & 0x0F0F0F0Fu;
-            unsigned int w0 = __byte_perm(lo, hi, 0x5140), w1 = __byte_perm(lo, hi, 0x7362);
-            if (!asym) {  // two's-complement nibbles to int8: (v ^ 8) - 8 per byte
-                w0 = __vsub4(w0 ^ 0x08080808u, 0x08080808u);
-                w1 = __vsub4(w1 ^ 0x08080808u, 0x08080808u);
-            }
-#pragma unroll
-            for (int m = 0; m < W4A8_MAX_M; ++m) {
-                if (m < M) {
-                    const int* xw = reinterpret_cast<const int*>(xq + (long long)m * K + k);
-                    const int x0 = __ldg(xw), x1 = __ldg(xw + 1);
-                    acc[m] = __dp4a(x1, (int)w1, __dp4a(x0, (int)w0, acc[m]));
-                    if (asym) sumx[m] = __dp4a(x1, 0x01010101, __dp4a(x0, 0x01010101, sumx[m]));
-                }
-            }
-        }
-        const float s = w4a8_h2f(__ldg(wscale + (long long)n * groups + g));
-        const int z = asym ? (int)__ldg(wzero + (long long)n * groups + g) : 0;
-#pragma unroll
-        for (int m = 0; m < W4A8_MAX_M; ++m) part[m] += s * (float)(acc[m] - z * sumx[m]);
-    }
-#pragma unroll
-    for (int m = 0; m < W4A8_MAX_M; ++m) {
-        float v = part[m];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0 && m < M) y[(long long)m * N + n] = sx[m] * v;
-    }
+extern "C" __global__ void __launch_bounds__(W4A8_THREADS, 2) w4a8_gemm_small(const signed char* xq, const float* sx, const unsigned char* wp, const unsigned* meta, float* y, int M, int N, int K, int G, int ct, int asym) {
+    __shared__ float red[W4A8_WARPS * 16 * W4A8_RED_LD];
+    const W4a8Geo q = w4a8_geo(M, N, K, G, ct);
+    w4a8_prefetch_cta(wp, meta, q, ct);
+    const uint4* w4 = w4a8_wbase(wp, q);
+    const unsigned* m4 = w4a8_mbase(meta, q);
+    W4a8W cur;
+    if (q.wk < q.nblk) w4a8_load_w(w4, m4, q, q.wk, cur);
+    float f[W4A8_NT][4] = {};
+    const int kp = 128 * q.nblk;
+    if (G % 128 == 0) w4a8_loop<false, true>(w4, m4, xq, kp, q, asym != 0, cur, f);
+    else w4a8_loop<true, true>(w4, m4, xq, kp, q, asym != 0, cur, f);
+    w4a8_store(red, f, q, sx, y, ct);
+}
+
+extern "C" __global__ void __launch_bounds__(W4A8_THREADS, 2) w4a8_gemm_fused(const float* x, const unsigned char* wp, const unsigned* meta, float* y, signed char* xq, float* sx, int M, int N, int K, int G, int ct, int asym) {
+    __shared__ __align__(16) signed char codes[W4A8_FUSE_MAX + 16 * W4A8_MAX_M];
+    __shared__ float red[W4A8_WARPS * 16 * W4A8_RED_LD];
+    __shared__ float sxs[W4A8_MAX_M], slots[W4A8_THREADS / 16];
+    const W4a8Geo q = w4a8_geo(M, N, K, G, ct);
+    w4a8_prefetch_cta(wp, meta, q, ct);
+    const uint4* w4 = w4a8_wbase(wp, q);
+    const unsigned* m4 = w4a8_mbase(meta, q);
+    W4a8W cur;  // the first block's weights load while x is quantised
+    if (q.wk < q.nblk) w4a8_load_w(w4, m4, q, q.wk, cur);
+    const int kp = 128 * q.nblk, ld = kp + 16;  // ld = 16 mod 128: conflict-free A loads
+    const bool first = blockIdx.x == 0;
+    w4a8_quant_rows(x, M, K, codes, ld, sxs, slots, first ? xq : nullptr, first ? sx : nullptr);
+    __syncthreads();
+    float f[W4A8_NT][4] = {};
+    if (G % 128 == 0) w4a8_loop<false, false>(w4, m4, codes, ld, q, asym != 0, cur, f);
+    else w4a8_loop<true, false>(w4, m4, codes, ld, q, asym != 0, cur, f);
+    w4a8_store(red, f, q, sxs, y, ct);
 }

@@ -26,12 +26,12 @@ t0=$(date +%s)
 pids=()
 for kv in f32,fp16 fp16,int4 fp16,int4-radial; do
     name=kv-${kv//,/-}
-    "$M" "${common[@]}" --kv-cache "$kv" --out "logs/eval-$name" > "logs/kjv-eval-$name.log" 2>&1 &
+    timeout "${EVAL_SECONDS:-400}" "$M" "${common[@]}" --kv-cache "$kv" --out "logs/eval-$name" > "logs/kjv-eval-$name.log" 2>&1 &
     pids+=($!)
 done
 # one process per quantisation (each with its own f32 baseline on the same windows)
 for qn in ${QUANT//,/ }; do
-    "$M" "${common[@]}" --kv-cache f32 --quant "$qn" --out "logs/eval-quant-$qn" > "logs/kjv-eval-quant-$qn.log" 2>&1 &
+    timeout "${EVAL_SECONDS:-400}" "$M" "${common[@]}" --kv-cache f32 --quant "$qn" --out "logs/eval-quant-$qn" > "logs/kjv-eval-quant-$qn.log" 2>&1 &
     pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; echo "eval pid $p rc=$?"; done

@@ -320,15 +320,20 @@ extern "C" __global__ void kv4_decode_merge(const float* __restrict__ part_m, co
                                             float* __restrict__ o, float* __restrict__ lse) {
     const long long row = blockIdx.x;
     const int lane = threadIdx.x & 31;
+    // m and l over the splits a lane each (a serial loop per thread was latency bound at 100+
+    // splits); the D sums walk the splits with independent, unrolled loads.
     float gm = -INFINITY;
-    for (int j = 0; j < splits; ++j) gm = fmaxf(gm, part_m[row * splits + j]);
+    for (int j = lane; j < splits; j += 32) gm = fmaxf(gm, part_m[row * splits + j]);
+    gm = warp_max_f(gm);
     float gl = 0.0f;
-    for (int j = 0; j < splits; ++j) {
+    for (int j = lane; j < splits; j += 32) {
         const float mj = part_m[row * splits + j];
         gl += mj == -INFINITY ? 0.0f : part_l[row * splits + j] * __expf(mj - gm);
     }
+    gl = warp_sum_f(gl);
     for (int e = lane; e < D; e += 32) {
         float x = 0.0f;
+#pragma unroll 8
         for (int j = 0; j < splits; ++j) {
             const float mj = part_m[row * splits + j];
             if (mj != -INFINITY) x += part_acc[(row * splits + j) * D + e] * __expf(mj - gm);

@@ -37,19 +37,19 @@ const OP: &str = "kv4";
 /// Keys one decode CTA scores (the split size; FlashDecoding's chunk) on the warp-per-key path.
 pub const DECODE_CHUNK: usize = 256;
 
-/// The split size of the D = 64 one-key-per-lane path: enough splits for about eight CTAs per
-/// SM of an H100/H200 (132 SMs) over all query rows, at least one key per lane
-/// (32·`DEC_WARPS`), at most 16 per lane.
+/// The split size of the D = 64 one-key-per-lane path: enough splits for one wave of three CTAs
+/// per SM of an H100/H200 (132 SMs; the kernel's registers fit three) over all query rows, at
+/// least one key per lane (32·`DEC_WARPS`), at most 16 per lane.
 ///
 /// ```
 /// use muse_cuda::kv4::decode_chunk64;
-/// assert_eq!(decode_chunk64(8192, 4 * 8), 256); // B4 H8: 32 splits
-/// assert_eq!(decode_chunk64(8192, 8), 128); // B1 H8: 64 splits
+/// assert_eq!(decode_chunk64(8192, 4 * 8), 640); // B4 H8: 13 splits
+/// assert_eq!(decode_chunk64(8192, 8), 256); // B1 H8: 32 splits
 /// assert_eq!(decode_chunk64(1 << 20, 1), 2048); // capped at 16 keys per lane
 /// ```
 pub fn decode_chunk64(max_visible: usize, rows: usize) -> usize {
     let lanes = 32 * k::kv4::DEC_WARPS as usize;
-    let want_splits = (8 * 132usize).div_ceil(rows.max(1));
+    let want_splits = (3 * 132usize).div_ceil(rows.max(1));
     max_visible
         .div_ceil(want_splits)
         .next_multiple_of(lanes)

@@ -15,7 +15,40 @@ impl Family for SparseAttnFamily {
     }
 
     /// No CPU rows: the reference is the oracle.
-    fn cpu(&self, _: &mut CpuCtx<'_>) -> Result<Option<Plot>> {
+    /// Recall of the centroid selection against the exact top-k keys (design §6.4), on the
+    /// GPU bench's data pattern at N 4096 with 2 heads and its k_b (≈ 91 % sparsity): the share
+    /// of each query's exact top k_b·64 keys that its selected blocks hold. (The CUDA selection is
+    /// tested to pick the same blocks up to f32 near-ties.)
+    fn cpu(&self, ctx: &mut CpuCtx<'_>) -> Result<Option<Plot>> {
+        use muse_reference::sparse_attn::{exact_topk, recall, select_centroid};
+        use muse_verify::report::Site;
+        let n = 4096usize;
+        let x = ndarray::Array4::from_shape_fn((1, 2, n, 64), |(_, h, i, e)| {
+            (((h * 7919 + i * 104_729 + e * 31) % 2000) as f64 / 2000.0 - 0.5) * 0.5
+        });
+        let nb = n.div_ceil(64);
+        let kb = (nb / 20).max(1);
+        let lists = select_centroid(x.view(), x.view(), 0.693, 64, kb)?;
+        let exact = exact_topk(x.view(), x.view(), 0.693, kb * 64)?;
+        let r = recall(&lists.to_indices(), &exact);
+        let case = format!("sparse_hyperbolic_triton.py/B1xH2xN{n}xD64_kb{kb}");
+        let shape = [1, 2, n, n, 64];
+        let site = Site {
+            kernel: "sparse_attn_selection",
+            backend: "cpu",
+            case: &case,
+            shape: &shape,
+            dtype: "f64",
+        };
+        ctx.report.records.push(site.record(
+            &format!("recall_vs_exact_top{}", kb * 64),
+            r,
+            "",
+            None,
+        ));
+        ctx.report
+            .records
+            .push(site.record("sparsity", lists.sparsity(), "", None));
         Ok(None)
     }
 

@@ -161,7 +161,7 @@ impl Acts {
             .collect())
     }
 
-    /// The scales s_x [M] (downloads; waits for queued work).
+    /// The scales s_x \[M\] (downloads; waits for queued work).
     pub fn scales(&self) -> Result<Vec<f32>> {
         self.sx.to_vec()
     }

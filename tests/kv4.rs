@@ -27,28 +27,13 @@ mod gpu {
     use muse::reference::hyp_attn::{Form, HypAttnArgs, Mask};
     use muse::reference::kv4::{quantize_group_f32, Kv4Config, KvLayout};
     use muse::reference::quant::unpack_nibbles;
-    use muse::reference::{splitmix64, Dtype};
+    use muse::reference::Dtype;
+    use muse::verify::suite::kv4::data;
     use muse_cuda::kv4::{DecodeWs, DeviceKvCache, Storage};
     use ndarray::{s, Array4};
 
     fn gpu() -> &'static muse_cuda::Gpu {
         crate::common::gpu().expect("GPU").gpu().expect("GPU")
-    }
-
-    /// f32-representable values with per-row offsets.
-    fn data(shape: (usize, usize, usize, usize), seed: u64, scale: f64) -> Array4<f64> {
-        let mut st = seed;
-        let mut u = move || {
-            st = splitmix64(st);
-            (st >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        };
-        let mut a = Array4::zeros(shape);
-        for mut row in a.rows_mut() {
-            let off = 3.0 * u();
-            row.iter_mut()
-                .for_each(|x| *x = f64::from((off + scale * (u() + u() + u())) as f32));
-        }
-        a
     }
 
     fn cfg(b: usize, h: usize, d: usize, t: usize, radial: bool, ring: bool) -> Kv4Config {

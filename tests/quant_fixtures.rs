@@ -2,7 +2,8 @@
 //! independent numpy/mpmath oracle (`fixtures/quant/gen.py`), through the registered `quant/*`
 //! cases of `muse verify` (`crates/muse-verify/src/suite/quant.rs`): codes, zero points, packed
 //! bytes and fp16 bits exactly, the arithmetic on the codes within `tol::QUANT_F64`, the errors
-//! within the analytic bounds. CPU only: no CUDA kernel of these families exists yet.
+//! within the analytic bounds. CPU only: these cases check the references; the CUDA kernels are
+//! checked against the references by the `kv4/*` cases and `tests/{kv4,hyp_int8,w4a8}.rs`.
 
 use muse::reference::Cpu;
 

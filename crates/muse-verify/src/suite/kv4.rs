@@ -132,8 +132,13 @@ pub fn cpu_only(_: &Spec) -> bool {
     false
 }
 
-/// f32-representable values with per-row offsets.
-fn data(shape: (usize, usize, usize, usize), seed: u64, scale: f64) -> Array4<f64> {
+/// f32-representable values with per-row offsets (seeded splitmix64; also the GPU tests' data).
+///
+/// ```
+/// let a = muse_verify::suite::kv4::data((1, 1, 2, 4), 7, 1.0);
+/// assert!(a.iter().all(|&x| f64::from(x as f32) == x));
+/// ```
+pub fn data(shape: (usize, usize, usize, usize), seed: u64, scale: f64) -> Array4<f64> {
     let mut st = seed;
     let mut u = move || {
         st = splitmix64(st);

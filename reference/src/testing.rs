@@ -1,4 +1,5 @@
-//! What the gradient tests share: a seeded uniform generator and a central-difference check.
+//! What the gradient tests share: a seeded uniform generator, random model weights and a
+//! central-difference check.
 
 /// splitmix64 → uniforms in [−1, 1), deterministic for `seed`.
 pub fn uniform(seed: u64) -> impl FnMut() -> f64 {
@@ -8,6 +9,33 @@ pub fn uniform(seed: u64) -> impl FnMut() -> f64 {
         s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
         (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
     }
+}
+
+/// Random weights at the scales that keep every path active: v = v_proj(x) well inside ±3,
+/// LayerNorm gains near 1, logits of order 1 (the model's gradient and quantisation tests).
+pub fn active_weights(
+    dims: &crate::model::ModelDims,
+    seed: u64,
+) -> crate::model::ModelWeights<f64> {
+    let mut w = crate::model::ModelWeights::<f64>::zeros(dims);
+    let mut rng = uniform(seed);
+    crate::model::grad::params::for_each_param(&mut w, &mut |name, v| {
+        let u = rng();
+        *v = if name.ends_with("norm.weight") {
+            1.0 + 0.2 * u
+        } else if name.contains("v_proj") {
+            0.1 * u
+        } else if name.starts_with("htt.core") {
+            0.7 * u
+        } else if name.ends_with("epsilon") || name.ends_with("gate_sensitivity") {
+            0.5 + 0.3 * u
+        } else if name.ends_with("log_c") || name.ends_with("beta") {
+            0.3 * u
+        } else {
+            0.4 * u
+        };
+    });
+    w
 }
 
 /// Central differences (h = 1e-6) of `loss_at(i, δ)` (the loss with scalar i moved by δ) against

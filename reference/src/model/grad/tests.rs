@@ -7,7 +7,7 @@ use ndarray::{Array2, Array3};
 
 use super::*;
 use crate::model::{forward, Conv, ModelDims, ModelWeights, Numerics, Scan};
-use crate::testing::uniform;
+use crate::testing::{active_weights, uniform};
 
 const DIMS: ModelDims = ModelDims {
     vocab: 50,
@@ -21,28 +21,8 @@ const DIMS: ModelDims = ModelDims {
     ssm_hidden: 4,
 };
 
-/// Random weights at the scales that keep every path active: v = v_proj(x) well inside ±3,
-/// LayerNorm gains near 1, logits of order 1.
 fn weights(seed: u64) -> ModelWeights<f64> {
-    let mut w = ModelWeights::<f64>::zeros(&DIMS);
-    let mut rng = uniform(seed);
-    for_each_param(&mut w, &mut |name, v| {
-        let u = rng();
-        *v = if name.ends_with("norm.weight") {
-            1.0 + 0.2 * u
-        } else if name.contains("v_proj") {
-            0.1 * u
-        } else if name.starts_with("htt.core") {
-            0.7 * u
-        } else if name.ends_with("epsilon") || name.ends_with("gate_sensitivity") {
-            0.5 + 0.3 * u
-        } else if name.ends_with("log_c") || name.ends_with("beta") {
-            0.3 * u
-        } else {
-            0.4 * u
-        };
-    });
-    w
+    active_weights(&DIMS, seed)
 }
 
 fn ids(seed: u64, b: usize) -> Array2<usize> {

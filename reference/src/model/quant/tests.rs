@@ -1,12 +1,11 @@
 use ndarray::{Array2, Array3};
 
 use super::*;
-use crate::model::grad::params::for_each_param;
 use crate::model::{
     forward, window_attention, window_attention_with, AttnPath, LocalAttn, ModelDims, ModelWeights,
     Numerics,
 };
-use crate::testing::uniform;
+use crate::testing::{active_weights, uniform};
 use crate::w4a8::error_bound;
 
 fn mat(r: usize, c: usize, seed: u64, scale: f64) -> Array2<f64> {
@@ -129,27 +128,8 @@ const DIMS: ModelDims = ModelDims {
     ssm_hidden: 4,
 };
 
-/// Random weights with every path active (the scales of the gradient tests').
 fn weights(seed: u64) -> ModelWeights<f64> {
-    let mut w = ModelWeights::<f64>::zeros(&DIMS);
-    let mut rng = uniform(seed);
-    for_each_param(&mut w, &mut |name, v| {
-        let u = rng();
-        *v = if name.ends_with("norm.weight") {
-            1.0 + 0.2 * u
-        } else if name.contains("v_proj") {
-            0.1 * u
-        } else if name.starts_with("htt.core") {
-            0.7 * u
-        } else if name.ends_with("epsilon") || name.ends_with("gate_sensitivity") {
-            0.5 + 0.3 * u
-        } else if name.ends_with("log_c") || name.ends_with("beta") {
-            0.3 * u
-        } else {
-            0.4 * u
-        };
-    });
-    w
+    active_weights(&DIMS, seed)
 }
 
 /// Every quantisation moves the tiny model's logits by a small, non-zero amount, all finite, in

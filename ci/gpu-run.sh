@@ -5,9 +5,11 @@
 # back). Never changes clocks or resets the GPU.
 #
 # STEPS (comma-separated, default all): tests, model (the model's CUDA tests), train_tests (training
-# on the GPU: gradients vs PyTorch autograd and the CPU reference, AdamW steps), verify, roundtrip,
+# on the GPU: gradients vs PyTorch autograd and the CPU reference, AdamW steps), vram_tests (the
+# VRAM study's two GPU models against the CPU reference's gradients), verify, roundtrip,
 # torch (BK-Core baselines), torch_hyp (hyperbolic baselines), torch_model (the model in PyTorch:
 # agreement with muse and the throughput protocol), torch_train (ci/baselines/torch_train_bench.py),
+# torch_vram (its `vram` mode: the VRAM study in PyTorch, $OUT/torch_vram.json),
 # sanitizer, sass (cuobjdump of the cubins into
 # logs/), profile (per-kernel times of one small and one medium forward, ci/gpu-profile.sh), bench.
 # TORCH_JSON / TORCH_HYP_JSON / TORCH_MODEL_JSON / TORCH_TRAIN_JSON name the baselines of an earlier call to use instead
@@ -18,7 +20,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
-STEPS=${STEPS:-tests,model,train_tests,verify,roundtrip,torch,torch_hyp,torch_model,torch_train,sanitizer,sass,profile,bench}
+STEPS=${STEPS:-tests,model,train_tests,vram_tests,verify,roundtrip,torch,torch_hyp,torch_model,torch_train,torch_vram,sanitizer,sass,profile,bench}
 mkdir -p "$OUT" logs
 # gpu-bundle.sh ships the binaries as bin.tar.xz.
 [ -f gpu-bundle/bin.tar.xz ] && { tar xJf gpu-bundle/bin.tar.xz -C gpu-bundle && rm gpu-bundle/bin.tar.xz; }
@@ -43,6 +45,7 @@ if want train_tests; then
     MUSE_FIXTURES=$PWD/fixtures step train-tests timeout 300 gpu-bundle/bin/muse-train-cuda-tests --test-threads=1 --nocapture
     MUSE_FIXTURES=$PWD/fixtures step train-loop timeout 300 gpu-bundle/bin/muse-train-loop-tests --test-threads=1 --nocapture cuda_
 fi
+want vram_tests && step vram-tests timeout 300 gpu-bundle/bin/muse-vram-cuda-tests --test-threads=1 --nocapture
 want verify && step verify timeout 300 "$M" verify --backend cuda --out "$OUT"
 if want roundtrip; then
     step bk-core bash ci/gpu-roundtrip.sh bk-core "$M"
@@ -77,6 +80,7 @@ if want torch_train; then
 recs = [r for f in sorted(glob.glob("logs/torch-train-*.json")) for r in json.load(open(f))]
 json.dump({"torch": torch.__version__, "records": recs}, open(sys.argv[1], "w"), indent=1)' "$OUT/torch_train.json"
 fi
+want torch_vram && step torch-vram timeout 300 python3 ci/baselines/torch_train_bench.py vram --out "$OUT/torch_vram.json"
 [ -n "${TORCH_TRAIN_JSON:-}" ] && cp "$TORCH_TRAIN_JSON" logs/torch_train_earlier.json
 [ -n "${TORCH_JSON:-}" ] && cp "$TORCH_JSON" logs/torch_earlier.json
 [ -n "${TORCH_HYP_JSON:-}" ] && cp "$TORCH_HYP_JSON" logs/torch_hyp_earlier.json
@@ -110,8 +114,12 @@ if want sanitizer; then
         # The inference kernels (KV cache, INT8 distance, W4A8, sparse attention) through their GPU tests.
         MUSE_FIXTURES=$PWD/fixtures step "$tool-infer" timeout 240 compute-sanitizer --tool "$tool" \
             --error-exitcode 3 gpu-bundle/bin/muse-tests --test-threads=1 kv4::gpu hyp_int8::gpu w4a8::gpu sparse_attn::gpu
+        # The VRAM study's models (kernels/vram.cu and the model kernels they reuse) through their GPU tests.
+        touch "logs/$tool-vram.log"
+        [ "${SANITIZER_SKIP_VRAM:-0}" = 1 ] || step "$tool-vram" timeout 200 compute-sanitizer --tool "$tool" \
+            --error-exitcode 3 gpu-bundle/bin/muse-vram-cuda-tests --test-threads=1
         # SANITIZER_APPEND: a folder with an earlier call's logs of kernels unchanged since then.
-        cat "logs/$tool.log" "logs/$tool-model.log" "logs/$tool-train.log" "logs/$tool-infer.log" ${SANITIZER_APPEND:+"$SANITIZER_APPEND/$tool.log"} > "$SAN/$tool.log"
+        cat "logs/$tool.log" "logs/$tool-model.log" "logs/$tool-train.log" "logs/$tool-infer.log" "logs/$tool-vram.log" ${SANITIZER_APPEND:+"$SANITIZER_APPEND/$tool.log"} > "$SAN/$tool.log"
     done
 fi
 if want profile; then

@@ -169,6 +169,14 @@ def bk_core_diag(a, sup, sub, z):
     return 1.0 / (a - left - right)
 
 
+def bk_core_im(a, sup, sub, im):
+    """Im G_ii at z = i·im (float64 in, float64 out): the complex128 BK-Core behind a real
+    boundary, which torch_train_bench.py keeps out of inductor as one opaque op under compile."""
+    # z = i·im as a complex tensor (not a Python complex constant, which GPU inductor cannot
+    # lower: "'complex' object has no attribute 'get_name'"); the same value.
+    return bk_core_diag(a, sup, sub, torch.complex(torch.zeros_like(im), im)).imag
+
+
 def pseudo_cumsum(x, bs=128):
     out, n, pos, stride = x.clone(), x.shape[1], torch.arange(x.shape[1], device=x.device), 1
     while stride < bs:
@@ -290,11 +298,8 @@ def block(w, i, h, heads, window, profile):
     # Im z in f32 as the original computes it in the compat profiles; in the weights' dtype in exact.
     cast = (lambda t: t.float()) if profile != "exact" else (lambda t: t)
     im = F.softplus(cast(w[bk + "epsilon_param"])) + 1e-6 + cast(w[bk + "gamma"])
-    # z = i·im as a complex tensor (not a Python complex constant, which GPU inductor cannot
-    # lower: "'complex' object has no attribute 'get_name'"); the same value.
-    im_d = im.double()
-    g_ii = bk_core_diag(he, sup, sub, torch.complex(torch.zeros_like(im_d), im_d))
-    im_g = g_ii.imag.float() if profile != "exact" else g_ii.imag
+    g_im = bk_core_im(he, sup, sub, im.double())
+    im_g = g_im.float() if profile != "exact" else g_im
     gate = torch.sigmoid(im_g.abs().to(x.dtype) * w[ha + "gate_sensitivity"]).unsqueeze(-1)
     yg = ar_ssm(w, ha + "global_attn.", x, profile)
     yl = window_attention(w, ha + "local_attn.", x, heads, profile, window)

@@ -36,6 +36,12 @@ metrics, device and torch.
          tokens_per_s; heldout_loss, heldout_ppl every --eval-every steps and at the end) closed
          by a summary record.
 
+torch_compile (kpi, sweep; train --compile): torch.compile (inductor, --compile-mode) of the loss
+function (train: of the logits), one graph per point, checkpointed blocks included. Inductor does
+not lower complex ops, so the Phase 8 BK-Core (complex128) stays out of it as an opaque custom op:
+eager ATen kernels, its backward a torch.func.vjp that recomputes its forward (compile_note in each
+Phase 8 record says so); --compile-bk-core lets inductor try it. Eager runs torch_model unchanged.
+
 Timing (kpi, sweep): --warmup-steps steps, then each of --timed (>= 10) steps between two
 torch.cuda.synchronize() calls; median; tokens/s = B·N / median; peak_mib = max_memory_allocated
 after reset_peak_memory_stats() just before the timed steps (weights, grads, Adam state,
@@ -68,6 +74,61 @@ def _cumsum_bwd(ctx, g):  # d/dx of an inclusive cumsum: a reversed cumsum, opaq
 
 
 tm._cumsum_n.register_autograd(_cumsum_bwd)
+
+
+# ---- BK-Core under torch.compile: kept out of inductor as an opaque op (eager ATen kernels) ---
+# Inductor does not lower complex ops well (torch 2.11 on the H200: "'complex' object has no
+# attribute 'get_name'"; on the CPU: "does not support code generation for complex operators").
+# torch_model.bk_core_im (float64 in and out, complex128 inside) becomes one custom op, so no
+# complex tensor reaches inductor; not a torch.compiler.disable graph break, which in the layer
+# loop makes dynamo skip the whole logits frame (embedding, final norm, decode) and recompile
+# each block per layer. Its backward recomputes BK-Core's forward. Eager is unchanged.
+BK_CORE_IM = tm.bk_core_im
+COMPILE_BK_CORE = False  # --compile-bk-core: let inductor try BK-Core as well
+
+
+def compile_note():  # in each Phase 8 torch_compile record
+    if COMPILE_BK_CORE:
+        return "BK-Core (complex128) compiled by inductor as well (--compile-bk-core)"
+    return "BK-Core (complex128) left eager as an opaque custom op (its backward recomputes its forward); the rest compiled by inductor"
+
+
+@torch.library.custom_op("muse_baseline::bk_core_im", mutates_args=())
+def _bk_core_op(a: torch.Tensor, sup: torch.Tensor, sub: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+    return BK_CORE_IM(a, sup, sub, im).contiguous()  # .imag is a strided view
+
+
+@_bk_core_op.register_fake
+def _(a, sup, sub, im):
+    return torch.empty_like(a, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("muse_baseline::bk_core_im_vjp", mutates_args=())
+def _bk_core_vjp(a: torch.Tensor, sup: torch.Tensor, sub: torch.Tensor, im: torch.Tensor,
+                 g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    _, pull = torch.func.vjp(BK_CORE_IM, a, sup, sub, im)  # torch.func: autograd is off inside an op
+    return tuple(d.contiguous() for d in pull(g))
+
+
+@_bk_core_vjp.register_fake
+def _(a, sup, sub, im, g):
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (a, sup, sub, im))
+
+
+def _bk_core_save(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+_bk_core_op.register_autograd(lambda ctx, g: _bk_core_vjp(*ctx.saved_tensors, g), setup_context=_bk_core_save)
+
+
+def bk_core_im(a, sup, sub, im):
+    if torch.compiler.is_compiling() and not COMPILE_BK_CORE:
+        return _bk_core_op(a, sup, sub, im)
+    return BK_CORE_IM(a, sup, sub, im)
+
+
+tm.bk_core_im = bk_core_im  # torch_model.block looks it up at call time
 
 
 # ---- models ----------------------------------------------------------------------------------
@@ -162,6 +223,8 @@ def step_point(run, rec, build, cfg, imp, warmup, timed):
             torch._dynamo.reset()  # a fresh static-shape compile per point
             f = torch.compile(loss_fn, mode=run.a.compile_mode)
             rec["compile_mode"] = run.a.compile_mode
+            if rec["model"].startswith("phase8"):
+                rec["compile_note"] = compile_note()
 
         def step():
             opt.zero_grad(set_to_none=True)
@@ -329,6 +392,8 @@ def train(run):
     cfg = dict(dict(TINY, vocab_size=50257) if a.tiny else tm.NAMED[a.config], n_seq=a.seq)
     head = dict(impl="torch_compile" if a.compile else "torch_eager", model=f"{a.model}-{'tiny' if a.tiny else a.config}",
                 B=a.batch, N=a.seq, dtype=a.dtype, checkpointing=a.checkpointing, params=None, summary=True)
+    if a.compile and a.model == "phase8":
+        head["compile_note"] = compile_note()
     torch.backends.cuda.matmul.allow_tf32 = True  # f32: TF32 matmuls (as muse's --tf32)
     t_run, tok_s, last, starts = time.time(), [], {}, []
     if dev == "cuda":
@@ -409,6 +474,7 @@ def main():
         p.add_argument("--warmup-steps", type=int, default=3)
         p.add_argument("--timed", type=int, default=20 if m == "kpi" else 10)
         p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: inductor's default)")
+        p.add_argument("--compile-bk-core", action="store_true", help="let inductor compile BK-Core (complex128) too")
     sub.choices["kpi"].add_argument("--cases", default="bf16,f32,bf16+ckpt,f32+ckpt", help="dtype[+ckpt], comma-separated")
     sub.choices["sweep"].add_argument("--ns", type=lambda v: [int(x) for x in v.split(",")], default=[256, 512, 1024, 2048, 4096, 8192])
     p = sub.add_parser("vram", parents=[common])
@@ -427,8 +493,11 @@ def main():
     p.add_argument("--eval-tokens", type=int, default=16384)
     p.add_argument("--checkpointing", action="store_true")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile-bk-core", action="store_true", help="let inductor compile BK-Core (complex128) too")
     p.add_argument("--dtype", choices=("bf16", "f32"), default="bf16", help="bf16 autocast, or f32 with TF32 matmuls")
     a = ap.parse_args()
+    global COMPILE_BK_CORE
+    COMPILE_BK_CORE = getattr(a, "compile_bk_core", False)
     torch.backends.cuda.matmul.allow_tf32 = True  # the f32 rows run on TF32 tensor cores
     torch.backends.cudnn.allow_tf32 = True
     {"kpi": kpi, "sweep": sweep, "vram": vram, "train": train}[a.mode](Run(a))

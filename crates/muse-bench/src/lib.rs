@@ -46,6 +46,7 @@ pub mod records;
 pub mod sparse_attn;
 pub mod timing;
 pub mod train;
+pub mod vram;
 pub mod w4a8;
 
 use std::path::PathBuf;
@@ -74,6 +75,7 @@ pub const FAMILIES: &[&dyn Family] = &[
     &hyp_int8::HypInt8Family,
     &w4a8::W4a8Family,
     &sparse_attn::SparseAttnFamily,
+    &vram::VramFamily,
 ];
 
 /// One kernel family's KPI benchmarks.
@@ -120,7 +122,7 @@ pub fn select(names: &[String]) -> Result<Vec<&'static dyn Family>> {
     {
         return Err(Error::Option {
             flag: format!("--family {bad}"),
-            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist, model, train, pool, kv4, hyp_int8, w4a8, sparse_attn",
+            rule: "unknown family; known: bk_core, hyp_attn, hyp_ln, lin_attn, hyp_dist, model, train, pool, kv4, hyp_int8, w4a8, sparse_attn, vram",
         });
     }
     Ok(FAMILIES

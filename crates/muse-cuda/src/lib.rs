@@ -78,6 +78,8 @@ pub mod timing;
 #[cfg(feature = "cuda")]
 pub mod train;
 #[cfg(feature = "cuda")]
+pub mod vram;
+#[cfg(feature = "cuda")]
 pub mod w4a8;
 
 #[cfg(feature = "cuda")]

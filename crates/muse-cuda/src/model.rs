@@ -95,22 +95,38 @@ pub(crate) fn htt_table(
 /// y = LayerNorm(x)·g + b over rows of `dim`.
 pub(crate) fn layer_norm(
     gpu: &Gpu,
-    x: &Buf<f32>,
-    (g, b): (&Buf<f32>, &Buf<f32>),
-    y: &Buf<f32>,
+    x: View<'_, f32>,
+    (g, b): (View<'_, f32>, View<'_, f32>),
+    y: View<'_, f32>,
     rows: usize,
     dim: usize,
 ) -> Result<()> {
+    short(
+        "layer_norm",
+        &[("x", x.len(), rows * dim), ("y", y.len(), rows * dim)],
+    )?;
+    short("layer_norm", &[("g", g.len(), dim), ("b", b.len(), dim)])?;
     let m = MODULE.get(gpu)?;
     let f = gpu.function(m, k::model::LAYER_NORM)?;
     let stream = &gpu.stream;
     let (r, d) = (rows as i32, dim as i32);
     // SAFETY: 6 arguments in the C order of `model_layer_norm`; x and y hold rows·dim floats, g
-    // and b dim; one warp per row, WARPS rows per CTA of THREADS.
+    // and b dim (checked above); one warp per row, WARPS rows per CTA of THREADS.
     unsafe {
         launch!(f<<<row_blocks(rows), THREADS, 0, stream>>>(x.ptr(), g.ptr(), b.ptr(), y.ptr(), r, d))
     }
     .map_err(|e| err("launching model_layer_norm", e))
+}
+
+/// Refuses a view shorter than its launch needs, naming the launcher and the argument.
+fn short(what: &str, lens: &[(&str, usize, usize)]) -> Result<()> {
+    match lens.iter().find(|(_, have, need)| have < need) {
+        Some((name, have, need)) => Err(muse_reference::Error::Backend {
+            backend: "cuda",
+            message: format!("{what}: `{name}` holds {have} elements, {need} needed"),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// BK-Core inputs a (batch, n), b and c (batch, n − 1) in T from the potential v (rows).
@@ -191,21 +207,32 @@ pub(crate) enum Act {
 /// y = act(y + bias) (+ res), y (rows, cols).
 pub(crate) fn bias_act(
     gpu: &Gpu,
-    y: &Buf<f32>,
-    bias: Option<&Buf<f32>>,
-    res: Option<&Buf<f32>>,
+    y: View<'_, f32>,
+    bias: Option<View<'_, f32>>,
+    res: Option<View<'_, f32>>,
     (rows, cols): (usize, usize),
     act: Act,
 ) -> Result<()> {
+    let n = rows * cols;
+    short("bias_act", &[("y", y.len(), n)])?;
+    if let Some(b) = &bias {
+        short("bias_act", &[("bias", b.len(), cols)])?;
+    }
+    if let Some(r) = &res {
+        short("bias_act", &[("res", r.len(), n)])?;
+    }
     let m = MODULE.get(gpu)?;
     let f = gpu.function(m, k::model::BIAS_ACT)?;
     let stream = &gpu.stream;
     let null = DevicePointer::<f32>::null();
-    let (bp, rp) = (bias.map_or(null, Buf::ptr), res.map_or(null, Buf::ptr));
+    let (bp, rp) = (
+        bias.map_or(null, |b| b.ptr()),
+        res.map_or(null, |r| r.ptr()),
+    );
     let (r, c, a) = (rows as i64, cols as i32, act as i32);
     // SAFETY: 6 arguments in the C order of `model_bias_act`; y (and res when non-null) hold
-    // rows·cols floats, bias (when non-null) cols.
-    unsafe { launch!(f<<<blocks(rows * cols), THREADS, 0, stream>>>(y.ptr(), bp, rp, r, c, a)) }
+    // rows·cols floats, bias (when non-null) cols (checked above).
+    unsafe { launch!(f<<<blocks(n), THREADS, 0, stream>>>(y.ptr(), bp, rp, r, c, a)) }
         .map_err(|e| err("launching model_bias_act", e))
 }
 

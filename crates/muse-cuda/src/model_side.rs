@@ -83,8 +83,8 @@ impl SideBranch {
         gemm_nt(g, (rows, self.s, dim), x, &self.bw, &u, 0.0, math)?;
         crate::model::bias_act(
             g,
-            &u,
-            Some(&self.bb),
+            u.view(),
+            Some(self.bb.view()),
             None,
             (rows, self.s),
             crate::model::Act::None,

@@ -246,7 +246,14 @@ impl CudaModel {
         res: Option<&Buf<f32>>,
     ) -> Result<()> {
         self.gemm(a16, dims, a, &lin.w, w16, c)?;
-        kern::bias_act(self.gpu, c, lin.b.as_ref(), res, (dims.0, dims.1), act)
+        kern::bias_act(
+            self.gpu,
+            c.view(),
+            lin.b.as_ref().map(Buf::view),
+            res.map(Buf::view),
+            (dims.0, dims.1),
+            act,
+        )
     }
 
     /// Uploads ids and queues the forward; the logits stay on the device (for timing).

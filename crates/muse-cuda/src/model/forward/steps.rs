@@ -86,7 +86,14 @@ impl ModelSteps for CudaSteps<'_> {
         let (m, ws) = (self.m, &*self.ws);
         let (_, _, rows, dm) = self.dims();
         let blk = &m.blocks[l];
-        kern::layer_norm(m.gpu, &ws.h, (&blk.norm.0, &blk.norm.1), &ws.x, rows, dm)?;
+        kern::layer_norm(
+            m.gpu,
+            ws.h.view(),
+            (blk.norm.0.view(), blk.norm.1.view()),
+            ws.x.view(),
+            rows,
+            dm,
+        )?;
         Ok(Slot::X)
     }
 
@@ -259,9 +266,9 @@ impl ModelSteps for CudaSteps<'_> {
         let (m, ws) = (self.m, &*self.ws);
         kern::layer_norm(
             m.gpu,
-            &ws.h,
-            (&m.final_norm.0, &m.final_norm.1),
-            &ws.x,
+            ws.h.view(),
+            (m.final_norm.0.view(), m.final_norm.1.view()),
+            ws.x.view(),
             rows,
             dm,
         )?;

@@ -214,6 +214,7 @@ impl MemOptGpu {
             ck.commit(g, l + 1)?;
         }
         drop(ws);
+        ck.forward_done();
         let xl = ck.load(g, d.layers)?;
         let dh = g.alloc::<f32>(rows * d.dm)?;
         let p = &self.p;

@@ -13,10 +13,10 @@ use crate::model_bwd::{self as kb, LnGrad, LnInput};
 use crate::train as kt;
 
 /// Rows of logits that exist at once in the head (the (B, N, V) logits never exist whole).
-pub const HEAD_ROWS: usize = 64;
+pub const HEAD_ROWS: usize = 32;
 
 /// Rows of a memory-optimised FFN's hidden activations that exist at once.
-pub const FFN_ROWS: usize = 128;
+pub const FFN_ROWS: usize = 64;
 
 /// Ids (B, N) on the device as i32, each checked < `vocab`.
 pub(crate) fn upload_ids(
@@ -269,6 +269,13 @@ impl Ckpt {
                 )?;
                 Ok(load.view())
             }
+        }
+    }
+
+    /// Frees the forward's staging buffer (16-bit: every activation is kept by now).
+    pub(crate) fn forward_done(&mut self) {
+        if let Self::Half { stage, .. } = self {
+            *stage = None;
         }
     }
 

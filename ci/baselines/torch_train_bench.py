@@ -147,10 +147,20 @@ def phase8_count(cfg):
     return r * (v1 * d1 + v2 * d2) + r + c["n_seq"] * d + c["n_layers"] * block + 2 * d
 
 
-def phase8(cfg, device, seed=0):
-    """(logits(ids, ckpt), trainable params) of torch_model's Phase 8 core, profile exact."""
+def phase8(cfg, device, seed=0, init=None):
+    """(logits(ids, ckpt), trainable params) of torch_model's Phase 8 core, profile exact; `init`:
+    a safetensors file (e.g. `muse model init`) whose tensors replace the seeded BENCH inits (every
+    core tensor must be there, same shape; others in the file are ignored)."""
     c = tm.defaults(cfg)
     w = tm.init_weights(c, device, seed)
+    if init:
+        arrs, _ = tm.load_safetensors(init)
+        for k in w:  # a longer n_seq's positions and H0 give their first N (as muse's forward uses them)
+            x, want = arrs.get(k), tuple(w[k].shape)
+            if x is None or x.ndim != len(want) or any(g < e for g, e in zip(x.shape, want)):
+                raise ValueError(f"--init-weights {init}: `{k}` missing or smaller than {want}")
+            x = x[tuple(slice(0, e) for e in want)]
+            w[k] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
     params = [t.requires_grad_() for k, t in w.items() if not k.endswith(H0)]
     assert sum(p.numel() for p in params) == phase8_count(c)
     V, D = c["vocab_size"], c["d_model"]
@@ -429,7 +439,10 @@ def train(run):
             raise ValueError(f"--tokens: ids must be < {cfg['vocab_size']} and each split longer than --seq")
         ev = ho[: max(a.eval_tokens, a.seq + 1)]
         starts = np.arange((len(ev) - 1) // a.seq) * a.seq
-        logits, params = (phase8 if a.model == "phase8" else gpt)(cfg, dev, a.seed)
+        if a.init_weights and a.model != "phase8":
+            raise ValueError("--init-weights: only for --model phase8")
+        logits, params = phase8(cfg, dev, a.seed, a.init_weights) if a.model == "phase8" else gpt(cfg, dev, a.seed)
+        head["init"] = a.init_weights or "seeded BENCH inits (torch_model.init_weights)"
         head["params"] = sum(p.numel() for p in params)
         f = torch.compile(logits) if a.compile else logits
         opt = adamw(params, a.lr, dev)
@@ -493,6 +506,7 @@ def main():
     p = sub.add_parser("train", parents=[common])
     p.add_argument("--tokens", required=True)
     p.add_argument("--model", choices=("phase8", "gpt"), default="phase8")
+    p.add_argument("--init-weights", help="phase8: start from these safetensors (e.g. `muse model init --config small --seed S`)")
     p.add_argument("--config", default="small", choices=("small", "medium"))
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=8)

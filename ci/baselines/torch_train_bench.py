@@ -28,9 +28,10 @@ metrics, device and torch.
          f16; the memory-optimised model (a port of reference/src/memopt, torch_train_models.py) in f32, f16,
          bf16 (.to(bfloat16) + autocast: the same protocol) and bf16-amp (fp32 weights +
          autocast), with and without checkpointing. weights_mib, grads_mib: the breakdown.
-         A matmul per dtype runs first, so cuBLAS's workspaces exist before any case and every
-         case starts from the same base_mib (earlier, the first case allocated them inside its
-         peak and the later ones started 65 MiB up); peak_above_base_mib = peak - base_mib.
+         A matmul and its backward per dtype run first, so cuBLAS's workspaces (the main thread's
+         and the autograd device thread's) exist before any case and every case starts from the
+         same base_mib (earlier, the first case allocated them inside its peak and the later ones
+         started 65 MiB up); peak_above_base_mib = peak - base_mib.
   train  a fixed-budget run for the loss curve on GPT-2 ids (--tokens DIR: train.npy, heldout.npy
          as muse writes them) with muse's batches (muse-train's splitmix64 offsets: they depend on
          --seed and the step only) and muse's held-out set (non-overlapping windows of the first
@@ -335,10 +336,12 @@ def vram(run):
             torch.cuda.reset_peak_memory_stats()
 
     study_counts()
-    if on:  # cuBLAS's per-dtype workspaces before any case, so that every case starts from the same base
+    if on:  # cuBLAS's workspaces before any case (this thread's, and the autograd engine's device
+        # thread's, made by its first backward matmul), so that every case starts from the same base
         for dt in (torch.float32, torch.float16, torch.bfloat16):
-            w = torch.ones(64, 64, device=dev, dtype=dt)
-            (w @ w).sum().item()
+            w = torch.ones(64, 64, device=dev, dtype=dt, requires_grad=True)
+            (w @ w).float().sum().backward()
+            torch.cuda.synchronize()
             del w
     s, (b, n) = (TINY_STUDY, (2, 64)) if a.tiny else (STUDY, (2, 512))
     cases = [("baseline", m, False) for m in ("f32", "f16")]

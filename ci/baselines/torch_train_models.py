@@ -127,9 +127,9 @@ class MemOpt(nn.Module):
     """reference/src/memopt: HTT (no positions) -> L x [x += AR-SSM(LN1 x); x += FFN(LN2 x)] ->
     final LN -> output_up(output_down(.)). Parameters in the reference's for_each_param order."""
 
-    def __init__(self, vocab, d, layers, r=16, rank=32, causal=True, ckpt=True, **_):
+    def __init__(self, vocab, d, layers, r=16, rank=32, causal=True, ckpt=True, f=None, o=None, **_):
         super().__init__()
-        f, o = max(d // 16, 64), max(d // 8, 128)  # the VRAM tree's ffn_rank and head rank
+        f, o = f or max(d // 16, 64), o or max(d // 8, 128)  # default: the VRAM tree's ffn_rank and head rank
         self.ckpt, self.embedding = ckpt, HTT(vocab, d, r)
         self.blocks = nn.ModuleList(MemOptBlock(d, rank, f, causal) for _ in range(layers))
         self.final_norm, self.output_down, self.output_up = nn.LayerNorm(d), nn.Linear(d, o), nn.Linear(o, vocab)

@@ -41,6 +41,7 @@ mod hyp_small;
 pub mod kv4;
 pub mod lin_attn;
 pub mod model;
+pub mod original;
 pub mod pool;
 pub mod records;
 pub mod sparse_attn;

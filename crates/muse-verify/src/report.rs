@@ -38,6 +38,10 @@ pub struct Record {
     /// reason for a miss goes in the report's meta); the speed gate still compares its times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goal: Option<Target>,
+    /// The original's benchmark file this record answers (e.g.
+    /// `phase8_quantization_benchmark.json`), in the per-file sections of a `muse bench` report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
 }
 
 /// Where a measurement was taken: kernel, backend, case, shape and dtype. Records are made
@@ -78,6 +82,7 @@ impl Site<'_> {
             target,
             pass: target.is_none_or(|t| t.holds(value)),
             goal: None,
+            original: None,
         }
     }
 

@@ -55,7 +55,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     write(&output, &args.out)
 }
 
-/// Writes the plots and `<out>/<stem>.{json,md}`, prints the targeted records and the written
+/// Writes the plots, `<out>/<stem>.{json,md}` and the original's benchmark files it answers
+/// (`<out>/original/`, `muse_bench::original`), prints the targeted records and the written
 /// files, and maps the report onto the exit outcome.
 fn write(output: &Output, out: &std::path::Path) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(out)?;
@@ -70,6 +71,10 @@ fn write(output: &Output, out: &std::path::Path) -> anyhow::Result<Outcome> {
     print_targets(report);
     let mut files = vec![json.display().to_string(), md.display().to_string()];
     files.extend(svgs);
+    // The original's benchmark files this run answers (quantisation, memory profile, long context).
+    let sections =
+        muse_bench::original::write_sections(report, &out.join("original"), output.stem)?;
+    files.extend(sections.iter().map(|p| p.display().to_string()));
     let last = files.pop().expect("invariant: json and md were written");
     println!("wrote {} and {last}", files.join(", "));
     Ok(Outcome::of(report))

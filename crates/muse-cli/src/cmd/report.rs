@@ -16,6 +16,10 @@ pub struct Args {
     /// Title of the Markdown document (default: from the file name).
     #[arg(long)]
     title: Option<String>,
+    /// Also write the sections that answer the original's benchmark files (quantisation, memory
+    /// profile, long context) into `original/` beside the JSON, as `muse bench` does.
+    #[arg(long)]
+    original_sections: bool,
 }
 
 /// Runs `muse report`; exit 1 when the report holds a failing record.
@@ -35,5 +39,15 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let md = args.json.with_extension("md");
     muse_verify::report::write_file(&md, &report.to_markdown(&title))?;
     println!("wrote {}", md.display());
+    if args.original_sections {
+        let dir = args
+            .json
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("original");
+        for f in muse_bench::original::write_sections(&report, &dir, stem)? {
+            println!("wrote {}", f.display());
+        }
+    }
     Ok(Outcome::of(&report))
 }

@@ -10,6 +10,8 @@ dir=${1:?usage: bash ci/gpu-accept.sh DIR (the files ci/gpu-run.sh wrote to \$OU
 for f in verification-cuda.json verification-cuda.md kpi-cuda.json kpi-cuda.md kpi-cuda.svg; do
     [ -f "$dir/$f" ] || { echo "gpu-accept: $dir/$f is missing" >&2; exit 1; }
 done
+# gpu-run.sh packs everything but the gated reports and the logs into extra.tgz.
+[ -f "$dir/extra.tgz" ] && tar xzf "$dir/extra.tgz" -C "$dir"
 mkdir -p reports/baselines
 for stem in verification-cuda kpi-cuda; do
     if [ -f "reports/$stem.json" ]; then
@@ -23,7 +25,8 @@ cp "$dir"/kpi-cuda*.svg reports/
 commit=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commit"])' "$dir/kpi-cuda.json")
 run="reports/runs/$(date -u +%Y-%m-%d)-$commit"
 mkdir -p "$run"
-for f in torch.json torch_hyp.json logs.tgz; do
+[ -d "$dir/original" ] && mkdir -p reports/original && cp "$dir"/original/* reports/original/
+for f in torch.json torch_hyp.json torch_model.json torch_train.json torch_vram.json logs.tgz; do
     [ -f "$dir/$f" ] && cp "$dir/$f" "$run/"
 done
 echo "gpu-accept: reports/ updated, raw files in $run"

@@ -136,4 +136,8 @@ if want bench; then
     step bench timeout 400 "$M" "${bench_args[@]}"
 fi
 tar czf "$OUT/logs.tgz" logs
+# At most 8 files come back from the GPU machine: everything but the reports the gate reads and the
+# logs goes into extra.tgz (per-family plots, original/ sections, PyTorch JSON); gpu-accept.sh unpacks it.
+(cd "$OUT" && extra=$(ls | grep -v -E '^(verification-cuda\.(json|md)|kpi-cuda\.(json|md|svg)|logs\.tgz|extra\.tgz)$') &&
+    [ -n "$extra" ] && tar czf extra.tgz $extra && rm -rf $extra)
 cat logs/summary.txt

@@ -30,6 +30,18 @@ pub(crate) fn err(what: &str, e: CudaError) -> Error {
     }
 }
 
+/// Refuses an argument of `have` elements where a launch of `op` reads or writes `need`, naming
+/// both (the launchers' shared length check).
+pub(crate) fn check_len(op: &str, name: &str, have: usize, need: usize) -> Result<()> {
+    if have < need {
+        return Err(Error::Backend {
+            backend: "cuda",
+            message: format!("{op}: `{name}` holds {have} elements, {need} needed"),
+        });
+    }
+    Ok(())
+}
+
 /// What the reports say about the device.
 #[derive(Debug, Clone)]
 pub struct DeviceInfo {

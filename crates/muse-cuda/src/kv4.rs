@@ -132,6 +132,14 @@ impl DeviceKvCache {
         self.len[b] == 0
     }
 
+    /// The radial terms' device pointer for a launch: null when the cache has none (the kernels
+    /// test it).
+    pub(crate) fn k_norm_ptr(&self) -> cust::memory::DevicePointer<f32> {
+        self.k_norm
+            .as_ref()
+            .map_or(cust::memory::DevicePointer::null(), |n| n.ptr())
+    }
+
     /// Bytes of the stored state (codes, metadata, radial terms; or fp16 K and V).
     pub fn state_bytes(&self) -> usize {
         self.k_codes.len()
@@ -192,10 +200,7 @@ impl DeviceKvCache {
         match self.storage {
             Storage::Int4 => {
                 let func = gpu.function(MODULE.get(gpu)?, k::kv4::APPEND)?;
-                let norm = self
-                    .k_norm
-                    .as_ref()
-                    .map_or(cust::memory::DevicePointer::null(), |n| n.ptr());
+                let norm = self.k_norm_ptr();
                 // SAFETY: (1) thirteen arguments in C order: two f32 pointers, two u8, two u16, an f32
                 // pointer (null when not radial, which the kernel tests), an i32 pointer, five i32;
                 // (2) k and v hold B·H·L·D elements (checked above), the codes B·H·T·D/2, the meta

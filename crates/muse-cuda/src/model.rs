@@ -120,13 +120,8 @@ pub(crate) fn layer_norm(
 
 /// Refuses a view shorter than its launch needs, naming the launcher and the argument.
 fn short(what: &str, lens: &[(&str, usize, usize)]) -> Result<()> {
-    match lens.iter().find(|(_, have, need)| have < need) {
-        Some((name, have, need)) => Err(muse_reference::Error::Backend {
-            backend: "cuda",
-            message: format!("{what}: `{name}` holds {have} elements, {need} needed"),
-        }),
-        None => Ok(()),
-    }
+    lens.iter()
+        .try_for_each(|&(name, have, need)| crate::device::check_len(what, name, have, need))
 }
 
 /// BK-Core inputs a (batch, n), b and c (batch, n − 1) in T from the potential v (rows).

@@ -24,16 +24,7 @@ fn blocks(n: usize) -> u32 {
 
 /// Refuses a view shorter than `need` elements, naming it.
 fn need(what: &str, v: &View<'_, f32>, need: usize) -> Result<()> {
-    if v.len() < need {
-        return Err(Error::Backend {
-            backend: "cuda",
-            message: format!(
-                "model backward: `{what}` holds {} elements, {need} needed",
-                v.len()
-            ),
-        });
-    }
-    Ok(())
+    crate::device::check_len("model backward", what, v.len(), need)
 }
 
 fn null() -> DevicePointer<f32> {

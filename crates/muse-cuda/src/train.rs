@@ -22,13 +22,7 @@ fn blocks(n: usize) -> u32 {
 }
 
 fn short(what: &str, have: usize, need: usize) -> Result<()> {
-    if have < need {
-        return Err(Error::Backend {
-            backend: "cuda",
-            message: format!("training: `{what}` holds {have} elements, {need} needed"),
-        });
-    }
-    Ok(())
+    crate::device::check_len("training", what, have, need)
 }
 
 /// The mean cross-entropy's per-row terms and gradient, in place: each row of `logits`

@@ -11,7 +11,7 @@ mod params;
 pub mod study;
 
 use cust::launch;
-use muse_reference::{Error, Result};
+use muse_reference::Result;
 
 use crate::device::{err, k, Gpu, View};
 use crate::lazy::LazyModule;
@@ -53,13 +53,7 @@ fn blocks(n: usize) -> u32 {
 }
 
 fn need<T: cust::memory::DeviceCopy>(what: &str, v: &View<'_, T>, n: usize) -> Result<()> {
-    if v.len() < n {
-        return Err(Error::Backend {
-            backend: "cuda",
-            message: format!("vram: `{what}` holds {} elements, {n} needed", v.len()),
-        });
-    }
-    Ok(())
+    crate::device::check_len("vram", what, v.len(), n)
 }
 
 /// `h[r, :] = table[ids[r], :]` for `rows` rows of `dim`; every id must be < the table's rows

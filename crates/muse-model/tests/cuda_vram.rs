@@ -69,6 +69,33 @@ fn check(worst: &BTreeMap<String, (f64, f64)>, rtol: f64, atol: f64, what: &str)
     assert!(bad.is_empty(), "{what}: {bad:#?}");
 }
 
+/// Every (name, value) of a parameter walk, in its order.
+fn walk(each: muse_cuda::vram::Walk<'_>) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    each(&mut |n, x| out.push((n.to_string(), *x)));
+    out
+}
+
+/// The device's loss within 1e-5 of Σ|logits| (f32 kept activations) or `rtol` (16-bit), then
+/// every gradient tensor against the reference's ([`check`]).
+fn judge(
+    what: &str,
+    (store, rtol): (Store, f64),
+    (loss, logits): (f64, &Array3<f64>),
+    got: Vec<(String, f64)>,
+    want: Vec<(String, f64)>,
+) {
+    let (want_loss, scale) = (logits.sum(), logits.mapv(f64::abs).sum());
+    let tol = if store == Store::F32 { 1e-5 } else { rtol };
+    let lrel = (loss - want_loss).abs() / scale;
+    assert!(
+        lrel <= tol,
+        "{what}: loss {loss} against {want_loss} ({lrel:.2e} of Σ|logits|)"
+    );
+    let want = want.into_iter().map(|(_, x)| x).collect();
+    check(&compare(got, want), rtol, 1e-6, what);
+}
+
 fn memopt_weights(seed: u64) -> MemOptWeights {
     let mut w = MemOptWeights::zeros(50, 16, 2, 4, 8, 8, 8);
     let mut r = uniform(seed);
@@ -89,21 +116,16 @@ fn memopt_case(w: &MemOptWeights, ids: &Array2<usize>, conv: Conv, store: Store,
     let (b, n) = ids.dim();
     let ones = Array3::<f64>::ones((b, n, 50));
     let logits = memopt::forward(w, ids.view(), Scan::Cumsum, conv);
-    let (want_loss, scale) = (logits.sum(), logits.mapv(f64::abs).sum());
-    let want = memopt::backward(w, ids.view(), Scan::Cumsum, conv, ones.view());
+    let mut want = memopt::backward(w, ids.view(), Scan::Cumsum, conv, ones.view());
     let mut got = m.grads(w).expect("grads");
-    let (mut gv, mut wv) = (Vec::new(), Vec::new());
-    got.for_each_param(&mut |n, x| gv.push((n.to_string(), *x)));
-    let mut want = want;
-    want.for_each_param(&mut |_, x| wv.push(*x));
     let what = format!("memopt {conv:?} {store:?} B{b} N{n}");
-    let tol = if store == Store::F32 { 1e-5 } else { rtol };
-    let lrel = (loss - want_loss).abs() / scale;
-    assert!(
-        lrel <= tol,
-        "{what}: loss {loss} against {want_loss} ({lrel:.2e} of Σ|logits|)"
+    judge(
+        &what,
+        (store, rtol),
+        (loss, &logits),
+        walk(&mut |f| got.for_each_param(f)),
+        walk(&mut |f| want.for_each_param(f)),
     );
-    check(&compare(gv, wv), rtol, 1e-6, &what);
 }
 
 #[test]
@@ -155,20 +177,16 @@ fn baseline_case(w: &BaselineWeights, ids: &Array2<usize>, store: Store, rtol: f
     let (b, n) = ids.dim();
     let ones = Array3::<f64>::ones((b, n, 50));
     let logits = baseline::forward(w, ids.view());
-    let (want_loss, scale) = (logits.sum(), logits.mapv(f64::abs).sum());
     let mut want = baseline::backward(w, ids.view(), ones.view());
     let mut got = m.grads(w).expect("grads");
-    let (mut gv, mut wv) = (Vec::new(), Vec::new());
-    got.for_each_param(&mut |n, x| gv.push((n.to_string(), *x)));
-    want.for_each_param(&mut |_, x| wv.push(*x));
     let what = format!("baseline {store:?} B{b} N{n}");
-    let tol = if store == Store::F32 { 1e-5 } else { rtol };
-    let lrel = (loss - want_loss).abs() / scale;
-    assert!(
-        lrel <= tol,
-        "{what}: loss {loss} against {want_loss} ({lrel:.2e} of Σ|logits|)"
+    judge(
+        &what,
+        (store, rtol),
+        (loss, &logits),
+        walk(&mut |f| got.for_each_param(f)),
+        walk(&mut |f| want.for_each_param(f)),
     );
-    check(&compare(gv, wv), rtol, 1e-6, &what);
 }
 
 #[test]

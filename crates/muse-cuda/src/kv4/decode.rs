@@ -170,10 +170,7 @@ impl DeviceKvCache {
         match (self.storage, lanes64) {
             (Storage::Int4, true) => {
                 let func = gpu.function(MODULE.get(gpu)?, k::kv4::DECODE64_INT4)?;
-                let norm = self
-                    .k_norm
-                    .as_ref()
-                    .map_or(cust::memory::DevicePointer::null(), |n| n.ptr());
+                let norm = self.k_norm_ptr();
                 // SAFETY: (1) seventeen arguments in C order: an f32 pointer, two u8, two u16, an
                 // f32 (nullable) and an i32 pointer, five i32, two f32, an i32, three f32 pointers;
                 // (2) as the warp-per-key launch below, with D = 64 (checked): codes 32 B and meta
@@ -204,10 +201,7 @@ impl DeviceKvCache {
             }
             (Storage::Int4, false) => {
                 let func = gpu.function(MODULE.get(gpu)?, k::kv4::DECODE_SPLIT_INT4)?;
-                let norm = self
-                    .k_norm
-                    .as_ref()
-                    .map_or(cust::memory::DevicePointer::null(), |n| n.ptr());
+                let norm = self.k_norm_ptr();
                 // SAFETY: (1) eighteen arguments in C order: an f32 pointer, two u8, two u16, an f32
                 // (nullable) and an i32 pointer, six i32, two f32, an i32, three f32 pointers;
                 // (2) q holds rows·D elements (checked), the cache B·H·T slots (new), len B, the

@@ -279,20 +279,11 @@ impl Ckpt {
         }
     }
 
-    /// Frees activation `i` (and the forward's staging buffer).
+    /// Frees activation `i`.
     pub(crate) fn release(&mut self, i: usize) {
         match self {
-            Self::F32(v) => {
-                if let Some(s) = v.get_mut(i) {
-                    *s = None;
-                }
-            }
-            Self::Half { saved, stage, .. } => {
-                *stage = None;
-                if let Some(s) = saved.get_mut(i) {
-                    *s = None;
-                }
-            }
+            Self::F32(v) => drop(v.get_mut(i).and_then(Option::take)),
+            Self::Half { saved, .. } => drop(saved.get_mut(i).and_then(Option::take)),
         }
     }
 }

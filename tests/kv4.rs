@@ -182,13 +182,60 @@ mod gpu {
         let qd = gpu
             .upload(&q.iter().map(|&x| x as f32).collect::<Vec<_>>())
             .expect("q");
-        let mut ws = DecodeWs::new(gpu, &cache, nq).expect("ws");
         let (cc, beta) = (0.693, 1.3);
-        cache
-            .decode(gpu, &qd, nq, cc, beta, mask, &mut ws)
-            .expect("decode");
-        let (o, lse) = (ws.o.to_vec().expect("o"), ws.lse.to_vec().expect("lse"));
         let (kd, vd) = dequantised(&cache);
+        for prefetch in [true, false] {
+            let mut ws = DecodeWs::new(gpu, &cache, nq)
+                .expect("ws")
+                .with_prefetch(prefetch);
+            cache
+                .decode(gpu, &qd, nq, cc, beta, mask, &mut ws)
+                .expect("decode");
+            let first = ws.o.to_vec().expect("o");
+            // The merging CTA re-arms its row's split counter: a second launch on the same
+            // workspace must write every output again (poisoned to NaN in between).
+            ws.o.poison().expect("poison o");
+            ws.lse.poison().expect("poison lse");
+            cache
+                .decode(gpu, &qd, nq, cc, beta, mask, &mut ws)
+                .expect("decode again");
+            let (o, lse) = (ws.o.to_vec().expect("o"), ws.lse.to_vec().expect("lse"));
+            assert!(
+                o.iter()
+                    .zip(&first)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{storage:?} prefetch {prefetch}: a second decode on the same workspace differs"
+            );
+            check_outputs(
+                storage,
+                c,
+                &q,
+                &kd,
+                &vd,
+                (&o, &lse),
+                total,
+                nq,
+                mask,
+                prefetch,
+            );
+        }
+    }
+
+    /// The comparison of [`check_decode`] for one set of outputs.
+    #[allow(clippy::too_many_arguments)]
+    fn check_outputs(
+        storage: Storage,
+        c: Kv4Config,
+        q: &Array4<f64>,
+        kd: &[Vec<f64>],
+        vd: &[Vec<f64>],
+        (o, lse): (&[f32], &[f32]),
+        total: usize,
+        nq: usize,
+        mask: Mask,
+        prefetch: bool,
+    ) {
+        let (cc, beta) = (0.693, 1.3);
         let (mut sq, mut count, mut worst, mut vmax, mut lse_bad) =
             (0.0, 0usize, 0.0f64, 0.0f64, 0.0f64);
         for b in 0..c.batch {
@@ -231,7 +278,7 @@ mod gpu {
             }
         }
         let mse = sq / count as f64;
-        assert!(mse < 1e-6 && worst <= 1e-4 * vmax && lse_bad <= 1e-5, "{storage:?} {mask:?} len {total}: mse {mse:.2e}, max {worst:.2e} (max|v| {vmax:.2}), lse {lse_bad:.2e}");
+        assert!(mse < 1e-6 && worst <= 1e-4 * vmax && lse_bad <= 1e-5, "{storage:?} prefetch {prefetch} {mask:?} len {total}: mse {mse:.2e}, max {worst:.2e} (max|v| {vmax:.2}), lse {lse_bad:.2e}");
     }
 
     #[test]

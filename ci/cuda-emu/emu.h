@@ -11,6 +11,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -46,6 +47,11 @@ inline double2 make_double2(double a, double b) { return {a, b}; }
 
 template <typename T> inline T __ldg(const T* p) { return *p; }
 template <typename T> inline T __ldcs(const T* p) { return *p; }
+template <typename T> inline T __ldcg(const T* p) { return *p; }
+inline void __threadfence() {}
+// Blocks run one after another and a block's threads share this lock: atomic within the launch.
+inline std::mutex g_atomic;
+inline unsigned atomicAdd(unsigned* p, unsigned v) { std::lock_guard<std::mutex> g(g_atomic); const unsigned o = *p; *p = o + v; return o; }
 template <typename T> inline void __stcs(T* p, T v) { *p = v; }
 inline float __logf(float x) { return logf(x); }
 inline float __expf(float x) { return expf(x); }

@@ -1,5 +1,5 @@
-// Host-emulation driver (see run.sh): the 4-bit KV cache kernels (append, split-K decode, LSE
-// merge) and the fp16 baseline against a long-double reference written here: the codec in f32
+// Host-emulation driver (see run.sh): the 4-bit KV cache kernels (append, split-K decode with its
+// in-kernel LSE merge) and the fp16 baseline against a long-double reference written here: the codec in f32
 // arithmetic as the design states it (codes and fp16 metadata must match bit for bit), decode
 // attention by the law of cosines (design §2.3, 1 - C as |u^ - w^|^2 / 2) on the dequantised K, V.
 #include "emu.h"
@@ -74,20 +74,30 @@ static bool run(Cfg c, const std::vector<int>& appends, int nq, int mask, int wi
     const int stored = len > T ? len - T : 0;
     int maxvis = len - stored;
     double worst[2] = {0, 0}, wlse = 0, vmax = 0;
-    // path 0: decode_split (any D); path 1 (D = 64): one key per lane, chunk 128
-    for (int path = 0; path < (D == 64 ? 2 : 1); ++path)
+    // path 0: decode_split (any D); paths 1, 2 (D = 64): one key per lane, chunk 128, with and
+    // without the next key's prefetch. Each launch merges its splits in its last CTA per row.
+    for (int path = 0; path < (D == 64 ? 3 : 1); ++path)
     for (int store = 0; store < 2; ++store) {
         const int ch = path ? 128 : chunk, splits = (maxvis + ch - 1) / ch;
         std::vector<float> pm((size_t)rows * nq * splits), pl(pm.size()), pa(pm.size() * D), o((size_t)rows * nq * D), lse((size_t)rows * nq);
+        std::vector<unsigned> done((size_t)rows * nq, 0);
+        const dim3 grid{(unsigned)(rows * nq), (unsigned)splits, 1};
+        const unsigned th = 32 * KV4_DEC_WARPS;
+        float* const out[3] = {pm.data(), pl.data(), pa.data()};
+        const float* kn_p = c.radial ? kn.data() : nullptr;
         if (path == 1 && store == 0)
-            launch(dim3{(unsigned)(rows * nq), (unsigned)splits, 1}, 32 * KV4_DEC_WARPS, [&] { kv4_decode64_int4(q.data(), kc.data(), vc.data(), km.data(), vm.data(), c.radial ? kn.data() : nullptr, lens.data(), H, nq, T, mask, window, (float)s, (float)beta, ch, pm.data(), pl.data(), pa.data()); });
+            launch(grid, th, [&] { kv4_decode64_int4(q.data(), kc.data(), vc.data(), km.data(), vm.data(), kn_p, lens.data(), H, nq, T, mask, window, (float)s, (float)beta, ch, out[0], out[1], out[2], done.data(), o.data(), lse.data()); });
+        else if (path == 2 && store == 0)
+            launch(grid, th, [&] { kv4_decode64_int4_nopf(q.data(), kc.data(), vc.data(), km.data(), vm.data(), kn_p, lens.data(), H, nq, T, mask, window, (float)s, (float)beta, ch, out[0], out[1], out[2], done.data(), o.data(), lse.data()); });
         else if (path == 1)
-            launch(dim3{(unsigned)(rows * nq), (unsigned)splits, 1}, 32 * KV4_DEC_WARPS, [&] { kv4_decode64_fp16(q.data(), k16.data(), v16.data(), lens.data(), H, nq, T, mask, window, (float)s, (float)beta, ch, pm.data(), pl.data(), pa.data()); });
+            launch(grid, th, [&] { kv4_decode64_fp16(q.data(), k16.data(), v16.data(), lens.data(), H, nq, T, mask, window, (float)s, (float)beta, ch, out[0], out[1], out[2], done.data(), o.data(), lse.data()); });
+        else if (path == 2)
+            launch(grid, th, [&] { kv4_decode64_fp16_nopf(q.data(), k16.data(), v16.data(), lens.data(), H, nq, T, mask, window, (float)s, (float)beta, ch, out[0], out[1], out[2], done.data(), o.data(), lse.data()); });
         else if (store == 0)
-            launch(dim3{(unsigned)(rows * nq), (unsigned)splits, 1}, 32 * KV4_DEC_WARPS, [&] { kv4_decode_split_int4(q.data(), kc.data(), vc.data(), km.data(), vm.data(), c.radial ? kn.data() : nullptr, lens.data(), H, nq, D, T, mask, window, (float)s, (float)beta, chunk, pm.data(), pl.data(), pa.data()); });
+            launch(grid, th, [&] { kv4_decode_split_int4(q.data(), kc.data(), vc.data(), km.data(), vm.data(), kn_p, lens.data(), H, nq, D, T, mask, window, (float)s, (float)beta, chunk, out[0], out[1], out[2], done.data(), o.data(), lse.data()); });
         else
-            launch(dim3{(unsigned)(rows * nq), (unsigned)splits, 1}, 32 * KV4_DEC_WARPS, [&] { kv4_decode_split_fp16(q.data(), k16.data(), v16.data(), lens.data(), H, nq, D, T, mask, window, (float)s, (float)beta, chunk, pm.data(), pl.data(), pa.data()); });
-        launch(dim3{(unsigned)(rows * nq), 1, 1}, 32, [&] { kv4_decode_merge(pm.data(), pl.data(), pa.data(), splits, D, o.data(), lse.data()); });
+            launch(grid, th, [&] { kv4_decode_split_fp16(q.data(), k16.data(), v16.data(), lens.data(), H, nq, D, T, mask, window, (float)s, (float)beta, chunk, out[0], out[1], out[2], done.data(), o.data(), lse.data()); });
+        for (unsigned d : done) if (d != 0) ++bad;  // the last CTA re-arms its row's counter
         const std::vector<LD>& K = store ? kref16 : kref;
         const std::vector<LD>& V = store ? vref16 : vref;
         for (int r = 0; r < rows; ++r)

@@ -2,7 +2,8 @@
 // codes with fp16 metadata, optional exact ||k||) and fused decode attention that reads codes,
 // dequantises in registers and never writes K/V back, split over the keys (FlashDecoding) and
 // merged by log-sum-exp. The fp16 cache, the baseline it is measured against, shares the decode
-// kernel (another loader). Launchers: ../src/kv4.rs; CPU reference: reference/src/kv4/.
+// kernel (another loader). Launchers: ../src/kv4.rs, ../src/kv4/decode.rs; CPU reference:
+// reference/src/kv4/.
 //
 // Layout (one row = one (b, h)): codes [B, H, T, D/2] u8, byte i = q[2i] | q[2i+1] << 4;
 // meta [B, H, T, 2] fp16 bits (step s, min m); norm [B, H, T] f32 (radial only); fp16 cache
@@ -20,13 +21,13 @@
 //   kv4_decode_split_fp16(q, k16, v16, ...)
 //     (const float* q /* [B,H,Nq,D] */, <cache>, const int* len, int H, int Nq, int D, int T,
 //      int mask /* 0 none, 1 causal, 2 window */, int window, float s, float beta, int chunk,
-//      float* part_m, float* part_l, float* part_acc)
+//      float* part_m, float* part_l, float* part_acc, unsigned* done /* [B H Nq], zero */,
+//      float* o /* [B,H,Nq,D] */, float* lse /* [B,H,Nq] */)
 //     grid (B H Nq, splits) x KV4_DEC_WARPS warps; split j scores the visible keys
-//     [lo + j chunk, lo + (j+1) chunk) of its query; writes (m, l, acc[D]) of the split.
-//   kv4_decode64_int4 / kv4_decode64_fp16: the same without D (64), one key per lane
+//     [lo + j chunk, lo + (j+1) chunk) of its query and writes its (m, l, acc[D]); the last split
+//     of a query row to finish merges them, o = sum e^(m_j-m) acc_j / L, and sets done back to 0.
+//   kv4_decode64_int4 / kv4_decode64_fp16 (and *_nopf): the same without D (64), one key per lane
 //     (include/kv4_decode64.cuh); chunk a multiple of 32 KV4_DEC_WARPS.
-//   kv4_decode_merge(const float* part_m, const float* part_l, const float* part_acc, int splits,
-//              int D, float* o, float* lse)   grid (B H Nq) x 32: o = sum e^(m_j-m) acc_j / L.
 #define KV4_WARPS 8
 #define KV4_DEC_WARPS 4
 #define KV4_CAP 8
@@ -182,10 +183,62 @@ __device__ __forceinline__ float acosh1p_f(float z) {
     return z > 1e18f ? 0.69314718f + log1pf(z) : log1pf(z + sqrtf(z * (z + 2.0f)));
 }
 
+// Every CTA of a query row has written its split's (m, l, acc); the last one to count itself in
+// merges them into o and lse (FlashDecoding's reduction without a second launch, the
+// threadFenceReduction pattern) and sets the row's counter back to 0 for the next launch. A
+// separate merge kernel cost ~10 us per decode on the H200, most of a short context's time.
+// Called by every thread of the CTA.
+__device__ void kv4_merge_if_last(long long row, int D, const float* __restrict__ part_m,
+                                  const float* __restrict__ part_l, const float* __restrict__ part_acc,
+                                  unsigned* __restrict__ done, float* __restrict__ o, float* __restrict__ lse) {
+    __shared__ int sh_last;
+    __shared__ float sh_gm, sh_gl;
+    const int splits = (int)gridDim.y, lane = threadIdx.x & 31;
+    __threadfence();  // this CTA's partials reach L2 before its count does
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const int last = atomicAdd(done + row, 1u) == (unsigned)splits - 1;
+        if (last) done[row] = 0;  // no other CTA of this row is left to count
+        sh_last = last;
+    }
+    __syncthreads();
+    if (!sh_last) return;
+    __threadfence();
+    const long long base = row * splits;
+    if (threadIdx.x < 32) {  // m and l over the splits a lane each
+        float gm = -INFINITY;
+        for (int j = lane; j < splits; j += 32) gm = fmaxf(gm, __ldcg(part_m + base + j));
+        gm = warp_max_f(gm);
+        float gl = 0.0f;
+        for (int j = lane; j < splits; j += 32) {
+            const float mj = __ldcg(part_m + base + j);
+            gl += mj == -INFINITY ? 0.0f : __ldcg(part_l + base + j) * __expf(mj - gm);
+        }
+        gl = warp_sum_f(gl);
+        if (lane == 0) {
+            sh_gm = gm;
+            sh_gl = gl;
+            lse[row] = gl > 0.0f ? gm + logf(gl) : -INFINITY;
+        }
+    }
+    __syncthreads();
+    const float gm = sh_gm, gl = sh_gl;
+    for (int e = threadIdx.x; e < D; e += blockDim.x) {
+        float x = 0.0f;
+#pragma unroll 4
+        for (int j = 0; j < splits; ++j) {
+            const float mj = __ldcg(part_m + base + j);
+            if (mj != -INFINITY) x += __ldcg(part_acc + (base + j) * D + e) * __expf(mj - gm);
+        }
+        o[row * D + e] = gl > 0.0f ? x / gl : 0.0f;
+    }
+}
+
 template <typename Cache>
 __device__ void decode_split(const float* __restrict__ q, const Cache& cache, const int* __restrict__ len, int H,
                              int Nq, int D, int T, int mask, int window, float s, float beta, int chunk,
-                             float* __restrict__ part_m, float* __restrict__ part_l, float* __restrict__ part_acc) {
+                             float* __restrict__ part_m, float* __restrict__ part_l, float* __restrict__ part_acc,
+                             unsigned* __restrict__ done, float* __restrict__ o, float* __restrict__ lse) {
     __shared__ float sh_m[KV4_DEC_WARPS], sh_l[KV4_DEC_WARPS], sh_acc[KV4_DEC_WARPS][32 * KV4_CAP];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const long long row = blockIdx.x;  // (b, h, i)
@@ -251,94 +304,74 @@ __device__ void decode_split(const float* __restrict__ q, const Cache& cache, co
 #pragma unroll
     for (int m = 0; m < KV4_CAP; ++m) sh_acc[warp][lane + 32 * m] = acc[m];
     __syncthreads();
-    if (warp != 0) return;
-    float gm = -INFINITY;
-    for (int w = 0; w < KV4_DEC_WARPS; ++w) gm = fmaxf(gm, sh_m[w]);
-    float gl = 0.0f, f[KV4_DEC_WARPS];
-    for (int w = 0; w < KV4_DEC_WARPS; ++w) {
-        f[w] = gm == -INFINITY ? 0.0f : __expf(sh_m[w] - gm);
-        gl += sh_l[w] * f[w];
+    if (warp == 0) {
+        float gm = -INFINITY;
+        for (int w = 0; w < KV4_DEC_WARPS; ++w) gm = fmaxf(gm, sh_m[w]);
+        float gl = 0.0f, f[KV4_DEC_WARPS];
+        for (int w = 0; w < KV4_DEC_WARPS; ++w) {
+            f[w] = gm == -INFINITY ? 0.0f : __expf(sh_m[w] - gm);
+            gl += sh_l[w] * f[w];
+        }
+        const long long part = row * gridDim.y + blockIdx.y;
+        if (lane == 0) {
+            part_m[part] = gm;
+            part_l[part] = gl;
+        }
+        for (int e = lane; e < D; e += 32) {
+            float x = 0.0f;
+            for (int w = 0; w < KV4_DEC_WARPS; ++w) x += sh_acc[w][e] * f[w];
+            part_acc[part * D + e] = x;
+        }
     }
-    const long long part = row * gridDim.y + blockIdx.y;
-    if (lane == 0) {
-        part_m[part] = gm;
-        part_l[part] = gl;
-    }
-    for (int e = lane; e < D; e += 32) {
-        float x = 0.0f;
-        for (int w = 0; w < KV4_DEC_WARPS; ++w) x += sh_acc[w][e] * f[w];
-        part_acc[part * D + e] = x;
-    }
+    kv4_merge_if_last(row, D, part_m, part_l, part_acc, done, o, lse);
 }
 
 #include "include/kv4_decode64.cuh"
 
-extern "C" __global__ void kv4_decode64_int4(const float* __restrict__ q, const unsigned char* __restrict__ k_codes,
-                                             const unsigned char* __restrict__ v_codes,
-                                             const unsigned short* __restrict__ k_meta,
-                                             const unsigned short* __restrict__ v_meta,
-                                             const float* __restrict__ k_norm, const int* __restrict__ len, int H,
-                                             int Nq, int T, int mask, int window, float s, float beta, int chunk,
-                                             float* __restrict__ part_m, float* __restrict__ part_l,
-                                             float* __restrict__ part_acc) {
+#define KV4_DECODE_OUT float *__restrict__ part_m, float *__restrict__ part_l, float *__restrict__ part_acc, \
+    unsigned *__restrict__ done, float *__restrict__ o, float *__restrict__ lse
+#define KV4_INT4_ARGS const float *__restrict__ q, const unsigned char *__restrict__ k_codes, \
+    const unsigned char *__restrict__ v_codes, const unsigned short *__restrict__ k_meta, \
+    const unsigned short *__restrict__ v_meta, const float *__restrict__ k_norm, const int *__restrict__ len
+#define KV4_FP16_ARGS const float *__restrict__ q, const unsigned short *__restrict__ k16, \
+    const unsigned short *__restrict__ v16, const int *__restrict__ len
+
+extern "C" __global__ void kv4_decode64_int4(KV4_INT4_ARGS, int H, int Nq, int T, int mask, int window, float s,
+                                             float beta, int chunk, KV4_DECODE_OUT) {
     const Int4Rows64 cache{k_codes, v_codes, k_meta, v_meta, k_norm};
-    decode_split64(q, cache, len, H, Nq, T, mask, window, s, beta, chunk, part_m, part_l, part_acc);
+    decode_split64<Int4Rows64, true>(q, cache, len, H, Nq, T, mask, window, s, beta, chunk, part_m, part_l, part_acc,
+                                     done, o, lse);
 }
 
-extern "C" __global__ void kv4_decode64_fp16(const float* __restrict__ q, const unsigned short* __restrict__ k16,
-                                             const unsigned short* __restrict__ v16, const int* __restrict__ len,
-                                             int H, int Nq, int T, int mask, int window, float s, float beta,
-                                             int chunk, float* __restrict__ part_m, float* __restrict__ part_l,
-                                             float* __restrict__ part_acc) {
+extern "C" __global__ void kv4_decode64_int4_nopf(KV4_INT4_ARGS, int H, int Nq, int T, int mask, int window, float s,
+                                                  float beta, int chunk, KV4_DECODE_OUT) {
+    const Int4Rows64 cache{k_codes, v_codes, k_meta, v_meta, k_norm};
+    decode_split64<Int4Rows64, false>(q, cache, len, H, Nq, T, mask, window, s, beta, chunk, part_m, part_l,
+                                      part_acc, done, o, lse);
+}
+
+extern "C" __global__ void kv4_decode64_fp16(KV4_FP16_ARGS, int H, int Nq, int T, int mask, int window, float s,
+                                             float beta, int chunk, KV4_DECODE_OUT) {
     const Fp16Rows64 cache{k16, v16};
-    decode_split64(q, cache, len, H, Nq, T, mask, window, s, beta, chunk, part_m, part_l, part_acc);
+    decode_split64<Fp16Rows64, true>(q, cache, len, H, Nq, T, mask, window, s, beta, chunk, part_m, part_l, part_acc,
+                                     done, o, lse);
 }
 
-extern "C" __global__ void kv4_decode_split_int4(const float* __restrict__ q, const unsigned char* __restrict__ k_codes,
-                                                 const unsigned char* __restrict__ v_codes,
-                                                 const unsigned short* __restrict__ k_meta,
-                                                 const unsigned short* __restrict__ v_meta,
-                                                 const float* __restrict__ k_norm, const int* __restrict__ len, int H,
-                                                 int Nq, int D, int T, int mask, int window, float s, float beta,
-                                                 int chunk, float* __restrict__ part_m, float* __restrict__ part_l,
-                                                 float* __restrict__ part_acc) {
+extern "C" __global__ void kv4_decode64_fp16_nopf(KV4_FP16_ARGS, int H, int Nq, int T, int mask, int window, float s,
+                                                  float beta, int chunk, KV4_DECODE_OUT) {
+    const Fp16Rows64 cache{k16, v16};
+    decode_split64<Fp16Rows64, false>(q, cache, len, H, Nq, T, mask, window, s, beta, chunk, part_m, part_l,
+                                      part_acc, done, o, lse);
+}
+
+extern "C" __global__ void kv4_decode_split_int4(KV4_INT4_ARGS, int H, int Nq, int D, int T, int mask, int window,
+                                                 float s, float beta, int chunk, KV4_DECODE_OUT) {
     const Int4Cache cache{k_codes, v_codes, k_meta, v_meta, k_norm};
-    decode_split(q, cache, len, H, Nq, D, T, mask, window, s, beta, chunk, part_m, part_l, part_acc);
+    decode_split(q, cache, len, H, Nq, D, T, mask, window, s, beta, chunk, part_m, part_l, part_acc, done, o, lse);
 }
 
-extern "C" __global__ void kv4_decode_split_fp16(const float* __restrict__ q, const unsigned short* __restrict__ k16,
-                                                 const unsigned short* __restrict__ v16, const int* __restrict__ len,
-                                                 int H, int Nq, int D, int T, int mask, int window, float s,
-                                                 float beta, int chunk, float* __restrict__ part_m,
-                                                 float* __restrict__ part_l, float* __restrict__ part_acc) {
+extern "C" __global__ void kv4_decode_split_fp16(KV4_FP16_ARGS, int H, int Nq, int D, int T, int mask, int window,
+                                                 float s, float beta, int chunk, KV4_DECODE_OUT) {
     const Fp16Cache cache{k16, v16};
-    decode_split(q, cache, len, H, Nq, D, T, mask, window, s, beta, chunk, part_m, part_l, part_acc);
-}
-
-extern "C" __global__ void kv4_decode_merge(const float* __restrict__ part_m, const float* __restrict__ part_l,
-                                            const float* __restrict__ part_acc, int splits, int D,
-                                            float* __restrict__ o, float* __restrict__ lse) {
-    const long long row = blockIdx.x;
-    const int lane = threadIdx.x & 31;
-    // m and l over the splits a lane each (a serial loop per thread was latency bound at 100+
-    // splits); the D sums walk the splits with independent, unrolled loads.
-    float gm = -INFINITY;
-    for (int j = lane; j < splits; j += 32) gm = fmaxf(gm, part_m[row * splits + j]);
-    gm = warp_max_f(gm);
-    float gl = 0.0f;
-    for (int j = lane; j < splits; j += 32) {
-        const float mj = part_m[row * splits + j];
-        gl += mj == -INFINITY ? 0.0f : part_l[row * splits + j] * __expf(mj - gm);
-    }
-    gl = warp_sum_f(gl);
-    for (int e = lane; e < D; e += 32) {
-        float x = 0.0f;
-#pragma unroll 8
-        for (int j = 0; j < splits; ++j) {
-            const float mj = part_m[row * splits + j];
-            if (mj != -INFINITY) x += part_acc[(row * splits + j) * D + e] * __expf(mj - gm);
-        }
-        o[row * D + e] = gl > 0.0f ? x / gl : 0.0f;
-    }
-    if (lane == 0) lse[row] = gl > 0.0f ? gm + logf(gl) : -INFINITY;
+    decode_split(q, cache, len, H, Nq, D, T, mask, window, s, beta, chunk, part_m, part_l, part_acc, done, o, lse);
 }

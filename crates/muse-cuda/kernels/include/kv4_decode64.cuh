@@ -1,32 +1,54 @@
-// Decode attention for D = 64, one key per lane (included by ../kv4.cu after its loaders and
-// decode_split). The warp-per-key path of decode_split spends ~60 warp instructions and two
+// Decode attention for D = 64, one key per lane (included by ../kv4.cu after its loaders, decode_split
+// and kv4_merge_if_last). The warp-per-key path of decode_split spends ~60 warp instructions and two
 // dependent loads per key, so both caches ran latency-bound at ~100 us whatever the context (H200,
-// B1 H8 N1024-8192). Here each lane holds one key's packed row in registers (fp16: 8 x 16 B,
-// int4: 2 x 16 B of codes + its (s, m)), scores it against q from shared memory, and keeps its own
-// online softmax (m, l, acc[64]); the lanes merge once per split by log-sum-exp (warp shuffles),
-// then the warps as in decode_split. Same arithmetic per key as decode_split (f32, the stable
-// 1 - cos = |q^ - k^|^2 / 2, acosh1p_f), a different summation order.
+// B1 H8 N1024-8192). Here each lane holds one key's packed row in registers (fp16: 8 x 16 B, int4:
+// 2 x 16 B of codes + its (s, m)), scores it against q^ = q / |q| from shared memory and keeps its
+// own online softmax (m, l, acc[64]); the lanes merge once per split by log-sum-exp (warp shuffles),
+// then the warps, then the last CTA of the query row merges the splits (kv4_merge_if_last).
+// A lane issues its key's K and V loads together and, with PF, the next key's before scoring this
+// one: one 32 + 32 B request per lane at a time left the int4 cache at 0.6 TB/s (H200, B4 N16384).
+// The int4 rows never dequantise to memory or to a register array: |k|^2 comes exactly from the
+// codes' integer sums (kv4_sumsq), the other terms from one code at a time.
 
-// One cache row of D = 64 as 16-byte words, and its element e (a compile-time index after
-// unrolling).
 __device__ __forceinline__ unsigned kv4_word(const uint4& w, int c) {
     return c == 0 ? w.x : c == 1 ? w.y : c == 2 ? w.z : w.w;
 }
+
+// A cache row of D = 64 as W 16-byte words and its codec (s, m) (fp16: 1, 0).
+template <int W>
+struct Row64 {
+    uint4 w[W];
+    float s, m;
+};
 
 struct Fp16Rows64 {
     static constexpr int W = 8;  // 64 halves
     const unsigned short* __restrict__ k16;
     const unsigned short* __restrict__ v16;
-    __device__ __forceinline__ void load(bool key, long long slot, uint4 (&r)[W], float& s, float& m) const {
+    __device__ __forceinline__ void load(bool key, long long slot, Row64<W>& r) const {
         const uint4* p = reinterpret_cast<const uint4*>((key ? k16 : v16) + slot * 64);
 #pragma unroll
-        for (int i = 0; i < W; ++i) r[i] = __ldg(p + i);
-        s = 1.0f;
-        m = 0.0f;
+        for (int i = 0; i < W; ++i) r.w[i] = __ldg(p + i);
+        r.s = 1.0f;
+        r.m = 0.0f;
     }
-    __device__ __forceinline__ static float elem(const uint4 (&r)[W], float, float, int e) {
-        const unsigned x = kv4_word(r[e >> 3], (e & 7) >> 1);
+    __device__ __forceinline__ static float elem(const Row64<W>& r, int e) {
+        const unsigned x = kv4_word(r.w[e >> 3], (e & 7) >> 1);
         return h2f((unsigned short)(x >> (16 * (e & 1))));
+    }
+    __device__ __forceinline__ static float sumsq(const Row64<W>& r) {
+        float kk = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 64; ++e) {
+            const float x = elem(r, e);
+            kk += x * x;
+        }
+        return kk;
+    }
+    // acc = acc corr + p v
+    __device__ __forceinline__ static void accumulate(const Row64<W>& r, float p, float corr, float (&acc)[64]) {
+#pragma unroll
+        for (int e = 0; e < 64; ++e) acc[e] = fmaf(p, elem(r, e), acc[e] * corr);
     }
     __device__ __forceinline__ float radial(long long) const { return -1.0f; }
 };
@@ -38,29 +60,53 @@ struct Int4Rows64 {
     const unsigned short* __restrict__ k_meta;
     const unsigned short* __restrict__ v_meta;
     const float* __restrict__ k_norm;
-    __device__ __forceinline__ void load(bool key, long long slot, uint4 (&r)[W], float& s, float& m) const {
+    __device__ __forceinline__ void load(bool key, long long slot, Row64<W>& r) const {
         const uint4* p = reinterpret_cast<const uint4*>((key ? k_codes : v_codes) + slot * 32);
-        r[0] = __ldg(p);
-        r[1] = __ldg(p + 1);
-        const unsigned short* mt = (key ? k_meta : v_meta) + slot * 2;
-        s = h2f(__ldg(mt));
-        m = h2f(__ldg(mt + 1));
+        r.w[0] = __ldg(p);
+        r.w[1] = __ldg(p + 1);
+        const unsigned mt = __ldg(reinterpret_cast<const unsigned*>(key ? k_meta : v_meta) + slot);
+        r.s = h2f((unsigned short)(mt & 0xffffu));
+        r.m = h2f((unsigned short)(mt >> 16));
     }
-    __device__ __forceinline__ static float elem(const uint4 (&r)[W], float s, float m, int e) {
+    // Code e (0..15) as an exact float: 2^23 + c has c in its low mantissa bits.
+    __device__ __forceinline__ static float code(const Row64<W>& r, int e) {
         const int byte = e >> 1;  // byte i = q[2i] | q[2i + 1] << 4
-        const unsigned x = kv4_word(r[byte >> 4], (byte & 15) >> 2);
-        return m + (float)((x >> (8 * (byte & 3) + 4 * (e & 1))) & 15u) * s;
+        const unsigned x = kv4_word(r.w[byte >> 4], (byte & 15) >> 2);
+        return __uint_as_float(0x4B000000u | ((x >> (8 * (byte & 3) + 4 * (e & 1))) & 15u)) - 8388608.0f;
+    }
+    __device__ __forceinline__ static float elem(const Row64<W>& r, int e) { return fmaf(code(r, e), r.s, r.m); }
+    // sum_e (m + s c_e)^2 = 64 mu^2 + s^2 V / 64 with mu = m + s sum(c) / 64 and the exact integer
+    // V = 64 sum(c^2) - sum(c)^2 >= 0: two non-negative terms, no cancellation (byte sums by dp4a).
+    __device__ __forceinline__ static float sumsq(const Row64<W>& r) {
+        int c1 = 0, c2 = 0;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const unsigned x = kv4_word(r.w[i >> 2], i & 3);
+            const int lo = (int)(x & 0x0F0F0F0Fu), hi = (int)((x >> 4) & 0x0F0F0F0Fu);
+            c1 = __dp4a(lo, 0x01010101, __dp4a(hi, 0x01010101, c1));
+            c2 = __dp4a(lo, lo, __dp4a(hi, hi, c2));
+        }
+        const float mu = fmaf(r.s, (float)c1 * 0.015625f, r.m);
+        const float var = (float)(64 * c2 - c1 * c1);  // <= 64 * 14400: exact
+        return fmaf(64.0f * mu, mu, r.s * r.s * var * 0.015625f);
+    }
+    // acc = acc corr + p (m + s c) = (acc corr + p m) + (p s) c
+    __device__ __forceinline__ static void accumulate(const Row64<W>& r, float p, float corr, float (&acc)[64]) {
+        const float pm = p * r.m, ps = p * r.s;
+#pragma unroll
+        for (int e = 0; e < 64; ++e) acc[e] = fmaf(ps, code(r, e), fmaf(acc[e], corr, pm));
     }
     __device__ __forceinline__ float radial(long long slot) const { return k_norm ? __ldg(k_norm + slot) : -1.0f; }
 };
 
-template <typename Rows>
+template <typename Rows, bool PF>
 __device__ void decode_split64(const float* __restrict__ q, const Rows& cache, const int* __restrict__ len, int H,
                                int Nq, int T, int mask, int window, float s, float beta, int chunk,
                                float* __restrict__ part_m, float* __restrict__ part_l,
-                               float* __restrict__ part_acc) {
-    constexpr int D = 64;
-    __shared__ float sh_q[D];
+                               float* __restrict__ part_acc, unsigned* __restrict__ done, float* __restrict__ o,
+                               float* __restrict__ lse) {
+    constexpr int D = 64, STRIDE = 32 * KV4_DEC_WARPS;
+    __shared__ float sh_q[D], sh_qq;
     __shared__ float sh_m[KV4_DEC_WARPS], sh_l[KV4_DEC_WARPS], sh_acc[KV4_DEC_WARPS][D];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const long long row = blockIdx.x;  // (b, h, i)
@@ -73,36 +119,54 @@ __device__ void decode_split64(const float* __restrict__ q, const Rows& cache, c
     if (mask == 1) hi = pos + 1;
     if (mask == 2) { hi = pos + 1; lo = max(lo, pos / window * window); }
     const int first = lo + (int)blockIdx.y * chunk, last = min(hi, first + chunk);
-    for (int e = threadIdx.x; e < D; e += blockDim.x) sh_q[e] = __ldg(q + row * D + e);
+    if (warp == 0) {
+        float x[2], qq = 0.0f;
+        for (int h = 0; h < 2; ++h) {
+            x[h] = __ldg(q + row * D + lane + 32 * h);
+            qq += x[h] * x[h];
+        }
+        qq = warp_sum_f(qq);
+        const float iq = qq > 0.0f ? 1.0f / sqrtf(qq) : 0.0f;
+        for (int h = 0; h < 2; ++h) sh_q[lane + 32 * h] = x[h] * iq;  // q^
+        if (lane == 0) sh_qq = qq;
+    }
     __syncthreads();
-    float qq = 0.0f;
-#pragma unroll
-    for (int e = 0; e < D; ++e) qq += sh_q[e] * sh_q[e];
-    const float rq = sqrtf(qq), iq = rq > 0.0f ? 1.0f / rq : 0.0f;
+    const float rq = sqrtf(sh_qq);
     const float a = fminf(s * rq, KV4_A_MAX), sinh2a = sinhf(2.0f * a);
     float mx = -INFINITY, l = 0.0f, acc[D];
 #pragma unroll
     for (int e = 0; e < D; ++e) acc[e] = 0.0f;
-    for (int j = first + warp * 32 + lane; j < last; j += KV4_DEC_WARPS * 32) {
+    int j = first + warp * 32 + lane;
+    Row64<Rows::W> kn, vn;  // the next key's rows (PF) or this one's
+    if (PF && j < last) {
+        cache.load(true, bh * T + j % T, kn);
+        cache.load(false, bh * T + j % T, vn);
+    }
+    for (; j < last; j += STRIDE) {
         const long long slot = bh * T + j % T;
-        uint4 r[Rows::W];
-        float ws, wm;
-        cache.load(true, slot, r, ws, wm);
-        float kk = 0.0f;
-#pragma unroll
-        for (int e = 0; e < D; ++e) {
-            const float x = Rows::elem(r, ws, wm, e);
-            kk += x * x;
+        Row64<Rows::W> kr, vr;
+        if (PF) {
+            kr = kn;
+            vr = vn;
+            if (j + STRIDE < last) {
+                const long long next = bh * T + (j + STRIDE) % T;
+                cache.load(true, next, kn);
+                cache.load(false, next, vn);
+            }
+        } else {
+            cache.load(true, slot, kr);
+            cache.load(false, slot, vr);
         }
-        const float rk = sqrtf(kk);
+        const float rk = sqrtf(Rows::sumsq(kr));
+        // 1 - cos as |q^ - k^|^2 / 2 (design §2.3's stable form)
         float omc = 1.0f;
         if (rq > 0.0f && rk > 0.0f) {
             const float ik = 1.0f / rk;
             float dd = 0.0f;
 #pragma unroll
             for (int e = 0; e < D; ++e) {
-                const float t = sh_q[e] * iq - Rows::elem(r, ws, wm, e) * ik;
-                dd += t * t;
+                const float t = fmaf(-Rows::elem(kr, e), ik, sh_q[e]);
+                dd = fmaf(t, t, dd);
             }
             omc = fminf(0.5f * dd, 2.0f);
         }
@@ -113,9 +177,7 @@ __device__ void decode_split64(const float* __restrict__ q, const Rows& cache, c
         const float score = -beta * acosh1p_f(z) / s;
         const float mnew = fmaxf(mx, score);
         const float corr = __expf(mx - mnew), p = __expf(score - mnew);
-        cache.load(false, slot, r, ws, wm);
-#pragma unroll
-        for (int e = 0; e < D; ++e) acc[e] = acc[e] * corr + p * Rows::elem(r, ws, wm, e);
+        Rows::accumulate(vr, p, corr, acc);
         l = l * corr + p;
         mx = mnew;
     }
@@ -133,22 +195,24 @@ __device__ void decode_split64(const float* __restrict__ q, const Rows& cache, c
         sh_l[warp] = wl;
     }
     __syncthreads();
-    if (warp != 0) return;
-    float gm = -INFINITY;
-    for (int w = 0; w < KV4_DEC_WARPS; ++w) gm = fmaxf(gm, sh_m[w]);
-    float gl = 0.0f, fw[KV4_DEC_WARPS];
-    for (int w = 0; w < KV4_DEC_WARPS; ++w) {
-        fw[w] = sh_m[w] == -INFINITY ? 0.0f : __expf(sh_m[w] - gm);
-        gl += sh_l[w] * fw[w];
+    if (warp == 0) {
+        float gm = -INFINITY;
+        for (int w = 0; w < KV4_DEC_WARPS; ++w) gm = fmaxf(gm, sh_m[w]);
+        float gl = 0.0f, fw[KV4_DEC_WARPS];
+        for (int w = 0; w < KV4_DEC_WARPS; ++w) {
+            fw[w] = sh_m[w] == -INFINITY ? 0.0f : __expf(sh_m[w] - gm);
+            gl += sh_l[w] * fw[w];
+        }
+        const long long part = row * gridDim.y + blockIdx.y;
+        if (lane == 0) {
+            part_m[part] = gm;
+            part_l[part] = gl;
+        }
+        for (int e = lane; e < D; e += 32) {
+            float x = 0.0f;
+            for (int w = 0; w < KV4_DEC_WARPS; ++w) x += sh_acc[w][e] * fw[w];
+            part_acc[part * D + e] = x;
+        }
     }
-    const long long part = row * gridDim.y + blockIdx.y;
-    if (lane == 0) {
-        part_m[part] = gm;
-        part_l[part] = gl;
-    }
-    for (int e = lane; e < D; e += 32) {
-        float x = 0.0f;
-        for (int w = 0; w < KV4_DEC_WARPS; ++w) x += sh_acc[w][e] * fw[w];
-        part_acc[part * D + e] = x;
-    }
+    kv4_merge_if_last(row, D, part_m, part_l, part_acc, done, o, lse);
 }

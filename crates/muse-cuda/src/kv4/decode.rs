@@ -1,7 +1,8 @@
 //! Fused split-K decode attention from the device cache (`kv4_decode64_*` at D = 64, one key
-//! per lane; `kv4_decode_split_*` otherwise) and the log-sum-exp merge of the splits.
+//! per lane; `kv4_decode_split_*` otherwise); the last CTA of each query row merges the splits by
+//! log-sum-exp inside the same launch.
 
-use cust::function::GridSize;
+use cust::function::{BlockSize, GridSize};
 use cust::launch;
 use muse_reference::hyp_attn::Mask;
 use muse_reference::{Error, Result};
@@ -12,19 +13,19 @@ use crate::device::{err, k, Buf, Gpu};
 /// Keys one decode CTA scores (the split size; FlashDecoding's chunk) on the warp-per-key path.
 pub const DECODE_CHUNK: usize = 256;
 
-/// The split size of the D = 64 one-key-per-lane path: enough splits for one wave of three CTAs
-/// per SM of an H100/H200 (132 SMs; the kernel's registers fit three) over all query rows, at
-/// least one key per lane (32·`DEC_WARPS`), at most 16 per lane.
+/// The split size of the D = 64 one-key-per-lane path: enough splits for one wave of `wave`
+/// CTAs (SMs × resident CTAs per SM) over all query rows, at least one key per lane
+/// (32·`DEC_WARPS`), at most 16 per lane.
 ///
 /// ```
 /// use muse_cuda::kv4::decode_chunk64;
-/// assert_eq!(decode_chunk64(8192, 4 * 8), 640); // B4 H8: 13 splits
-/// assert_eq!(decode_chunk64(8192, 8), 256); // B1 H8: 32 splits
-/// assert_eq!(decode_chunk64(1 << 20, 1), 2048); // capped at 16 keys per lane
+/// assert_eq!(decode_chunk64(8192, 4 * 8, 396), 640); // B4 H8, 132 SMs × 3: 13 splits
+/// assert_eq!(decode_chunk64(8192, 8, 396), 256); // B1 H8: 32 splits
+/// assert_eq!(decode_chunk64(1 << 20, 1, 396), 2048); // capped at 16 keys per lane
 /// ```
-pub fn decode_chunk64(max_visible: usize, rows: usize) -> usize {
+pub fn decode_chunk64(max_visible: usize, rows: usize, wave: usize) -> usize {
     let lanes = 32 * k::kv4::DEC_WARPS as usize;
-    let want_splits = (3 * 132usize).div_ceil(rows.max(1));
+    let want_splits = wave.max(1).div_ceil(rows.max(1));
     max_visible
         .div_ceil(want_splits)
         .next_multiple_of(lanes)
@@ -39,6 +40,9 @@ pub struct DecodeWs {
     part_m: Buf<f32>,
     part_l: Buf<f32>,
     part_acc: Buf<f32>,
+    /// Splits counted in per query row; zero between launches (the merging CTA resets it).
+    done: Buf<u32>,
+    prefetch: bool,
     /// o [B, H, Nq, D].
     pub o: Buf<f32>,
     /// lse [B, H, Nq].
@@ -57,9 +61,18 @@ impl DecodeWs {
             part_m: gpu.alloc(rows)?,
             part_l: gpu.alloc(rows)?,
             part_acc: gpu.alloc(rows * c.dim)?,
+            done: gpu.upload(&vec![0u32; rows])?,
+            prefetch: true,
             o: gpu.alloc(rows * c.dim)?,
             lse: gpu.alloc(rows)?,
         })
+    }
+
+    /// Whether the D = 64 path issues the next key's loads before scoring the current one (the
+    /// default; `muse bench --family kv4` measures both). Results are identical either way.
+    pub fn with_prefetch(mut self, on: bool) -> Self {
+        self.prefetch = on;
+        self
     }
 
     fn ensure(&mut self, gpu: &'static Gpu, splits: usize) -> Result<()> {
@@ -145,8 +158,22 @@ impl DeviceKvCache {
             max_visible = max_visible.max(n - lo);
         }
         let lanes64 = cfg.dim == 64;
+        let threads = 32 * k::kv4::DEC_WARPS;
+        let name = match (self.storage, lanes64, ws.prefetch) {
+            (Storage::Int4, true, true) => k::kv4::DECODE64_INT4,
+            (Storage::Int4, true, false) => k::kv4::DECODE64_INT4_NOPF,
+            (Storage::Fp16, true, true) => k::kv4::DECODE64_FP16,
+            (Storage::Fp16, true, false) => k::kv4::DECODE64_FP16_NOPF,
+            (Storage::Int4, false, _) => k::kv4::DECODE_SPLIT_INT4,
+            (Storage::Fp16, false, _) => k::kv4::DECODE_SPLIT_FP16,
+        };
+        let func = gpu.function(MODULE.get(gpu)?, name)?;
         let chunk = if lanes64 {
-            decode_chunk64(max_visible, rows)
+            let resident = func
+                .max_active_blocks_per_multiprocessor(BlockSize::x(threads), 0)
+                .map_err(|e| err("reading the decode kernel's occupancy", e))?;
+            let wave = gpu.info().sms as usize * resident.max(1) as usize;
+            decode_chunk64(max_visible, rows, wave)
         } else {
             DECODE_CHUNK
         };
@@ -157,7 +184,6 @@ impl DeviceKvCache {
                 .map_err(|_| unsupported(format!("{rows} query rows exceed the grid")))?,
             splits as u32,
         );
-        let threads = 32 * k::kv4::DEC_WARPS;
         let (h, nqi, d, t) = (
             int(cfg.heads, "H")?,
             int(nq, "Nq")?,
@@ -167,77 +193,67 @@ impl DeviceKvCache {
         let (w, chunk) = (int(window, "W")?, int(chunk, "chunk")?);
         let (s32, beta32) = (s as f32, beta as f32);
         let stream = &gpu.stream;
+        let (out_m, out_l, out_acc) = (ws.part_m.ptr(), ws.part_l.ptr(), ws.part_acc.ptr());
+        let (done, o, lse) = (ws.done.ptr(), ws.o.ptr(), ws.lse.ptr());
         match (self.storage, lanes64) {
             (Storage::Int4, true) => {
-                let func = gpu.function(MODULE.get(gpu)?, k::kv4::DECODE64_INT4)?;
                 let norm = self.k_norm_ptr();
-                // SAFETY: (1) seventeen arguments in C order: an f32 pointer, two u8, two u16, an
-                // f32 (nullable) and an i32 pointer, five i32, two f32, an i32, three f32 pointers;
-                // (2) as the warp-per-key launch below, with D = 64 (checked): codes 32 B and meta
-                // 2 u16 per slot, read as 16-byte / 2-byte words at slot offsets (cudaMalloc bases
-                // are 256-byte aligned); (3) buffers synchronise `stream` before they are freed.
+                // SAFETY: (1) twenty arguments in C order: an f32 pointer, two u8, two u16, an f32
+                // (nullable) and an i32 pointer, five i32, two f32, an i32, three f32 pointers, a
+                // u32 and two f32 pointers; (2) as the warp-per-key launch below, with D = 64
+                // (checked): codes 32 B and meta one 4-byte word per slot, read as 16-byte / 4-byte
+                // words at slot offsets (cudaMalloc bases are 256-byte aligned); (3) buffers
+                // synchronise `stream` before they are freed.
                 unsafe {
                     launch!(func<<<grid, threads, 0, stream>>>(
                         q.ptr(), self.k_codes.ptr(), self.v_codes.ptr(), self.k_meta.ptr(), self.v_meta.ptr(),
                         norm, self.len_dev.ptr(), h, nqi, t, mask_id, w, s32, beta32, chunk,
-                        ws.part_m.ptr(), ws.part_l.ptr(), ws.part_acc.ptr()
+                        out_m, out_l, out_acc, done, o, lse
                     ))
                 }
-                .map_err(|e| err("launching kv4_decode64_int4", e))?;
+                .map_err(|e| err("launching kv4_decode64_int4", e))
             }
             (Storage::Fp16, true) => {
-                let func = gpu.function(MODULE.get(gpu)?, k::kv4::DECODE64_FP16)?;
-                // SAFETY: (1) fourteen arguments in C order: an f32 pointer, two u16, an i32
-                // pointer, five i32, two f32, an i32, three f32 pointers; (2) k16, v16 hold
-                // B·H·T·64 (D = 64 checked), read as 16-byte words of 128-byte rows, len B, the
-                // partials rows·splits (·64); (3) buffers synchronise `stream` before they are freed.
+                // SAFETY: (1) seventeen arguments in C order: an f32 pointer, two u16, an i32
+                // pointer, five i32, two f32, an i32, three f32 pointers, a u32 and two f32
+                // pointers; (2) k16, v16 hold B·H·T·64 (D = 64 checked), read as 16-byte words of
+                // 128-byte rows, len B, the partials rows·splits (·64), done, lse rows, o rows·64;
+                // (3) buffers synchronise `stream` before they are freed.
                 unsafe {
                     launch!(func<<<grid, threads, 0, stream>>>(
                         q.ptr(), self.k16.ptr(), self.v16.ptr(), self.len_dev.ptr(), h, nqi, t, mask_id,
-                        w, s32, beta32, chunk, ws.part_m.ptr(), ws.part_l.ptr(), ws.part_acc.ptr()
+                        w, s32, beta32, chunk, out_m, out_l, out_acc, done, o, lse
                     ))
                 }
-                .map_err(|e| err("launching kv4_decode64_fp16", e))?;
+                .map_err(|e| err("launching kv4_decode64_fp16", e))
             }
             (Storage::Int4, false) => {
-                let func = gpu.function(MODULE.get(gpu)?, k::kv4::DECODE_SPLIT_INT4)?;
                 let norm = self.k_norm_ptr();
-                // SAFETY: (1) eighteen arguments in C order: an f32 pointer, two u8, two u16, an f32
-                // (nullable) and an i32 pointer, six i32, two f32, an i32, three f32 pointers;
-                // (2) q holds rows·D elements (checked), the cache B·H·T slots (new), len B, the
-                // partials rows·splits (·D) (ensure); the kernel reads slots j mod T of the visible
+                // SAFETY: (1) twenty-one arguments in C order: an f32 pointer, two u8, two u16, an
+                // f32 (nullable) and an i32 pointer, six i32, two f32, an i32, three f32 pointers,
+                // a u32 and two f32 pointers; (2) q holds rows·D elements (checked), the cache
+                // B·H·T slots (new), len B, the partials rows·splits (·D) (ensure), done and lse
+                // rows, o rows·D (DecodeWs); the kernel reads slots j mod T of the visible
                 // positions j < len only; (3) buffers synchronise `stream` before they are freed.
                 unsafe {
                     launch!(func<<<grid, threads, 0, stream>>>(
                         q.ptr(), self.k_codes.ptr(), self.v_codes.ptr(), self.k_meta.ptr(), self.v_meta.ptr(),
                         norm, self.len_dev.ptr(), h, nqi, d, t, mask_id, w, s32, beta32, chunk,
-                        ws.part_m.ptr(), ws.part_l.ptr(), ws.part_acc.ptr()
+                        out_m, out_l, out_acc, done, o, lse
                     ))
                 }
-                .map_err(|e| err("launching kv4_decode_split_int4", e))?;
+                .map_err(|e| err("launching kv4_decode_split_int4", e))
             }
             (Storage::Fp16, false) => {
-                let func = gpu.function(MODULE.get(gpu)?, k::kv4::DECODE_SPLIT_FP16)?;
                 // SAFETY: as above with the fp16 K, V (B·H·T·D each) in place of codes and meta.
                 unsafe {
                     launch!(func<<<grid, threads, 0, stream>>>(
                         q.ptr(), self.k16.ptr(), self.v16.ptr(), self.len_dev.ptr(), h, nqi, d, t, mask_id,
-                        w, s32, beta32, chunk, ws.part_m.ptr(), ws.part_l.ptr(), ws.part_acc.ptr()
+                        w, s32, beta32, chunk, out_m, out_l, out_acc, done, o, lse
                     ))
                 }
-                .map_err(|e| err("launching kv4_decode_split_fp16", e))?;
+                .map_err(|e| err("launching kv4_decode_split_fp16", e))
             }
         }
-        let func = gpu.function(MODULE.get(gpu)?, k::kv4::DECODE_MERGE)?;
-        let sp = splits as i32;
-        // SAFETY: (1) seven arguments in C order: three f32 pointers, two i32, two f32 pointers;
-        // (2) the partials hold rows·splits (·D), o rows·D and lse rows (DecodeWs); one CTA per
-        // query row; (3) buffers synchronise `stream` before they are freed.
-        unsafe {
-            launch!(func<<<rows as u32, 32, 0, stream>>>(
-                ws.part_m.ptr(), ws.part_l.ptr(), ws.part_acc.ptr(), sp, d, ws.o.ptr(), ws.lse.ptr()
-            ))
-        }
-        .map_err(|e| err("launching kv4_decode_merge", e))
     }
 }

@@ -29,6 +29,8 @@ bundle_test muse-model cuda muse-model-cuda-tests
 bundle_test muse-model cuda_train muse-train-cuda-tests
 # The VRAM study's GPU models (crates/muse-model/tests/cuda_vram.rs).
 bundle_test muse-model cuda_vram muse-vram-cuda-tests
+# The device memory pool under the model (crates/muse-model/tests/cuda_pool.rs).
+bundle_test muse-model cuda_pool muse-pool-cuda-tests
 # The training loop on the GPU (crates/muse-train/tests/train.rs, its `cuda_` tests).
 bundle_test muse-train train muse-train-loop-tests
 cargo build --release -p muse-cli --features cuda

@@ -6,7 +6,8 @@
 #
 # STEPS (comma-separated, default all): tests, model (the model's CUDA tests), train_tests (training
 # on the GPU: gradients vs PyTorch autograd and the CPU reference, AdamW steps), vram_tests (the
-# VRAM study's two GPU models against the CPU reference's gradients), verify, roundtrip,
+# VRAM study's two GPU models against the CPU reference's gradients), pool_tests (the model's
+# forward and training step through the device pool, crates/muse-model/tests/cuda_pool.rs), verify, roundtrip,
 # torch (BK-Core baselines), torch_hyp (hyperbolic baselines), torch_model (the model in PyTorch:
 # agreement with muse and the throughput protocol), torch_train (ci/baselines/torch_train_bench.py),
 # torch_vram (its `vram` mode: the VRAM study in PyTorch, $OUT/torch_vram.json),
@@ -20,7 +21,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
-STEPS=${STEPS:-tests,model,train_tests,vram_tests,verify,roundtrip,torch,torch_hyp,torch_model,torch_train,torch_vram,sanitizer,sass,profile,bench}
+STEPS=${STEPS:-tests,model,train_tests,vram_tests,pool_tests,verify,roundtrip,torch,torch_hyp,torch_model,torch_train,torch_vram,sanitizer,sass,profile,bench}
 mkdir -p "$OUT" logs
 # gpu-bundle.sh ships the binaries as bin.tar.xz.
 [ -f gpu-bundle/bin.tar.xz ] && { tar xJf gpu-bundle/bin.tar.xz -C gpu-bundle && rm gpu-bundle/bin.tar.xz; }
@@ -46,6 +47,7 @@ if want train_tests; then
     MUSE_FIXTURES=$PWD/fixtures step train-loop timeout 300 gpu-bundle/bin/muse-train-loop-tests --test-threads=1 --nocapture cuda_
 fi
 want vram_tests && step vram-tests timeout 300 gpu-bundle/bin/muse-vram-cuda-tests --test-threads=1 --nocapture
+want pool_tests && MUSE_FIXTURES=$PWD/fixtures step pool-tests timeout 300 gpu-bundle/bin/muse-pool-cuda-tests --test-threads=1 --nocapture
 want verify && step verify timeout 300 "$M" verify --backend cuda --out "$OUT"
 if want roundtrip; then
     step bk-core bash ci/gpu-roundtrip.sh bk-core "$M"

@@ -80,7 +80,118 @@ mod gpu {
                 })
                 .collect()
         };
-        (rows(&kc, &km, &k16, true), rows(&vc, &vm, &v16, false))
+        let mut keys = rows(&kc, &km, &k16, true);
+        if let KvLayout::PerChannelK { group: g } = c.layout {
+            // sealed groups: codes with their group's per-channel (s, m); the open group: fp16
+            for (i, key) in keys.iter_mut().enumerate() {
+                let (row, p) = (i / c.capacity, i % c.capacity);
+                let n = cache.len(row / c.heads);
+                let mut x: Vec<f64> = if p >= n {
+                    vec![0.0; c.dim]
+                } else if p / g == n / g {
+                    let t = (row * g + p % g) * c.dim;
+                    st.k_tail[t..t + c.dim].iter().map(|&b| f16(b)).collect()
+                } else {
+                    let q = unpack_nibbles(&kc[i * c.dim / 2..(i + 1) * c.dim / 2]);
+                    let meta = (row * (c.capacity / g) + p / g) * c.dim;
+                    (0..c.dim)
+                        .map(|e| {
+                            f16(km[2 * (meta + e) + 1]) + f64::from(q[e]) * f16(km[2 * (meta + e)])
+                        })
+                        .collect()
+                };
+                if c.radial && p < n {
+                    let r = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+                    let scale = if r > 0.0 { f64::from(kn[i]) / r } else { 0.0 };
+                    x.iter_mut().for_each(|v| *v *= scale);
+                }
+                *key = x;
+            }
+        }
+        (keys, rows(&vc, &vm, &v16, false))
+    }
+
+    #[test]
+    fn cuda_per_channel_codec_matches_the_f32_reference_bit_for_bit() {
+        let gpu = gpu();
+        for (d, g, radial) in [(64, 32, false), (6, 16, true), (130, 32, false)] {
+            let c = Kv4Config {
+                layout: KvLayout::PerChannelK { group: g },
+                ..cfg(2, 2, d, 5 * g, radial, false)
+            };
+            let mut cache = DeviceKvCache::new(gpu, c, Storage::Int4).expect("cache");
+            // appends that end inside a group, complete one begun earlier, and span several
+            let n = 4 * g + 3;
+            let (k, v) = (data((2, 2, n, d), 3, 1.0), data((2, 2, n, d), 4, 0.5));
+            let cuts = [0, 10, g + 5, 3 * g + 1, n];
+            for w in cuts.windows(2) {
+                cache
+                    .append_host(
+                        gpu,
+                        k.slice(s![.., .., w[0]..w[1], ..]),
+                        v.slice(s![.., .., w[0]..w[1], ..]),
+                    )
+                    .expect("append");
+            }
+            let st = cache.download().expect("download");
+            let f16 = |x: f64| half::f16::from_f32(x as f32);
+            let mut bad = 0;
+            for bh in 0..4 {
+                let (b, h) = (bh / 2, bh % 2);
+                for grp in 0..n / g {
+                    for ch in 0..d {
+                        let col: Vec<f32> = (0..g)
+                            .map(|t| f16(k[[b, h, grp * g + t, ch]]).to_f32())
+                            .collect();
+                        let q = quantize_group_f32(&col);
+                        let meta = 2 * ((bh * 5 + grp) * d + ch);
+                        bad += usize::from(
+                            st.k_meta[meta] != q.step16.to_bits()
+                                || st.k_meta[meta + 1] != q.min16.to_bits(),
+                        );
+                        for (t, &code) in q.codes.iter().enumerate() {
+                            let slot = bh * c.capacity + grp * g + t;
+                            let held =
+                                unpack_nibbles(&st.k_codes[slot * d / 2..(slot + 1) * d / 2]);
+                            bad += usize::from(held[ch] != code);
+                        }
+                    }
+                }
+                for p in n / g * g..n {
+                    for ch in 0..d {
+                        let bits = st.k_tail[(bh * g + p % g) * d + ch];
+                        bad += usize::from(bits != f16(k[[b, h, p, ch]]).to_bits());
+                    }
+                }
+                for p in 0..n {
+                    let row: Vec<f32> =
+                        v.slice(s![b, h, p, ..]).iter().map(|&x| x as f32).collect();
+                    let q = quantize_group_f32(&row);
+                    let slot = bh * c.capacity + p;
+                    bad += usize::from(
+                        unpack_nibbles(&st.v_codes[slot * d / 2..(slot + 1) * d / 2]) != q.codes
+                            || st.v_meta[2 * slot] != q.step16.to_bits()
+                            || st.v_meta[2 * slot + 1] != q.min16.to_bits(),
+                    );
+                    if radial {
+                        let r = k
+                            .slice(s![b, h, p, ..])
+                            .iter()
+                            .map(|x| x * x)
+                            .sum::<f64>()
+                            .sqrt();
+                        assert!(
+                            (f64::from(st.k_norm[slot]) - r).abs() <= 1e-6 * r,
+                            "norm at {slot}"
+                        );
+                    }
+                }
+            }
+            assert_eq!(
+                bad, 0,
+                "D {d} G {g}: per-channel codes, metadata or tail differ from the f32 reference"
+            );
+        }
     }
 
     #[test]
@@ -353,6 +464,33 @@ mod gpu {
             Mask::Causal,
             7,
         );
+        // per-channel K (warp-per-key path): sealed groups and the fp16 tail, long and short
+        for (c, appends, nq, mask) in [
+            (
+                cfg(2, 2, 64, 320, false, false),
+                vec![100, 90],
+                3,
+                Mask::Causal,
+            ),
+            (
+                cfg(1, 2, 64, 4096, true, false),
+                vec![4000],
+                1,
+                Mask::Causal,
+            ),
+            (
+                cfg(1, 3, 6, 64, false, false),
+                vec![16, 16],
+                2,
+                Mask::Window(8),
+            ),
+        ] {
+            let c = Kv4Config {
+                layout: KvLayout::PerChannelK { group: 32 },
+                ..c
+            };
+            check_decode(Storage::Int4, c, &appends, nq, mask, 9);
+        }
     }
 
     #[test]

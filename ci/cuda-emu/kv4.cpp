@@ -130,6 +130,98 @@ static bool run(Cfg c, const std::vector<int>& appends, int nq, int mask, int wi
     return ok;
 }
 
+// Per-channel K: appends that start, cross and end groups of G; sealed codes and (s, m) bit for bit
+// against the per-channel f32 codec over the fp16-rounded keys, the tail fp16, V per token, then
+// decode (decode_split over Int4ChannelCache) against long double attention on the held keys.
+static bool run_channel(int B, int H, int D, int T, int G, bool radial, const std::vector<int>& appends, int nq, int mask, int window, int chunk, unsigned seed) {
+    std::mt19937 rng(seed); std::normal_distribution<float> n01;
+    const int rows = B * H;
+    std::vector<unsigned char> kc((size_t)rows * T * D / 2), vc(kc.size());
+    std::vector<unsigned short> cm((size_t)rows * (T / G) * D * 2), tail((size_t)rows * G * D), vm((size_t)rows * T * 2);
+    std::vector<float> kn(radial ? (size_t)rows * T : 0), kall((size_t)rows * T * D), vall(kall.size());
+    int len = 0, bad = 0;
+    for (int L : appends) {
+        std::vector<float> k((size_t)rows * L * D), v(k.size());
+        for (int r = 0; r < rows * L; ++r) for (int e = 0; e < D; ++e) {
+            k[(size_t)r * D + e] = 0.3f * e / D + n01(rng); v[(size_t)r * D + e] = 0.5f * n01(rng);
+            kall[((size_t)(r / L) * T + len + r % L) * D + e] = k[(size_t)r * D + e];
+            vall[((size_t)(r / L) * T + len + r % L) * D + e] = v[(size_t)r * D + e];
+        }
+        std::vector<int> start(B, len);
+        const unsigned grid = (unsigned)((rows * L + KV4_WARPS - 1) / KV4_WARPS);
+        launch(dim3{grid, 1, 1}, 32 * KV4_WARPS, [&] { kv4_append(k.data(), v.data(), nullptr, vc.data(), nullptr, vm.data(), radial ? kn.data() : nullptr, start.data(), B, H, L, D, T); });
+        const unsigned groups = (unsigned)((len + L) / G - len / G);
+        if (groups > 0) launch(dim3{(unsigned)rows, groups, 1}, KV4_SEAL_THREADS, [&] { kv4_seal_channels(k.data(), tail.data(), kc.data(), cm.data(), start.data(), H, L, D, T, G); });
+        launch(dim3{grid, 1, 1}, 32 * KV4_WARPS, [&] { kv4_append_fp16(k.data(), nullptr, tail.data(), nullptr, start.data(), B, H, L, D, G); });
+        len += L;
+    }
+    // the held keys: sealed groups by the f32 per-channel codec, the open group fp16
+    std::vector<LD> kref((size_t)rows * T * D), vref(kref.size());
+    for (int r = 0; r < rows; ++r) {
+        for (int g = 0; g < len / G; ++g)
+            for (int ch = 0; ch < D; ++ch) {
+                float mn = INFINITY, mx = -INFINITY;
+                for (int t = 0; t < G; ++t) { const float x = h2f(f2h(kall[((size_t)r * T + g * G + t) * D + ch])); mn = fminf(mn, x); mx = fmaxf(mx, x); }
+                const float st = fmaxf((mx - mn) / 15.0f, 1e-8f);
+                const unsigned short* meta = &cm[(((size_t)r * (T / G) + g) * D + ch) * 2];
+                if (meta[0] != f2h(st) || meta[1] != f2h(mn)) ++bad;
+                for (int t = 0; t < G; ++t) {
+                    const size_t slot = (size_t)r * T + g * G + t;
+                    const float x = h2f(f2h(kall[slot * D + ch]));
+                    const unsigned q = (unsigned)fminf(fmaxf(rintf((x - mn) / st), 0.0f), 15.0f);
+                    if (((kc[slot * D / 2 + ch / 2] >> (4 * (ch & 1))) & 15u) != q) ++bad;
+                    kref[slot * D + ch] = (LD)h2f(meta[1]) + (LD)q * (LD)h2f(meta[0]);
+                }
+            }
+        for (int p = len / G * G; p < len; ++p)
+            for (int ch = 0; ch < D; ++ch) {
+                const unsigned short hb = tail[((size_t)r * G + p % G) * D + ch];
+                if (hb != f2h(kall[((size_t)r * T + p) * D + ch])) ++bad;
+                kref[((size_t)r * T + p) * D + ch] = (LD)h2f(hb);
+            }
+        for (int p = 0; p < len; ++p) {
+            const size_t slot = (size_t)r * T + p;
+            for (int e = 0; e < D; ++e) vref[slot * D + e] = (LD)h2f(vm[slot * 2 + 1]) + (LD)((vc[slot * D / 2 + e / 2] >> (4 * (e & 1))) & 15u) * (LD)h2f(vm[slot * 2]);
+            if (radial) { double ss = 0; for (int e = 0; e < D; ++e) ss += (double)kall[slot * D + e] * kall[slot * D + e]; if (fabs(kn[slot] - sqrt(ss)) > 1e-5 * sqrt(ss)) ++bad; }
+        }
+    }
+    const LD cc = 0.693L, s = sqrtl(cc), beta = 1.3L;
+    std::vector<float> q((size_t)rows * nq * D);
+    for (auto& e : q) e = 0.6f * n01(rng);
+    std::vector<int> lens(B, len);
+    const int splits = (len + chunk - 1) / chunk;
+    std::vector<float> pm((size_t)rows * nq * splits), pl(pm.size()), pa(pm.size() * D), o((size_t)rows * nq * D), lse((size_t)rows * nq);
+    std::vector<unsigned> done((size_t)rows * nq, 0);
+    launch(dim3{(unsigned)(rows * nq), (unsigned)splits, 1}, 32 * KV4_DEC_WARPS, [&] { kv4_decode_split_int4ch(q.data(), kc.data(), vc.data(), cm.data(), tail.data(), vm.data(), radial ? kn.data() : nullptr, lens.data(), H, nq, D, T, G, mask, window, (float)s, (float)beta, chunk, pm.data(), pl.data(), pa.data(), done.data(), o.data(), lse.data()); });
+    double worst = 0, wlse = 0, vmax = 0;
+    for (int r = 0; r < rows; ++r)
+        for (int i = 0; i < nq; ++i) {
+            const int pos = len - nq + i;
+            int lo = 0, hi = len;
+            if (mask == 1) hi = pos + 1;
+            if (mask == 2) { hi = pos + 1; lo = pos / window * window; }
+            std::vector<LD> qi(D), sc;
+            for (int e = 0; e < D; ++e) qi[e] = q[((size_t)r * nq + i) * D + e];
+            LD m = -INFINITY;
+            for (int j = lo; j < hi; ++j) {
+                const size_t slot = (size_t)r * T + j;
+                sc.push_back(-beta * dist(qi.data(), &kref[slot * D], D, s, radial ? (LD)kn[slot] : -1));
+                m = std::max(m, sc.back());
+            }
+            LD l = 0; std::vector<LD> acc(D, 0);
+            for (int j = lo; j < hi; ++j) {
+                const LD p = expl(sc[j - lo] - m); l += p;
+                for (int e = 0; e < D; ++e) { acc[e] += p * vref[((size_t)r * T + j) * D + e]; vmax = std::max(vmax, (double)fabsl(vref[((size_t)r * T + j) * D + e])); }
+            }
+            for (int e = 0; e < D; ++e) worst = std::max(worst, (double)fabsl(acc[e] / l - o[((size_t)r * nq + i) * D + e]));
+            wlse = std::max(wlse, (double)(fabsl(m + logl(l) - lse[(size_t)r * nq + i]) / (1 + fabsl(m + logl(l)))));
+        }
+    const bool ok = bad == 0 && worst <= 1e-4 * vmax && wlse <= 1e-5;
+    printf("kv4 per-channel K B%d H%d D%d T%d G%d radial %d len %d nq %d mask %d: codec mismatches %d, decode max|do| %.2e (max|v| %.2f), lse rel %.1e %s\n",
+           B, H, D, T, G, (int)radial, len, nq, mask, bad, worst, vmax, wlse, ok ? "ok" : "FAIL");
+    return ok;
+}
+
 int main() {
     bool ok = true;
     ok &= run({2, 3, 64, 40, false}, {7, 1, 12}, 1, 0, 0, 5, 1);
@@ -140,6 +232,9 @@ int main() {
     ok &= run({1, 2, 256, 16, false}, {16, 3}, 2, 2, 16, 4, 6);   // D at the cap, ring
     ok &= run({2, 2, 64, 512, true}, {300, 33}, 2, 1, 0, 64, 7);  // lane-per-key: 3 splits of 128
     ok &= run({1, 3, 64, 256, false}, {200, 100}, 1, 2, 64, 32, 8);  // ring, window 64
+    ok &= run_channel(2, 2, 64, 256, 64, false, {50, 30, 100, 3}, 2, 1, 0, 64, 9);   // groups across appends, tail 55
+    ok &= run_channel(1, 3, 6, 48, 16, true, {16, 16, 5}, 1, 2, 8, 7, 10);          // sealed exactly, radial, window
+    ok &= run_channel(1, 1, 130, 96, 32, false, {10, 60}, 3, 0, 0, 20, 11);          // D past a lane's share; a group begun earlier
     if (!ok) { printf("kv4: FAILED\n"); return 1; }
     return 0;
 }

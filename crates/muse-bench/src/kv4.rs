@@ -114,9 +114,11 @@ impl Family for Kv4Family {
                         let t = time_events(gpu, 5, ctx.runs, || {
                             cache.decode(gpu, &q, 1, 0.693, 1.0, Mask::Causal, &mut ws)
                         })?;
-                        let name = match (cache.storage() == Storage::Int4, prefetch) {
+                        // the storage's default schedule under its plain name
+                        let default = DecodeWs::default_prefetch(cache.storage());
+                        let name = match (cache.storage() == Storage::Int4, prefetch == default) {
                             (true, true) => "int4",
-                            (true, false) => "int4_no_prefetch",
+                            (true, false) => "int4_prefetch",
                             (false, true) => "fp16",
                             (false, false) => "fp16_no_prefetch",
                         };
@@ -129,7 +131,7 @@ impl Family for Kv4Family {
                             dtype: name,
                         };
                         ctx.report.records.extend(event_timing(&site, &t, None));
-                        if prefetch {
+                        if prefetch == default {
                             ctx.report.records.push(site.record(
                                 "state_bytes",
                                 cache.state_bytes() as f64,
@@ -154,8 +156,9 @@ impl Family for Kv4Family {
                         times[ci][0],
                     ));
                 }
-                // the baseline is the faster of the fp16 cache's two schedules
-                let (int4_us, fp16_us) = (times[0][0], times[1][0].min(times[1][1]));
+                // int4 at its default schedule against the faster fp16 schedule
+                let int4_default = usize::from(!DecodeWs::default_prefetch(Storage::Int4));
+                let (int4_us, fp16_us) = (times[0][int4_default], times[1][0].min(times[1][1]));
                 let case = format!("{ORIGINAL}/decode_B{batch}_H8_N{n}_D64");
                 let site = Site {
                     kernel: "kv4_decode",

@@ -9,7 +9,9 @@
 //! Numerics of the speed rows: profile `exact`, f32 activations, TF32 tensor-core GEMMs (stated in
 //! each record's dtype `f32+tf32`); the full-fp32 rows (`f32`) at the target points show the cost;
 //! the `bf16` rows (every grid point) run every GEMM in bf16 with fp32 sums. At the target points a
-//! CUDA-graph replay of the same forward (`…_graph`) shows the launch overhead.
+//! CUDA-graph replay of the same forward (`…_graph`) shows the launch overhead. The workspaces
+//! come from the device pool (the default): `peak_mib` counts its slabs, and `pool_peak_*_mib`
+//! beside it give the pool's own peaks.
 
 use muse_model::{init, Config, Model, Profile};
 use muse_verify::report::Site;
@@ -89,6 +91,33 @@ impl Family for ModelFamily {
     }
 }
 
+/// The device pool's readings beside a `peak_mib` (the driver allocations, the pool's slabs
+/// among them), when the workspaces were pooled: the peak bytes of the live blocks and of the
+/// slabs reserved, over the same window (`Gpu::reset_peak` restarts both).
+#[cfg(feature = "cuda")]
+pub(crate) fn pool_records(
+    site: &Site<'_>,
+    stats: Option<muse_pool::PoolStats>,
+) -> Vec<muse_verify::report::Record> {
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    stats.map_or_else(Vec::new, |s| {
+        vec![
+            site.record(
+                "pool_peak_in_use_mib",
+                mib(s.peak_live_class_bytes),
+                "MiB",
+                None,
+            ),
+            site.record(
+                "pool_peak_reserved_mib",
+                mib(s.peak_reserved_bytes),
+                "MiB",
+                None,
+            ),
+        ]
+    })
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use std::time::Instant;
@@ -97,7 +126,7 @@ mod cuda {
     use muse_verify::report::Site;
     use muse_verify::Target;
 
-    use super::{config, ids, GRID, KERNEL, ORIGINAL_SMALL_B8_N256_MIB, TARGETS};
+    use super::{config, ids, pool_records, GRID, KERNEL, ORIGINAL_SMALL_B8_N256_MIB, TARGETS};
     use crate::{CudaCtx, Error, Plot, Result};
 
     fn model_err(e: anyhow::Error) -> Error {
@@ -114,6 +143,8 @@ mod cuda {
         std_s: f64,
         peak_mib: f64,
         weights_mib: f64,
+        /// The pool's counters over the timed forwards, when the workspace is pooled.
+        pool: Option<muse_pool::PoolStats>,
     }
 
     fn protocol(
@@ -152,6 +183,7 @@ mod cuda {
             std_s: var.sqrt(),
             peak_mib: gpu.peak_bytes() as f64 / (1 << 20) as f64,
             weights_mib: weights_bytes as f64 / (1 << 20) as f64,
+            pool: m.pooled().then(|| gpu.pool_stats()).flatten(),
         })
     }
 
@@ -211,6 +243,7 @@ mod cuda {
                     r.push(site.record("time_median", p.median_s * 1e3, "ms", None));
                     r.push(site.record("time_std", p.std_s * 1e3, "ms", None));
                     r.push(site.record("peak_mib", p.peak_mib, "MiB", None));
+                    r.extend(pool_records(&site, p.pool));
                     r.push(site.record("weights_mib", p.weights_mib, "MiB", None));
                     match TARGETS.iter().find(|t| t.0 == name && t.1 == n && t.2 == b) {
                         Some(t) if headline => {
@@ -288,6 +321,7 @@ mod cuda {
                         r.push(gsite.record("time_mean", g.mean_s * 1e3, "ms", None));
                         r.push(gsite.record("time_median", g.median_s * 1e3, "ms", None));
                         r.push(gsite.record("peak_mib", g.peak_mib, "MiB", None));
+                        r.extend(pool_records(&gsite, g.pool));
                         r.push(gsite.record(
                             "speedup_vs_eager_launches",
                             p.mean_s / g.mean_s,

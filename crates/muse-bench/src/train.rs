@@ -6,7 +6,8 @@
 //! issue's KPI) in bf16 (the forward's GEMMs on bf16 copies, f32 masters; the KPI's goals), in f32
 //! with TF32 GEMMs and in full fp32, and the O(N) sweep N = 256 … 8192 at
 //! B·N = 8192 tokens. Beside each point: the PyTorch rows of `ci/baselines/torch_train_bench.py`
-//! (kernel `model_train_step`) from the same run.
+//! (kernel `model_train_step`) from the same run. The step's workspaces come from the device pool
+//! (the default): `peak_mib` counts its slabs, `pool_peak_*_mib` give the pool's own peaks.
 
 use muse_model::{init, Config};
 use muse_verify::report::Site;
@@ -68,7 +69,7 @@ mod cuda {
     use muse_verify::Target;
 
     use super::{KERNEL, SWEEP_N, SWEEP_TOKENS};
-    use crate::model::{config, ids};
+    use crate::model::{config, ids, pool_records};
     use crate::{CudaCtx, Plot, Result};
 
     const ADAM: AdamStep = AdamStep {
@@ -131,6 +132,7 @@ mod cuda {
             times.push(t0.elapsed().as_secs_f64());
         }
         let peak_mib = (gpu.peak_bytes() - before.min(gpu.peak_bytes())) as f64 / (1 << 20) as f64;
+        let pool = t.pooled().then(|| gpu.pool_stats()).flatten();
         let mean = times.iter().sum::<f64>() / times.len() as f64;
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
@@ -149,6 +151,7 @@ mod cuda {
         r.push(site.record("time_median", median * 1e3, "ms", None));
         r.push(site.record("tokens_per_s", tps, "tok/s", None));
         r.push(site.record("peak_mib", peak_mib, "MiB", None));
+        r.extend(pool_records(&site, pool));
         r.push(site.record("params", t.num_params() as f64, "count", None));
         // The KPI (small B8 N256 against PyTorch's bf16 autocast step): ≥ 3× eager,
         // faster than torch.compile, at most half of PyTorch's peak with checkpointing.

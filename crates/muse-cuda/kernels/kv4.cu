@@ -15,8 +15,9 @@
 //   kv4_append(const float* k, const float* v, u8* k_codes, u8* v_codes, u16* k_meta, u16* v_meta,
 //              float* k_norm /* nullable */, const int* start, int B, int H, int L, int D, int T)
 //     one warp per (b, h, t) of the L new tokens; grid ceil(B H L / KV4_WARPS) x KV4_WARPS warps.
-//   kv4_append_fp16(const float* k, const float* v, u16* k16, u16* v16, const int* start,
-//              int B, int H, int L, int D, int T)
+//     Null k_codes (per-channel K): V and the radial term only.
+//   kv4_append_fp16(const float* k, const float* v, u16* k16, u16* v16 /* nullable */,
+//              const int* start, int B, int H, int L, int D, int T)
 //   kv4_decode_split_int4(q, k_codes, v_codes, k_meta, v_meta, k_norm, ...)
 //   kv4_decode_split_fp16(q, k16, v16, ...)
 //     (const float* q /* [B,H,Nq,D] */, <cache>, const int* len, int H, int Nq, int D, int T,
@@ -26,12 +27,17 @@
 //     grid (B H Nq, splits) x KV4_DEC_WARPS warps; split j scores the visible keys
 //     [lo + j chunk, lo + (j+1) chunk) of its query and writes its (m, l, acc[D]); the last split
 //     of a query row to finish merges them, o = sum e^(m_j-m) acc_j / L, and sets done back to 0.
+//   kv4_decode_split_int4ch(q, k_codes, v_codes, k_cmeta, k_tail, v_meta, k_norm, len, H, Nq, D, T,
+//              int G, mask, ...): the same over per-channel K (loader: include/kv4_channel.cuh).
+//   kv4_seal_channels(k, k_tail, k_codes, k_cmeta, start, H, L, D, T, G): per-channel K's groups
+//              completed by an append (include/kv4_channel.cuh).
 //   kv4_decode64_int4 / kv4_decode64_fp16 (and *_nopf): the same without D (64), one key per lane
 //     (include/kv4_decode64.cuh); chunk a multiple of 32 KV4_DEC_WARPS.
 #define KV4_WARPS 8
 #define KV4_DEC_WARPS 4
 #define KV4_CAP 8
 #define KV4_A_MAX 15.0f
+#define KV4_SEAL_THREADS 128
 
 // fp16 <-> f32 through the conversion instructions (the host emulator, ci/cuda-emu/emu.h, brings
 // its own f2h/h2f).
@@ -115,7 +121,15 @@ extern "C" __global__ void kv4_append(const float* __restrict__ k, const float* 
     const long long bh = r / L;
     const int b = (int)(bh / H);
     const long long slot = bh * T + (start[b] + t) % T;
-    quantise_row(k + r * D, D, k_codes + slot * (D / 2), k_meta + slot * 2, k_norm ? k_norm + slot : nullptr);
+    if (k_codes != nullptr) {
+        quantise_row(k + r * D, D, k_codes + slot * (D / 2), k_meta + slot * 2, k_norm ? k_norm + slot : nullptr);
+    } else if (k_norm != nullptr) {  // per-channel K (kv4_seal_channels): only the radial term here
+        const int lane = threadIdx.x & 31;
+        float ss = 0.0f;
+        for (int e = lane; e < D; e += 32) ss += k[r * D + e] * k[r * D + e];
+        ss = warp_sum_f(ss);
+        if (lane == 0) k_norm[slot] = sqrtf(ss);
+    }
     quantise_row(v + r * D, D, v_codes + slot * (D / 2), v_meta + slot * 2, nullptr);
 }
 
@@ -130,7 +144,7 @@ extern "C" __global__ void kv4_append_fp16(const float* __restrict__ k, const fl
     const long long slot = bh * T + (start[(int)(bh / H)] + t) % T;
     for (int e = lane; e < D; e += 32) {
         k16[slot * D + e] = f2h(k[r * D + e]);
-        v16[slot * D + e] = f2h(v[r * D + e]);
+        if (v16 != nullptr) v16[slot * D + e] = f2h(v[r * D + e]);  // null: per-channel K's tail
     }
 }
 
@@ -156,7 +170,9 @@ struct Int4Cache {
             }
         }
     }
-    __device__ __forceinline__ void key(long long slot, int D, float* out) const { row(k_codes, k_meta, slot, D, out); }
+    __device__ __forceinline__ void key(long long, int, int, long long slot, int D, float* out) const {
+        row(k_codes, k_meta, slot, D, out);
+    }
     __device__ __forceinline__ void value(long long slot, int D, float* out) const { row(v_codes, v_meta, slot, D, out); }
     __device__ __forceinline__ float radial(long long slot) const { return k_norm ? __ldg(k_norm + slot) : -1.0f; }
 };
@@ -172,7 +188,9 @@ struct Fp16Cache {
             out[i] = e < D ? h2f(__ldg(p + slot * D + e)) : 0.0f;
         }
     }
-    __device__ __forceinline__ void key(long long slot, int D, float* out) const { row(k16, slot, D, out); }
+    __device__ __forceinline__ void key(long long, int, int, long long slot, int D, float* out) const {
+        row(k16, slot, D, out);
+    }
     __device__ __forceinline__ void value(long long slot, int D, float* out) const { row(v16, slot, D, out); }
     __device__ __forceinline__ float radial(long long) const { return -1.0f; }
 };
@@ -183,56 +201,7 @@ __device__ __forceinline__ float acosh1p_f(float z) {
     return z > 1e18f ? 0.69314718f + log1pf(z) : log1pf(z + sqrtf(z * (z + 2.0f)));
 }
 
-// Every CTA of a query row has written its split's (m, l, acc); the last one to count itself in
-// merges them into o and lse (FlashDecoding's reduction without a second launch, the
-// threadFenceReduction pattern) and sets the row's counter back to 0 for the next launch. A
-// separate merge kernel cost ~10 us per decode on the H200, most of a short context's time.
-// Called by every thread of the CTA.
-__device__ void kv4_merge_if_last(long long row, int D, const float* __restrict__ part_m,
-                                  const float* __restrict__ part_l, const float* __restrict__ part_acc,
-                                  unsigned* __restrict__ done, float* __restrict__ o, float* __restrict__ lse) {
-    __shared__ int sh_last;
-    __shared__ float sh_gm, sh_gl;
-    const int splits = (int)gridDim.y, lane = threadIdx.x & 31;
-    __threadfence();  // this CTA's partials reach L2 before its count does
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        const int last = atomicAdd(done + row, 1u) == (unsigned)splits - 1;
-        if (last) done[row] = 0;  // no other CTA of this row is left to count
-        sh_last = last;
-    }
-    __syncthreads();
-    if (!sh_last) return;
-    __threadfence();
-    const long long base = row * splits;
-    if (threadIdx.x < 32) {  // m and l over the splits a lane each
-        float gm = -INFINITY;
-        for (int j = lane; j < splits; j += 32) gm = fmaxf(gm, __ldcg(part_m + base + j));
-        gm = warp_max_f(gm);
-        float gl = 0.0f;
-        for (int j = lane; j < splits; j += 32) {
-            const float mj = __ldcg(part_m + base + j);
-            gl += mj == -INFINITY ? 0.0f : __ldcg(part_l + base + j) * __expf(mj - gm);
-        }
-        gl = warp_sum_f(gl);
-        if (lane == 0) {
-            sh_gm = gm;
-            sh_gl = gl;
-            lse[row] = gl > 0.0f ? gm + logf(gl) : -INFINITY;
-        }
-    }
-    __syncthreads();
-    const float gm = sh_gm, gl = sh_gl;
-    for (int e = threadIdx.x; e < D; e += blockDim.x) {
-        float x = 0.0f;
-#pragma unroll 4
-        for (int j = 0; j < splits; ++j) {
-            const float mj = __ldcg(part_m + base + j);
-            if (mj != -INFINITY) x += __ldcg(part_acc + (base + j) * D + e) * __expf(mj - gm);
-        }
-        o[row * D + e] = gl > 0.0f ? x / gl : 0.0f;
-    }
-}
+#include "include/kv4_merge.cuh"
 
 template <typename Cache>
 __device__ void decode_split(const float* __restrict__ q, const Cache& cache, const int* __restrict__ len, int H,
@@ -266,7 +235,7 @@ __device__ void decode_split(const float* __restrict__ q, const Cache& cache, co
     for (int j = first + warp; j < last; j += KV4_DEC_WARPS) {
         const long long slot = bh * T + j % T;
         float kv[KV4_CAP], kk = 0.0f;
-        cache.key(slot, D, kv);
+        cache.key(bh, j, n, slot, D, kv);
 #pragma unroll
         for (int m = 0; m < KV4_CAP; ++m) kk += kv[m] * kv[m];
         const float rk = sqrtf(warp_sum_f(kk));
@@ -327,6 +296,7 @@ __device__ void decode_split(const float* __restrict__ q, const Cache& cache, co
 }
 
 #include "include/kv4_decode64.cuh"
+#include "include/kv4_channel.cuh"
 
 #define KV4_DECODE_OUT float *__restrict__ part_m, float *__restrict__ part_l, float *__restrict__ part_acc, \
     unsigned *__restrict__ done, float *__restrict__ o, float *__restrict__ lse
@@ -374,4 +344,23 @@ extern "C" __global__ void kv4_decode_split_fp16(KV4_FP16_ARGS, int H, int Nq, i
                                                  float s, float beta, int chunk, KV4_DECODE_OUT) {
     const Fp16Cache cache{k16, v16};
     decode_split(q, cache, len, H, Nq, D, T, mask, window, s, beta, chunk, part_m, part_l, part_acc, done, o, lse);
+}
+
+extern "C" __global__ void kv4_decode_split_int4ch(const float* __restrict__ q,
+                                                   const unsigned char* __restrict__ k_codes,
+                                                   const unsigned char* __restrict__ v_codes,
+                                                   const unsigned short* __restrict__ k_cmeta,
+                                                   const unsigned short* __restrict__ k_tail,
+                                                   const unsigned short* __restrict__ v_meta,
+                                                   const float* __restrict__ k_norm, const int* __restrict__ len,
+                                                   int H, int Nq, int D, int T, int G, int mask, int window,
+                                                   float s, float beta, int chunk, KV4_DECODE_OUT) {
+    const Int4ChannelCache cache{k_codes, v_codes, k_cmeta, k_tail, v_meta, k_norm, T, G};
+    decode_split(q, cache, len, H, Nq, D, T, mask, window, s, beta, chunk, part_m, part_l, part_acc, done, o, lse);
+}
+
+extern "C" __global__ void kv4_seal_channels(const float* __restrict__ k, const unsigned short* __restrict__ k_tail,
+                                             unsigned char* __restrict__ k_codes, unsigned short* __restrict__ k_cmeta,
+                                             const int* __restrict__ start, int H, int L, int D, int T, int G) {
+    seal_channels(k, k_tail, k_codes, k_cmeta, start, H, L, D, T, G);
 }

@@ -79,8 +79,9 @@ fn handle(gpu: &'static Gpu) -> Result<&'static Mutex<Handle>> {
             // SAFETY: `h` is a live handle and the stream outlives the process-wide GPU.
             unsafe { cublas::set_stream(h, gpu.stream.as_inner() as sys::cudaStream_t) }
                 .map_err(|e| format!("binding the stream: {e}"))?;
+            // The driver path: this lives as long as the process, not a pool block.
             let ws = gpu
-                .alloc::<u8>(WORKSPACE_BYTES)
+                .alloc_driver::<u8>(WORKSPACE_BYTES)
                 .map_err(|e| format!("allocating the workspace: {e}"))?;
             // SAFETY: `ws` is a live device allocation of WORKSPACE_BYTES that lives as long as the
             // handle (both are kept in the static below).
@@ -266,9 +267,10 @@ fn gemm_fp16_operands(
     if grow {
         // Synchronise first: queued GEMMs may still read the old scratch.
         gpu.sync("growing the fp16 GEMM scratch")?;
+        // The driver path: a process-wide scratch, not a pool block of whoever grew it.
         *scratch = Some((
-            gpu.alloc::<u16>(na.max(1 << 20))?,
-            gpu.alloc::<u16>(nb.max(1 << 20))?,
+            gpu.alloc_driver::<u16>(na.max(1 << 20))?,
+            gpu.alloc_driver::<u16>(nb.max(1 << 20))?,
         ));
     }
     let (a16, b16) = scratch.as_ref().expect("allocated above");

@@ -37,7 +37,7 @@ const OP: &str = "kv4";
 
 pub use muse_reference::kv4::KvStorage as Storage;
 
-/// A KV cache resident on the device (per-token layout).
+/// A KV cache resident on the device (per-token or per-channel K; V per token).
 pub struct DeviceKvCache {
     cfg: Kv4Config,
     storage: Storage,
@@ -45,9 +45,12 @@ pub struct DeviceKvCache {
     len_dev: Buf<i32>,
     k_codes: Buf<u8>,
     v_codes: Buf<u8>,
+    /// (s, m) per slot; per-channel K: per (row, group, channel).
     k_meta: Buf<u16>,
     v_meta: Buf<u16>,
     k_norm: Option<Buf<f32>>,
+    /// Per-channel K: the incomplete group's fp16 keys [B·H, G, D].
+    k_tail: Buf<u16>,
     k16: Buf<u16>,
     v16: Buf<u16>,
 }
@@ -65,15 +68,10 @@ fn int(v: usize, name: &str) -> Result<i32> {
 }
 
 impl DeviceKvCache {
-    /// An empty cache on `gpu`. The per-channel layout stays on the CPU reference; D must be even
-    /// and at most 32·`CAP` (256).
+    /// An empty cache on `gpu`. D must be even and at most 32·`CAP` (256). The fp16 storage
+    /// ignores the layout (as the reference's `fp16_stored` does).
     pub fn new(gpu: &'static Gpu, cfg: Kv4Config, storage: Storage) -> Result<Self> {
         muse_reference::kv4::Kv4Cache::new(cfg)?; // the reference's argument checks
-        if cfg.layout != KvLayout::PerToken {
-            return Err(unsupported(
-                "the PerChannelK layout (the CPU reference has it)".into(),
-            ));
-        }
         let cap = 32 * k::kv4::CAP as usize;
         if cfg.dim > cap {
             return Err(unsupported(format!(
@@ -88,10 +86,18 @@ impl DeviceKvCache {
                 rule: "applies to the 4-bit storage only".into(),
             });
         }
-        let slots = cfg.batch * cfg.heads * cfg.capacity;
+        let rows = cfg.batch * cfg.heads;
+        let slots = rows * cfg.capacity;
         let (int4, fp16) = match storage {
             Storage::Int4 => (slots, 0),
             Storage::Fp16 => (0, slots),
+        };
+        let (k_meta, k_tail) = match (storage, cfg.layout) {
+            (Storage::Int4, KvLayout::PerChannelK { group }) => (
+                rows * cfg.capacity / group * cfg.dim * 2,
+                rows * group * cfg.dim,
+            ),
+            _ => (int4 * 2, 0),
         };
         Ok(Self {
             cfg,
@@ -100,16 +106,25 @@ impl DeviceKvCache {
             len_dev: gpu.upload(&vec![0i32; cfg.batch])?,
             k_codes: gpu.alloc(int4 * cfg.dim / 2)?,
             v_codes: gpu.alloc(int4 * cfg.dim / 2)?,
-            k_meta: gpu.alloc(int4 * 2)?,
+            k_meta: gpu.alloc(k_meta)?,
             v_meta: gpu.alloc(int4 * 2)?,
             k_norm: if cfg.radial {
                 Some(gpu.alloc(slots)?)
             } else {
                 None
             },
+            k_tail: gpu.alloc(k_tail)?,
             k16: gpu.alloc(fp16 * cfg.dim)?,
             v16: gpu.alloc(fp16 * cfg.dim)?,
         })
+    }
+
+    /// G when K is stored per channel (4-bit storage with the `PerChannelK` layout).
+    pub fn channel_group(&self) -> Option<usize> {
+        match (self.storage, self.cfg.layout) {
+            (Storage::Int4, KvLayout::PerChannelK { group }) => Some(group),
+            _ => None,
+        }
     }
 
     /// The configuration.
@@ -146,6 +161,7 @@ impl DeviceKvCache {
             + self.v_codes.len()
             + 2 * (self.k_meta.len() + self.v_meta.len())
             + self.k_norm.as_ref().map_or(0, |n| 4 * n.len())
+            + 2 * self.k_tail.len() * usize::from(self.channel_group().is_some())
             + 2 * (self.k16.len() + self.v16.len())
     }
 
@@ -198,6 +214,9 @@ impl DeviceKvCache {
         );
         let stream = &gpu.stream;
         match self.storage {
+            Storage::Int4 if self.channel_group().is_some() => {
+                self.append_channels(gpu, k, v, l, &start)?
+            }
             Storage::Int4 => {
                 let func = gpu.function(MODULE.get(gpu)?, k::kv4::APPEND)?;
                 let norm = self.k_norm_ptr();
@@ -236,6 +255,79 @@ impl DeviceKvCache {
             .collect::<Result<_>>()?;
         self.len_dev = gpu.upload(&lens)?;
         Ok(())
+    }
+
+    /// The per-channel append: V (and ‖k‖) per token, then the groups this append completes
+    /// sealed from the tail and k, then the tail (fp16, slot p mod G) from k's last G tokens, in
+    /// that order on the stream (the seal reads tail slots the write replaces).
+    fn append_channels(
+        &mut self,
+        gpu: &'static Gpu,
+        k: &Buf<f32>,
+        v: &Buf<f32>,
+        l: usize,
+        start: &Buf<i32>,
+    ) -> Result<()> {
+        let (c, g) = (self.cfg, self.channel_group().unwrap_or(1));
+        let rows = c.batch * c.heads * l;
+        let grid = u32::try_from(rows.div_ceil(k::kv4::WARPS as usize))
+            .map_err(|_| unsupported(format!("{rows} rows exceed the grid")))?;
+        let threads = 32 * k::kv4::WARPS;
+        let (b, h, li, d, t, gi) = (
+            int(c.batch, "B")?,
+            int(c.heads, "H")?,
+            int(l, "L")?,
+            int(c.dim, "D")?,
+            int(c.capacity, "T")?,
+            int(g, "G")?,
+        );
+        let stream = &gpu.stream;
+        let none_u8 = cust::memory::DevicePointer::<u8>::null();
+        let none_u16 = cust::memory::DevicePointer::<u16>::null();
+        let func = gpu.function(MODULE.get(gpu)?, k::kv4::APPEND)?;
+        let norm = self.k_norm_ptr();
+        // SAFETY: (1) thirteen arguments as in `append` (null K codes and meta, which the kernel
+        // tests: V and ‖k‖ only); (2) k, v hold B·H·L·D elements (checked by `append`), the V codes
+        // B·H·T·D/2, the V meta B·H·T·2, the norms B·H·T, start B; (3) buffers synchronise
+        // `stream` before they are freed.
+        unsafe {
+            launch!(func<<<grid, threads, 0, stream>>>(
+                k.ptr(), v.ptr(), none_u8, self.v_codes.ptr(), none_u16, self.v_meta.ptr(), norm,
+                start.ptr(), b, h, li, d, t
+            ))
+        }
+        .map_err(|e| err("launching kv4_append", e))?;
+        let groups = self
+            .len
+            .iter()
+            .map(|&n| (n + l) / g - n / g)
+            .max()
+            .unwrap_or(0);
+        if groups > 0 {
+            let func = gpu.function(MODULE.get(gpu)?, k::kv4::SEAL_CHANNELS)?;
+            let seal = cust::function::GridSize::xy((c.batch * c.heads) as u32, groups as u32);
+            // SAFETY: (1) ten arguments in C order: an f32, a u16, a u8, a u16 and an i32 pointer,
+            // five i32; (2) k holds B·H·L·D, the tail B·H·G·D, the codes B·H·T·D/2, the per-channel
+            // meta B·H·(T/G)·D·2 (new), start B; CTA (row, y) writes group start/G + y only when
+            // it ends within len + L ≤ T (checked by `append`: no ring here); (3) as above.
+            unsafe {
+                launch!(func<<<seal, k::kv4::SEAL_THREADS, 0, stream>>>(
+                    k.ptr(), self.k_tail.ptr(), self.k_codes.ptr(), self.k_meta.ptr(), start.ptr(),
+                    h, li, d, t, gi
+                ))
+            }
+            .map_err(|e| err("launching kv4_seal_channels", e))?;
+        }
+        let func = gpu.function(MODULE.get(gpu)?, k::kv4::APPEND_FP16)?;
+        // SAFETY: (1) ten arguments as in `append`'s fp16 launch, with the tail as k16, a null v16
+        // (the kernel tests it) and T = G: slots (start + t) mod G of the B·H·G·D tail; (2) k holds
+        // B·H·L·D; (3) as above.
+        unsafe {
+            launch!(func<<<grid, threads, 0, stream>>>(
+                k.ptr(), k.ptr(), self.k_tail.ptr(), none_u16, start.ptr(), b, h, li, d, gi
+            ))
+        }
+        .map_err(|e| err("launching kv4_append_fp16 (tail)", e))
     }
 
     /// [`DeviceKvCache::append`] from host arrays (rounded to f32), with the reference's shape and
@@ -283,6 +375,7 @@ impl DeviceKvCache {
                 Some(n) => n.to_vec()?,
                 None => Vec::new(),
             },
+            k_tail: self.k_tail.to_vec()?,
             k16: self.k16.to_vec()?,
             v16: self.v16.to_vec()?,
         })
@@ -296,12 +389,14 @@ pub struct CacheState {
     pub k_codes: Vec<u8>,
     /// 4-bit V codes.
     pub v_codes: Vec<u8>,
-    /// (s, m) fp16 bits per slot, K.
+    /// (s, m) fp16 bits per slot, K; per-channel K: per (row, group, channel) [B·H, T/G, D, 2].
     pub k_meta: Vec<u16>,
     /// (s, m) fp16 bits per slot, V.
     pub v_meta: Vec<u16>,
     /// ‖k‖ per slot (radial caches only).
     pub k_norm: Vec<f32>,
+    /// Per-channel K: the incomplete group's fp16 keys [B·H, G, D] (slot p mod G).
+    pub k_tail: Vec<u16>,
     /// fp16 K bits (fp16 storage).
     pub k16: Vec<u16>,
     /// fp16 V bits.
@@ -327,6 +422,9 @@ impl DeviceKvCache {
                             .iter()
                             .map(|&b| f16(b))
                             .collect(),
+                        Storage::Int4 if key && self.channel_group().is_some() => {
+                            channel_key(&st, c, row, n, p)
+                        }
                         Storage::Int4 => {
                             let q = muse_reference::quant::unpack_nibbles(
                                 &codes[slot * c.dim / 2..(slot + 1) * c.dim / 2],
@@ -362,6 +460,33 @@ impl DeviceKvCache {
             values,
         })
     }
+}
+
+/// Key p of row `row` (of n tokens) of a per-channel cache: the fp16 tail in the incomplete group,
+/// else the codes with their group's per-channel (s, m).
+fn channel_key(st: &CacheState, c: Kv4Config, row: usize, n: usize, p: usize) -> Vec<f64> {
+    let g = match c.layout {
+        KvLayout::PerChannelK { group } => group,
+        KvLayout::PerToken => 1,
+    };
+    let f16 = |b: u16| f64::from(half::f16::from_bits(b));
+    let d = c.dim;
+    if p / g == n / g {
+        let t = (row * g + p % g) * d;
+        return st.k_tail[t..t + d].iter().map(|&b| f16(b)).collect();
+    }
+    let slot = row * c.capacity + p;
+    let codes =
+        muse_reference::quant::unpack_nibbles(&st.k_codes[slot * d / 2..(slot + 1) * d / 2]);
+    let meta = (row * (c.capacity / g) + p / g) * d;
+    codes
+        .iter()
+        .enumerate()
+        .map(|(ch, &q)| {
+            let (s, m) = (st.k_meta[2 * (meta + ch)], st.k_meta[2 * (meta + ch) + 1]);
+            f16(m) + f64::from(q) * f16(s)
+        })
+        .collect()
 }
 
 impl Kv4 for crate::Cuda {

@@ -41,8 +41,10 @@ pub struct DeviceLists {
     pub lists: Buf<i32>,
     /// The counts.
     pub counts: Buf<i32>,
-    cq: Buf<f32>,
-    ck: Buf<f32>,
+    /// The q centroids [B·H, nb, D] then the normalised k centroids transposed [B·H, D, nb].
+    cent: Buf<f32>,
+    /// Per block a float4 of norms and sinh terms, q then k: [2, B·H, nb, 4].
+    stat: Buf<f32>,
 }
 
 fn check(p: &Problem) -> Result<()> {
@@ -72,16 +74,33 @@ pub fn select_centroid(gpu: &'static Gpu, p: &Problem, k_blocks: usize) -> Resul
         kb: k_blocks,
         lists: gpu.alloc(d.bh() * nb * k_blocks)?,
         counts: gpu.alloc(d.bh() * nb)?,
-        cq: gpu.alloc(d.bh() * nb * d.d)?,
-        ck: gpu.alloc(d.bh() * nb * d.d)?,
+        cent: gpu.alloc(2 * d.bh() * nb * d.d)?,
+        stat: gpu.alloc(2 * d.bh() * nb * 4)?,
     };
     select_into(gpu, p, &out)?;
     Ok(out)
 }
 
-/// Re-runs the selection into existing lists (the timed path: no allocation).
+/// Re-runs the selection into existing lists (the timed path: no allocation): one launch for the
+/// q and k centroids, one for the lists.
 pub fn select_into(gpu: &'static Gpu, p: &Problem, out: &DeviceLists) -> Result<()> {
+    check(p)?; // D = 64 ≤ MAX_D
     let d = p.dims;
+    if out.nb != d.n.div_ceil(k::sparse_attn::BLOCK as usize)
+        || out.cent.len() != 2 * d.bh() * out.nb * d.d
+        || out.lists.len() != d.bh() * out.nb * out.kb
+    {
+        return Err(Error::Shape {
+            op: OP,
+            arg: "out",
+            expected: format!(
+                "lists from select_centroid for B·H = {}, N = {}",
+                d.bh(),
+                d.n
+            ),
+            got: vec![out.nb, out.kb],
+        });
+    }
     let (n, dim, nb, kb) = (
         as_i32("N", d.n)?,
         as_i32("D", d.d)?,
@@ -89,33 +108,38 @@ pub fn select_into(gpu: &'static Gpu, p: &Problem, out: &DeviceLists) -> Result<
         as_i32("k_blocks", out.kb)?,
     );
     let bh = as_i32("B·H", d.bh())?;
+    let s = p.c.sqrt() as f32;
     let stream = &gpu.stream;
     let cent = gpu.function(MODULE.get(gpu)?, k::sparse_attn::CENTROIDS)?;
-    for (x, c) in [(&p.q, &out.cq), (&p.k, &out.ck)] {
-        let grid = (out.nb as u32, grid_y(&d)?, 1);
-        // SAFETY: (1) five arguments in C order: a u16 pointer (bf16 bits), three i32, an f32
-        // pointer; (2) x holds B·H·N·D values (Problem::upload), c B·H·nb·D floats (select_centroid);
-        // the kernel reads rows < N of block < nb; (3) buffers synchronise `stream` first.
-        unsafe { launch!(cent<<<grid, k::sparse_attn::THREADS, 0, stream>>>(x.ptr(), n, dim, nb, c.ptr())) }
-            .map_err(|e| err("launching sparse_attn_centroids", e))?;
+    let grid = (out.nb as u32, grid_y(&d)?, 2);
+    // SAFETY: (1) nine arguments in C order: two u16 pointers (bf16 bits), four i32, an f32, two
+    // f32 pointers (the second read as float4: 16-byte aligned allocations); (2) q and k hold
+    // B·H·N·D values (Problem::upload), cent 2·B·H·nb·D floats and stat 2·B·H·nb float4
+    // (select_centroid, checked above); the kernel reads rows < N of block < nb, D ≤ MAX_D;
+    // (3) buffers synchronise `stream` before they are freed.
+    unsafe {
+        launch!(cent<<<grid, k::sparse_attn::CENT_THREADS, 0, stream>>>(
+            p.q.ptr(), p.k.ptr(), bh, n, dim, nb, s, out.cent.ptr(), out.stat.ptr()
+        ))
     }
+    .map_err(|e| err("launching sparse_attn_centroids", e))?;
     let sel = gpu.function(MODULE.get(gpu)?, k::sparse_attn::SELECT)?;
-    let threads = 128u32;
-    let blocks = u32::try_from(d.bh() * out.nb * 32)
+    let warps = k::sparse_attn::SEL_WARPS;
+    let blocks = u32::try_from(d.bh() * out.nb)
         .map_err(|_| Error::Unsupported {
             op: OP,
             backend: "cuda",
             what: "B·H·⌈N/64⌉ query blocks exceed the grid".into(),
         })?
-        .div_ceil(threads);
-    let s = p.c.sqrt() as f32;
-    // SAFETY: (1) nine arguments in C order: two f32 pointers, four i32, an f32, an i32, two i32
-    // pointers... (eight plus the counts pointer); (2) the centroids hold B·H·nb·D floats, lists
-    // B·H·nb·k_b and counts B·H·nb ints; one warp per (b·h, block) < B·H·nb, k_b ≤ MAX_KB
-    // (checked); (3) buffers synchronise `stream` before they are freed.
+        .div_ceil(warps);
+    // SAFETY: (1) nine arguments in C order: two f32 pointers (the second read as float4), three
+    // i32, an f32, an i32, two i32 pointers; (2) cent and stat as the launch above sized and
+    // wrote them (same stream, so in order), lists B·H·nb·k_b and counts B·H·nb ints; one warp per
+    // (b·h, block) < B·H·nb, k_b ≤ MAX_KB (checked), D ≤ MAX_D; (3) buffers synchronise `stream`
+    // before they are freed.
     unsafe {
-        launch!(sel<<<blocks, threads, 0, stream>>>(
-            out.cq.ptr(), out.ck.ptr(), bh, nb, dim, s, kb, out.lists.ptr(), out.counts.ptr()
+        launch!(sel<<<blocks, warps * 32, 0, stream>>>(
+            out.cent.ptr(), out.stat.ptr(), bh, nb, dim, s, kb, out.lists.ptr(), out.counts.ptr()
         ))
     }
     .map_err(|e| err("launching sparse_attn_select", e))

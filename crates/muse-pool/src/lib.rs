@@ -20,14 +20,16 @@
 //!   of at least 256 B the class spacing bounds it below 20 % (each class is less than 1.25×
 //!   the request). [`PoolStats`] also gives idle reserved bytes and the original's metric.
 //! * **One pool per stream**: [`Pool`] is `!Sync`; see its docs for why cross-stream reuse
-//!   needs an event.
+//!   needs an event. [`SharedPool`] keeps the same books behind an `Arc<Mutex<…>>`: its
+//!   [`OwnedBlock`]s own a handle on the pool instead of borrowing it, so they are `Send` and can
+//!   live in a struct (a model's workspace); it is still one pool per stream.
 //!
 //! Also here: [`compat`], the original's pure-Python pool rule for rule (208 / 24 / 60 MiB
 //! preallocated for 256 / 32 / 64 MiB targets); [`trace`], the LM attention workload trace and
 //! its replay; [`time_alloc_free_pairs`], the hit-pair latency (method in [`timing`]).
 //!
-//! Files: `src/{class,config,source,stats,timing,trace,compat}.rs`, `src/pool/{mod,slabs}.rs`; tests
-//! `tests/{class,props,compat,trace}.rs` (one binary, `tests/main.rs`); bench
+//! Files: `src/{class,config,source,stats,timing,trace,compat}.rs`, `src/pool/{mod,slabs,shared}.rs`;
+//! tests `tests/{class,pool,props,shared,compat,trace}.rs` (one binary, `tests/main.rs`); bench
 //! `benches/pool.rs`.
 //!
 //! # Example
@@ -67,7 +69,7 @@ pub mod trace;
 pub use class::{class_of, SizeClass, ALIGN, MAX_CLASS_BYTES, MIN_CLASS_BYTES, NUM_CLASSES};
 pub use config::PoolConfig;
 pub use error::{PoolError, Result};
-pub use pool::{Pool, PoolBlock};
+pub use pool::{OwnedBlock, Pool, PoolBlock, SharedPool};
 pub use source::{HostAddressSpace, SlabSource};
 pub use stats::PoolStats;
 pub use timing::{time_alloc_free_pairs, PairTiming};

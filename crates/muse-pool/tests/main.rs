@@ -8,5 +8,7 @@ mod compat;
 mod pool;
 /// proptest: 10⁵ random ops against an independent model; out of memory.
 mod props;
+/// `SharedPool`/`OwnedBlock`: LIFO reuse, `Send` across threads, books identical to `Pool`'s.
+mod shared;
 /// The attention workload trace: fragmentation < 20 %; timings printed, never asserted.
 mod trace;

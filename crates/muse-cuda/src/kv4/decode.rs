@@ -14,13 +14,13 @@ use crate::device::{err, k, Buf, Gpu};
 pub const DECODE_CHUNK: usize = 256;
 
 /// The split size of the D = 64 one-key-per-lane path: enough splits for one wave of `wave`
-/// CTAs (SMs × resident CTAs per SM) over all query rows, at least one key per lane
-/// (32·`DEC_WARPS`), at most 16 per lane.
+/// CTAs (SMs × resident CTAs per SM) over all query rows, at least two keys per lane
+/// (2·32·`DEC_WARPS`: more splits cost more in the merge than they gain, H200), at most 16.
 ///
 /// ```
 /// use muse_cuda::kv4::decode_chunk64;
 /// assert_eq!(decode_chunk64(8192, 4 * 8, 396), 640); // B4 H8, 132 SMs × 3: 13 splits
-/// assert_eq!(decode_chunk64(8192, 8, 396), 256); // B1 H8: 32 splits
+/// assert_eq!(decode_chunk64(8192, 8, 528), 256); // B1 H8, 132 SMs × 4: 32 splits, not 64
 /// assert_eq!(decode_chunk64(1 << 20, 1, 396), 2048); // capped at 16 keys per lane
 /// ```
 pub fn decode_chunk64(max_visible: usize, rows: usize, wave: usize) -> usize {
@@ -29,7 +29,7 @@ pub fn decode_chunk64(max_visible: usize, rows: usize, wave: usize) -> usize {
     max_visible
         .div_ceil(want_splits)
         .next_multiple_of(lanes)
-        .clamp(lanes, 16 * lanes)
+        .clamp(2 * lanes, 16 * lanes)
 }
 
 /// Decode outputs and split partials for a fixed number of query rows.
@@ -42,7 +42,7 @@ pub struct DecodeWs {
     part_acc: Buf<f32>,
     /// Splits counted in per query row; zero between launches (the merging CTA resets it).
     done: Buf<u32>,
-    prefetch: bool,
+    prefetch: Option<bool>,
     /// o [B, H, Nq, D].
     pub o: Buf<f32>,
     /// lse [B, H, Nq].
@@ -62,17 +62,36 @@ impl DecodeWs {
             part_l: gpu.alloc(rows)?,
             part_acc: gpu.alloc(rows * c.dim)?,
             done: gpu.upload(&vec![0u32; rows])?,
-            prefetch: true,
+            prefetch: None,
             o: gpu.alloc(rows * c.dim)?,
             lse: gpu.alloc(rows)?,
         })
     }
 
-    /// Whether the D = 64 path issues the next key's loads before scoring the current one (the
-    /// default; `muse bench --family kv4` measures both). Results are identical either way.
+    /// Whether the D = 64 path issues the next key's loads before scoring the current one.
+    /// By default the fp16 cache does and the 4-bit cache does not: on the H200 the prefetch's
+    /// registers (168 against 128) cost the 4-bit kernel a resident CTA per SM and 20 % at B4
+    /// N 8k–16k, while the fp16 kernel gains 12–28 % (`muse bench --family kv4` measures both).
+    /// The results are the same up to f32 rounding order either way.
     pub fn with_prefetch(mut self, on: bool) -> Self {
-        self.prefetch = on;
+        self.prefetch = Some(on);
         self
+    }
+
+    /// The schedule a decode of `storage` uses ([`DecodeWs::with_prefetch`]).
+    pub fn prefetch(&self, storage: Storage) -> bool {
+        self.prefetch
+            .unwrap_or_else(|| Self::default_prefetch(storage))
+    }
+
+    /// The default schedule of `storage`: prefetch for fp16 only.
+    ///
+    /// ```
+    /// use muse_cuda::kv4::{DecodeWs, Storage};
+    /// assert!(DecodeWs::default_prefetch(Storage::Fp16) && !DecodeWs::default_prefetch(Storage::Int4));
+    /// ```
+    pub fn default_prefetch(storage: Storage) -> bool {
+        storage == Storage::Fp16
     }
 
     fn ensure(&mut self, gpu: &'static Gpu, splits: usize) -> Result<()> {
@@ -157,13 +176,15 @@ impl DeviceKvCache {
             }
             max_visible = max_visible.max(n - lo);
         }
-        let lanes64 = cfg.dim == 64;
+        let group = self.channel_group();
+        let lanes64 = cfg.dim == 64 && group.is_none();
         let threads = 32 * k::kv4::DEC_WARPS;
-        let name = match (self.storage, lanes64, ws.prefetch) {
+        let name = match (self.storage, lanes64, ws.prefetch(self.storage)) {
             (Storage::Int4, true, true) => k::kv4::DECODE64_INT4,
             (Storage::Int4, true, false) => k::kv4::DECODE64_INT4_NOPF,
             (Storage::Fp16, true, true) => k::kv4::DECODE64_FP16,
             (Storage::Fp16, true, false) => k::kv4::DECODE64_FP16_NOPF,
+            (Storage::Int4, false, _) if group.is_some() => k::kv4::DECODE_SPLIT_INT4CH,
             (Storage::Int4, false, _) => k::kv4::DECODE_SPLIT_INT4,
             (Storage::Fp16, false, _) => k::kv4::DECODE_SPLIT_FP16,
         };
@@ -226,6 +247,23 @@ impl DeviceKvCache {
                     ))
                 }
                 .map_err(|e| err("launching kv4_decode64_fp16", e))
+            }
+            (Storage::Int4, false) if group.is_some() => {
+                let g = int(group.unwrap_or(1), "G")?;
+                let norm = self.k_norm_ptr();
+                // SAFETY: (1) twenty-three arguments in C order: an f32 pointer, two u8, two u16
+                // (per-channel meta, tail), a u16, an f32 (nullable) and an i32 pointer, seven i32,
+                // two f32, an i32, three f32 pointers, a u32 and two f32 pointers; (2) as below, with
+                // the per-channel meta B·H·(T/G)·D·2 read as 4-byte words and the tail B·H·G·D
+                // (DeviceKvCache::new); (3) buffers synchronise `stream` before they are freed.
+                unsafe {
+                    launch!(func<<<grid, threads, 0, stream>>>(
+                        q.ptr(), self.k_codes.ptr(), self.v_codes.ptr(), self.k_meta.ptr(), self.k_tail.ptr(),
+                        self.v_meta.ptr(), norm, self.len_dev.ptr(), h, nqi, d, t, g, mask_id, w, s32, beta32,
+                        chunk, out_m, out_l, out_acc, done, o, lse
+                    ))
+                }
+                .map_err(|e| err("launching kv4_decode_split_int4ch", e))
             }
             (Storage::Int4, false) => {
                 let norm = self.k_norm_ptr();

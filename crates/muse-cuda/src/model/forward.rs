@@ -17,6 +17,7 @@ use crate::gemm::{gemm_nt, GemmMath};
 use crate::model as kern;
 
 mod graph;
+mod pooling;
 pub(crate) mod steps;
 mod timer;
 mod upload;
@@ -88,6 +89,9 @@ pub struct CudaModel {
     pub(crate) half: crate::gemm::HalfFormat,
     /// S of a loss-scaled fp16 step: the cross-entropy's gradient is multiplied by it (1 otherwise).
     pub(crate) loss_scale: f32,
+    /// Whether workspaces are blocks of the GPU's pool (default) or driver allocations
+    /// ([`CudaModel::set_pooled`], `model/forward/pooling.rs`).
+    pub(crate) pooled: bool,
 }
 
 /// A (batch, n) BK-Core problem in `T` (z set per block before each launch) and its workspace.
@@ -157,11 +161,13 @@ impl CudaModel {
         })
     }
 
-    /// Drops the cached activations (their bytes leave the allocation peak).
+    /// Drops the cached activations (their bytes leave the allocation peak: pooled, their
+    /// wholly free slabs go back to the driver).
     pub fn release_workspace(&self) {
         if let Ok(mut ws) = self.ws.lock() {
             *ws = None;
         }
+        self.trim_pool();
     }
 
     fn check_ids(&self, ids: &ArrayView2<'_, usize>) -> Result<Vec<i32>> {
@@ -299,7 +305,8 @@ impl CudaModel {
         })?;
         if guard.as_ref().is_none_or(|w| (w.batch, w.n) != (batch, n)) {
             *guard = None;
-            *guard = Some(self.workspace(batch, n)?);
+            self.trim_pool(); // the old shape's slabs, as the driver path would free them
+            *guard = Some(self.routed(|| self.workspace(batch, n))?);
         }
         guard
             .as_mut()

@@ -31,6 +31,7 @@ use crate::model as kern;
 use crate::train::{self as kt, AdamStep, ParamTable};
 
 mod layout;
+mod pooling;
 
 pub use layout::param_layout;
 use layout::{grad_slots, param_views, Layout};
@@ -255,7 +256,8 @@ impl CudaTrainer {
             .is_none_or(|t| t.row_loss.len() != ws.batch * ws.n)
         {
             self.tws = None;
-            self.tws = Some(TrainWs::new(m, ws)?);
+            m.trim_pool();
+            self.tws = Some(m.routed(|| TrainWs::new(m, ws))?);
         }
         let tws = self.tws.as_mut().expect("just set");
         let ntok = tws.set_batch(&host_ids, &tgt)?;

@@ -423,6 +423,10 @@ pub struct StepPeak {
 
 /// Runs `step` once to warm up (module loads, cuBLAS's handle and workspace), then once more
 /// after a peak reset: the second run's peak above `before`.
+///
+/// The study's models allocate with `Gpu::alloc` outside any `Gpu::pooled` scope: the driver
+/// path, one `cuMemAlloc` per buffer, on purpose, so that these peaks stay comparable with the
+/// VRAM reports made before the device pool (whose size classes would round buffers up).
 pub fn measure(
     gpu: &'static Gpu,
     before: usize,

@@ -1,6 +1,9 @@
 //! [`Pool`] and its RAII [`PoolBlock`]: per-class LIFO free lists carved from slabs (design
-//! `hyperbolic.md` §10). Classes: `class.rs`; slabs: `source.rs`; slab bookkeeping: `pool/slabs.rs`; tests: `tests/props.rs`, `tests/pool.rs`.
+//! `hyperbolic.md` §10). Classes: `class.rs`; slabs: `source.rs`; slab bookkeeping: `pool/slabs.rs`;
+//! the owned, thread-safe handle: `pool/shared.rs`; tests: `tests/props.rs`, `tests/pool.rs`,
+//! `tests/shared.rs`.
 
+mod shared;
 mod slabs;
 
 use std::cell::RefCell;
@@ -12,6 +15,8 @@ use crate::error::Result;
 use crate::source::{HostAddressSpace, SlabSource};
 use crate::stats::PoolStats;
 use slabs::Inner;
+
+pub use shared::{OwnedBlock, SharedPool};
 
 /// A size-class memory pool over the address ranges of a [`SlabSource`].
 ///
@@ -161,11 +166,7 @@ impl<S: SlabSource> Pool<S> {
 
     /// Counters and byte sums now.
     pub fn stats(&self) -> PoolStats {
-        let inner = self.inner.borrow();
-        PoolStats {
-            idle_reserved_bytes: inner.stats.reserved_bytes - inner.stats.live_class_bytes,
-            ..inner.stats
-        }
+        self.inner.borrow().snapshot()
     }
 
     /// `1 − Σrequested / Σclass bytes` over live blocks (0 when none is live); see
@@ -176,9 +177,7 @@ impl<S: SlabSource> Pool<S> {
 
     /// Restarts the peaks from the current live and reserved bytes.
     pub fn reset_peak(&self) {
-        let s = &mut self.inner.borrow_mut().stats;
-        s.peak_live_class_bytes = s.live_class_bytes;
-        s.peak_reserved_bytes = s.reserved_bytes;
+        self.inner.borrow_mut().reset_peak();
     }
 
     /// Gives every wholly free slab back to the source; returns the bytes released.

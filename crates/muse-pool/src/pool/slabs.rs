@@ -83,6 +83,21 @@ impl<S: SlabSource> Inner<S> {
         }
     }
 
+    /// The counters now, with the idle reserve derived.
+    pub(super) fn snapshot(&self) -> PoolStats {
+        PoolStats {
+            idle_reserved_bytes: self.stats.reserved_bytes - self.stats.live_class_bytes,
+            ..self.stats
+        }
+    }
+
+    /// Restarts the peaks from the current live and reserved bytes.
+    pub(super) fn reset_peak(&mut self) {
+        let s = &mut self.stats;
+        s.peak_live_class_bytes = s.live_class_bytes;
+        s.peak_reserved_bytes = s.reserved_bytes;
+    }
+
     /// Gives every slab back (the pool is dropping: no block is live).
     pub(super) fn release_all(&mut self) {
         for (base, rec) in std::mem::take(&mut self.slabs) {

@@ -110,6 +110,39 @@ pub fn cases(_: &Manifest) -> Vec<(String, Spec)> {
             ));
         }
     }
+    for (name, c, n, nq, mask) in [
+        (
+            "B2H2D64_G32_n150_q3_causal",
+            cfg(2, 2, 64, 160, false, false),
+            150,
+            3,
+            Mask::Causal,
+        ),
+        (
+            "B1H2D6_G32_n64_q1_window8",
+            cfg(1, 2, 6, 64, false, false),
+            64,
+            1,
+            Mask::Window(8),
+        ),
+    ] {
+        let id = format!("kv4/int4_perchannel_{name}");
+        out.push((
+            id.clone(),
+            Spec {
+                name: id,
+                cfg: Kv4Config {
+                    layout: KvLayout::PerChannelK { group: 32 },
+                    ..c
+                },
+                storage: KvStorage::Int4,
+                n,
+                nq,
+                mask,
+                seed: out.len() as u64 + 1,
+            },
+        ));
+    }
     let radial = cfg(2, 2, 64, 300, true, false);
     let id = "kv4/int4_radial_B2H2D64_n299_q2_causal".to_string();
     out.push((
@@ -216,8 +249,17 @@ pub fn run<B: Backend>(be: &B, spec: &Spec, _: &Manifest) -> crate::Result<Vec<R
         let mut bad = 0usize;
         for (row, (keys, vals)) in run.stored.keys.iter().zip(&run.stored.values).enumerate() {
             let (b, h) = (row / c.heads, row % c.heads);
+            if let (KvLayout::PerChannelK { group }, KvStorage::Int4) = (c.layout, spec.storage) {
+                let want = per_channel_keys(&k, b, h, spec.n, group, cuda)?;
+                bad += (0..spec.n)
+                    .filter(|&t| keys.row(t).to_vec() != want[t])
+                    .count();
+            }
             for (i, t) in (first..spec.n).enumerate() {
-                for (src, held) in [(&k, keys), (&v, vals)] {
+                for (src, held, key) in [(&k, keys, true), (&v, vals, false)] {
+                    if key && c.layout != KvLayout::PerToken {
+                        continue; // per-channel K: checked above
+                    }
                     let x: Vec<f64> = (0..c.dim).map(|e| src[[b, h, t, e]]).collect();
                     let expect: Vec<f64> = match (spec.storage, cuda) {
                         (KvStorage::Fp16, _) => x.iter().map(|&e| f16_round(e)).collect(),
@@ -237,6 +279,38 @@ pub fn run<B: Backend>(be: &B, spec: &Spec, _: &Manifest) -> crate::Result<Vec<R
             "",
             Some(Target::AtMost(0.0)),
         ));
+    }
+    Ok(out)
+}
+
+/// The keys a per-channel cache must hold for row (b, h) after n tokens: each complete group of
+/// G quantised channel by channel (CPU: the f64 codec; CUDA: its f32 twin) over the fp16-rounded
+/// keys, the incomplete group fp16.
+#[allow(clippy::needless_range_loop)] // channel ch of each token of the group
+fn per_channel_keys(
+    k: &Array4<f64>,
+    b: usize,
+    h: usize,
+    n: usize,
+    group: usize,
+    f32_codec: bool,
+) -> crate::Result<Vec<Vec<f64>>> {
+    let d = k.dim().3;
+    let mut out: Vec<Vec<f64>> = (0..n)
+        .map(|t| (0..d).map(|e| f16_round(k[[b, h, t, e]])).collect())
+        .collect();
+    for g in 0..n / group {
+        for ch in 0..d {
+            let col: Vec<f64> = (0..group).map(|t| out[g * group + t][ch]).collect();
+            let held = if f32_codec {
+                quantize_group_f32(&col.iter().map(|&x| x as f32).collect::<Vec<_>>()).dequantize()
+            } else {
+                quantize_group("kv4", "k", &col)?.dequantize()
+            };
+            for (t, x) in held.into_iter().enumerate() {
+                out[g * group + t][ch] = x;
+            }
+        }
     }
     Ok(out)
 }

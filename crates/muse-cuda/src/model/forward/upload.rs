@@ -135,7 +135,9 @@ fn form_of(path: AttnPath) -> Result<i32> {
 }
 
 impl CudaModel {
-    /// Uploads `w` and builds the decoder table. `math` picks fp32 or TF32 GEMMs.
+    /// Uploads `w` and builds the decoder table. `math` picks fp32 or TF32 GEMMs. The weights
+    /// are driver allocations; the workspaces of the forward come from the GPU's pool unless
+    /// [`CudaModel::set_pooled`] turns that off.
     pub fn new(
         gpu: &'static Gpu,
         dims: ModelDims,
@@ -298,6 +300,7 @@ impl CudaModel {
             train: false,
             half: crate::gemm::HalfFormat::Bf16,
             loss_scale: 1.0,
+            pooled: true,
         })
     }
 }

@@ -64,6 +64,8 @@ mod gpu {
                         .iter()
                         .map(|&b| f16(b))
                         .collect(),
+                    // per-channel K: filled in below from its groups' metadata
+                    Storage::Int4 if key && c.layout != KvLayout::PerToken => vec![0.0; c.dim],
                     Storage::Int4 => {
                         let q = unpack_nibbles(&codes[i * c.dim / 2..(i + 1) * c.dim / 2]);
                         let mut x: Vec<f64> = q
@@ -513,9 +515,24 @@ mod gpu {
             .unwrap_err()
             .to_string()
             .contains("`k`"));
-        let mut per_channel = cfg(1, 1, 8, 8, false, false);
+        // per-channel K: G must divide T, and its groups never move (no ring)
+        let mut per_channel = cfg(1, 1, 8, 10, false, false);
         per_channel.layout = KvLayout::PerChannelK { group: 4 };
-        assert!(DeviceKvCache::new(gpu, per_channel, Storage::Int4).is_err());
+        let err = DeviceKvCache::new(gpu, per_channel, Storage::Int4)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("must divide capacity 10"), "{err}");
+        let mut ring = cfg(1, 1, 8, 8, false, true);
+        ring.layout = KvLayout::PerChannelK { group: 4 };
+        let err = DeviceKvCache::new(gpu, ring, Storage::Int4)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("PerChannelK needs a full-context cache"),
+            "{err}"
+        );
         assert!(DeviceKvCache::new(gpu, cfg(1, 1, 8, 8, true, false), Storage::Fp16).is_err());
         let q = gpu.upload(&[0.1f32; 8 * 4]).expect("q");
         let mut ws = DecodeWs::new(gpu, &cache, 4).expect("ws");

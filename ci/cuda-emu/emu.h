@@ -84,6 +84,7 @@ inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
 
 struct Block {
     std::unique_ptr<std::barrier<>> block;
@@ -125,6 +126,18 @@ template <typename T> inline void emu_warp_allgather(const T& mine, T* all) {
     g_block->warps[w]->arrive_and_wait();
     std::memcpy(all, g_block->gather[w].data(), 32 * sizeof(T));
     g_block->warps[w]->arrive_and_wait();
+}
+
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
+// Warp vote over the full warp (every lane of the warp calls it).
+inline unsigned __ballot_sync(unsigned, bool p) {
+    int all[32];
+    const int mine = p;
+    emu_warp_allgather(mine, all);
+    unsigned m = 0;
+    for (int l = 0; l < 32; ++l) m |= (unsigned)(all[l] != 0) << l;
+    return m;
 }
 
 // Runs `kernel` on grid x block (block.y = block.z = 1).

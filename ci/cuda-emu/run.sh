@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Host emulation of the hyperbolic kernels (hyp_ln, hyp_dist, lin_attn), the KV cache (kv4.cpp), INT8 distance (int8.cpp), W4A8 (w4a8.cpp), the sparse-attention selection (sparse.cpp) and of the model's window
+# Host emulation of the hyperbolic kernels (hyp_ln, hyp_dist, lin_attn), the KV cache (kv4.cpp), INT8 distance (int8.cpp), W4A8 (w4a8.cpp), the sparse-attention selection (sparse.cpp), the LSH selection and index attention (lsh.cpp) and of the model's window
 # attention and AR-SSM scan (model.cpp): the .cu files compiled as
 # C++ against emu.h (one std::thread per CUDA thread, __syncthreads = block barrier, warp shuffles
 # through a warp barrier, __shared__ = static storage, blocks run one after another), driven with
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-for t in ln dist lin model kv4 int8 w4a8 sparse; do
+for t in ln dist lin model kv4 int8 w4a8 sparse lsh; do
     g++ -std=c++20 -O1 -pthread -w -o "$out/$t" "$t.cpp"
     "$out/$t"
 done

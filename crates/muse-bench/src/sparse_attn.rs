@@ -3,6 +3,8 @@
 //! to 64-key blocks: k_b = ⌊0.05·⌈N/64⌉⌋ blocks per query block, the measured sparsity recorded)
 //! the block-centroid selection plus the block-skip tensor-core forward against the dense
 //! tensor-core forward in the same process, B·H = 8, D = 64, causal: goal ≥ 5× at N ≥ 4096.
+//! Beside it, without a goal, the LSH selection (T = 4, h = 8, k_cap = 192, window 64) plus the
+//! index attention over its lists (`sparse_attn_lsh`).
 
 use crate::{CpuCtx, Family, Plot, Result};
 
@@ -55,8 +57,12 @@ impl Family for SparseAttnFamily {
     #[cfg(feature = "cuda")]
     fn cuda(&self, ctx: &mut crate::CudaCtx<'_>) -> Result<Option<Plot>> {
         use muse_cuda::hyp_attn_tc::{forward, ForwardWs, Problem};
-        use muse_cuda::sparse_attn::{forward_sparse, select_centroid, select_into};
+        use muse_cuda::sparse_attn::{
+            forward_indexed, forward_sparse, select_centroid, select_into, select_lsh,
+            select_lsh_into, IndexedWs,
+        };
         use muse_reference::hyp_attn::{HypAttnArgs, Mask};
+        use muse_reference::sparse_attn::Lsh;
         use muse_verify::report::Site;
         use muse_verify::Target;
 
@@ -122,6 +128,27 @@ impl Family for SparseAttnFamily {
             ctx.report
                 .records
                 .extend(event_timing(&blocks, &t_blk, None));
+            // LSH selection (T = 4 tables × h = 8 bits, k_cap 192, window 64) + index attention
+            let lsh = Lsh::new(0x5eed, 4, 8, 64)?;
+            let sel = select_lsh(gpu, &p, &lsh, 192, 64)?;
+            let iws = IndexedWs::new(gpu, &p)?;
+            let tl = time_events(gpu, 3, ctx.runs, || {
+                select_lsh_into(gpu, &p, &sel)?;
+                forward_indexed(gpu, &p, &iws, &sel.idx, sel.k_cap)
+            })?;
+            let lcase = format!("sparse_hyperbolic_triton.py/B1xH8xN{n}xD64_T4h8_k192_w64");
+            let lsite = Site {
+                kernel: "sparse_attn_lsh",
+                case: &lcase,
+                ..site
+            };
+            ctx.report.records.extend(event_timing(&lsite, &tl, None));
+            ctx.report.records.push(speedup(
+                &lsite,
+                "speedup_vs_dense_tc",
+                td.median_us,
+                tl.median_us,
+            ));
         }
         Ok(None)
     }

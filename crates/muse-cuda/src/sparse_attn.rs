@@ -3,6 +3,9 @@
 //! `../kernels/hyp_attn_tc.cu` for the attention; reference: `muse_reference::sparse_attn`). The
 //! bf16 tensor-core forward (D = 64, causal) visits only the listed 64-key blocks of each
 //! 64-query block: the diagonal and the k_b − 1 earlier blocks whose centroids score highest.
+//! The LSH selection (per query: same-code keys in any of T tables plus a window, capped at
+//! k_cap by exact score) and the attention over its index lists: [`select_lsh`],
+//! [`forward_indexed`].
 //!
 //! ```no_run
 //! use muse_cuda::{hyp_attn_tc::{ForwardWs, Problem}, sparse_attn::{forward_sparse, select_centroid}};
@@ -26,6 +29,10 @@ use crate::hyp_attn::{grid_y, lengths_ptr, mask_args};
 use crate::hyp_attn_tc::{launch_prep, ForwardWs, Problem};
 use crate::lazy::LazyModule;
 use crate::poincare::as_i32;
+
+mod lsh;
+
+pub use lsh::{forward_indexed, select_lsh, select_lsh_into, DeviceIdx, IndexedWs};
 
 static MODULE: LazyModule = LazyModule::new(k::sparse_attn::CUBIN, "sparse_attn");
 

@@ -18,6 +18,8 @@ test_backends! {
     #[case::fp16_b1h8d64_ring64_n138_window64("kv4/fp16_B1H8D64_ring64_n138_window64")]
     #[case::fp16_b1h2d64_n8192_q1_causal("kv4/fp16_B1H2D64_n8192_q1_causal")]
     #[case::int4_radial_b2h2d64_n299_q2_causal("kv4/int4_radial_B2H2D64_n299_q2_causal")]
+    #[case::int4_perchannel_b2h2d64_g32_n150_q3_causal("kv4/int4_perchannel_B2H2D64_G32_n150_q3_causal")]
+    #[case::int4_perchannel_b1h2d6_g32_n64_q1_window8("kv4/int4_perchannel_B1H2D6_G32_n64_q1_window8")]
     fn registered_case_passes(name: &str);
 }
 

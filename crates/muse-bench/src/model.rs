@@ -218,6 +218,7 @@ mod cuda {
                 }
                 .map_err(model_err)?;
                 let weights = gpu.live_bytes() - before;
+                let mut m = m;
                 for &b in batches {
                     if !everywhere && !is_target(b) {
                         continue;
@@ -245,6 +246,26 @@ mod cuda {
                     r.push(site.record("peak_mib", p.peak_mib, "MiB", None));
                     r.extend(pool_records(&site, p.pool));
                     r.push(site.record("weights_mib", p.weights_mib, "MiB", None));
+                    if headline && m.pooled() {
+                        // the same forward on driver allocations, in the same process: what the
+                        // pool costs or saves
+                        m.set_pooled(false);
+                        let d = protocol(gpu, &m, &x, weights, false)?;
+                        m.set_pooled(true);
+                        r.push(site.record(
+                            "tokens_per_s_driver_alloc",
+                            (b * n) as f64 / d.mean_s,
+                            "tok/s",
+                            None,
+                        ));
+                        r.push(site.record("peak_mib_driver_alloc", d.peak_mib, "MiB", None));
+                        r.push(site.record(
+                            "pooled_over_driver_time",
+                            p.median_s / d.median_s,
+                            "x",
+                            None,
+                        ));
+                    }
                     match TARGETS.iter().find(|t| t.0 == name && t.1 == n && t.2 == b) {
                         Some(t) if headline => {
                             r.push(site.goal("tokens_per_s", tps, "tok/s", Target::AtLeast(t.3)))

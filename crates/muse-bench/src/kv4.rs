@@ -21,6 +21,18 @@ const CONTEXTS: [usize; 5] = [1024, 2048, 4096, 8192, 16384];
 /// The original's benchmark, so a reader can map the rows.
 const ORIGINAL: &str = "benchmark_memory_optimizations.py";
 
+/// The decode rows' site: one case and shape per (B, N), the storage and schedule as the dtype.
+#[cfg(feature = "cuda")]
+fn decode_site<'a>(case: &'a str, shape: &'a [usize], dtype: &'a str) -> Site<'a> {
+    Site {
+        kernel: "kv4_decode",
+        backend: "cuda",
+        case,
+        shape,
+        dtype,
+    }
+}
+
 fn cfg(batch: usize, context: usize) -> Kv4Config {
     Kv4Config {
         batch,
@@ -105,6 +117,8 @@ impl Family for Kv4Family {
                     caches.push(cache);
                 }
                 let q = gpu.upload(&vec![0.05f32; batch * 8 * 64])?;
+                let case = format!("{ORIGINAL}/decode_B{batch}_H8_N{n}_D64");
+                let shape = [batch, 8, n, 64];
                 // [int4, fp16] × [prefetch, none]: §7 keeps the prefetch only where it gains
                 let mut times = [[0.0; 2]; 2];
                 for (ci, cache) in caches.iter().enumerate() {
@@ -122,14 +136,7 @@ impl Family for Kv4Family {
                             (false, true) => "fp16",
                             (false, false) => "fp16_no_prefetch",
                         };
-                        let case = format!("{ORIGINAL}/decode_B{batch}_H8_N{n}_D64");
-                        let site = Site {
-                            kernel: "kv4_decode",
-                            backend: "cuda",
-                            case: &case,
-                            shape: &[batch, 8, n, 64],
-                            dtype: name,
-                        };
+                        let site = decode_site(&case, &shape, name);
                         ctx.report.records.extend(event_timing(&site, &t, None));
                         if prefetch == default {
                             ctx.report.records.push(site.record(
@@ -141,14 +148,7 @@ impl Family for Kv4Family {
                         }
                         times[ci][pi] = t.median_us;
                     }
-                    let case = format!("{ORIGINAL}/decode_B{batch}_H8_N{n}_D64");
-                    let site = Site {
-                        kernel: "kv4_decode",
-                        backend: "cuda",
-                        case: &case,
-                        shape: &[batch, 8, n, 64],
-                        dtype: if ci == 0 { "int4" } else { "fp16" },
-                    };
+                    let site = decode_site(&case, &shape, if ci == 0 { "int4" } else { "fp16" });
                     ctx.report.records.push(speedup(
                         &site,
                         "prefetch_speedup",
@@ -159,14 +159,7 @@ impl Family for Kv4Family {
                 // int4 at its default schedule against the faster fp16 schedule
                 let int4_default = usize::from(!DecodeWs::default_prefetch(Storage::Int4));
                 let (int4_us, fp16_us) = (times[0][int4_default], times[1][0].min(times[1][1]));
-                let case = format!("{ORIGINAL}/decode_B{batch}_H8_N{n}_D64");
-                let site = Site {
-                    kernel: "kv4_decode",
-                    backend: "cuda",
-                    case: &case,
-                    shape: &[batch, 8, n, 64],
-                    dtype: "int4",
-                };
+                let site = decode_site(&case, &shape, "int4");
                 let mut rec = speedup(&site, "speedup_vs_fp16_cache", fp16_us, int4_us);
                 if n >= 8192 {
                     rec = site.goal(

@@ -43,6 +43,9 @@ pub struct DecodeWs {
     /// Splits counted in per query row; zero between launches (the merging CTA resets it).
     done: Buf<u32>,
     prefetch: Option<bool>,
+    /// The D = 64 kernel last launched and its wave (SMs × resident CTAs): the occupancy is
+    /// read from the driver once per kernel, not on every decoded token.
+    wave: Option<(&'static str, usize)>,
     /// o [B, H, Nq, D].
     pub o: Buf<f32>,
     /// lse [B, H, Nq].
@@ -63,6 +66,7 @@ impl DecodeWs {
             part_acc: gpu.alloc(rows * c.dim)?,
             done: gpu.upload(&vec![0u32; rows])?,
             prefetch: None,
+            wave: None,
             o: gpu.alloc(rows * c.dim)?,
             lse: gpu.alloc(rows)?,
         })
@@ -190,10 +194,17 @@ impl DeviceKvCache {
         };
         let func = gpu.function(MODULE.get(gpu)?, name)?;
         let chunk = if lanes64 {
-            let resident = func
-                .max_active_blocks_per_multiprocessor(BlockSize::x(threads), 0)
-                .map_err(|e| err("reading the decode kernel's occupancy", e))?;
-            let wave = gpu.info().sms as usize * resident.max(1) as usize;
+            let wave = match ws.wave {
+                Some((kernel, wave)) if kernel == name => wave,
+                _ => {
+                    let resident = func
+                        .max_active_blocks_per_multiprocessor(BlockSize::x(threads), 0)
+                        .map_err(|e| err("reading the decode kernel's occupancy", e))?;
+                    let wave = gpu.info().sms as usize * resident.max(1) as usize;
+                    ws.wave = Some((name, wave));
+                    wave
+                }
+            };
             decode_chunk64(max_visible, rows, wave)
         } else {
             DECODE_CHUNK

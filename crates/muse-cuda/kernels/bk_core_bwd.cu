@@ -44,14 +44,8 @@ __device__ void backward(const T* __restrict__ a, const T* __restrict__ b, const
     Slice<T, E> s = load_slice<T, E>(a, b, c, n, chunk_len);
     const cpx<T>* up = reinterpret_cast<const cpx<T>*>(g_up) + s.row_a;
     cpx<T> x[E];
-    T bj[E], cj[E];  // b_i, c_i for the b and c gradients, loaded up front with the rest
 #pragma unroll
-    for (int j = 0; j < E; ++j) {
-        x[j] = conj(load(up + min(s.i0 + j, n - 1)));
-        const long long idx = min(s.i0 + j, n >= 2 ? n - 2 : 0LL);
-        bj[j] = b[s.row_b + idx];
-        cj[j] = c[s.row_b + idx];
-    }
+    for (int j = 0; j < E; ++j) x[j] = conj(load(up + min(s.i0 + j, n - 1)));
 #pragma unroll
     for (int j = 0; j < E; ++j) x[j] = j < s.cnt ? x[j] : zero;
 
@@ -124,8 +118,8 @@ __device__ void backward(const T* __restrict__ a, const T* __restrict__ b, const
             zsum = zsum + q;
             if (!last) {
                 const cpx<T> gg = g * gn * (dv[j] * ir[j + 1] + en * is[j + 1]);
-                grad_b[s.row_b + i] = cj[j] * gg.re;
-                grad_c[s.row_b + i] = bj[j] * gg.re;
+                grad_b[s.row_b + i] = c[s.row_b + i] * gg.re;
+                grad_c[s.row_b + i] = b[s.row_b + i] * gg.re;
             }
             en = ej;
             gn = g;

@@ -15,7 +15,7 @@
 //   hyp_attn_tc_prep_q(const bf16* x, float4* terms, int rows, int dim, float s)
 //   hyp_attn_tc_prep_k(const bf16* x, float4* terms, int rows, int dim, float s)
 //     q terms (E/sqrt2, 1/(sqrt2 E), sinh 2a, sinh 2a / r); k terms (1/F, F, sinh 2b, sinh 2b / rho)
-//   hyp_attn_tc_fwd_d64(TC_ARGS), hyp_attn_tc_fwd_d128(TC_ARGS), hyp_attn_tc_fwd_d64_occ4(TC_ARGS)
+//   hyp_attn_tc_fwd_d64(TC_ARGS), hyp_attn_tc_fwd_d128(TC_ARGS)
 //   hyp_attn_tc_fwd_d64_sparse(TC_ARGS, const int* lists, const int* counts, int kmax): only the
 //     listed 64-key blocks of each 64-query block (lists [B*H, ceil(N/64), kmax], counts
 //     [B*H, ceil(N/64)]; src/sparse_attn.rs selects them)
@@ -244,9 +244,6 @@ extern "C" __global__ void hyp_attn_tc_prep_q(const bf16* x, float4* terms, int 
 extern "C" __global__ void hyp_attn_tc_prep_k(const bf16* x, float4* terms, int rows, int dim, float s) { tc_prep(x, terms, rows, dim, s, false); }
 extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_THREADS) hyp_attn_tc_fwd_d64(TC_ARGS) TC_CALL(64, 64)
 extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_THREADS) hyp_attn_tc_fwd_d128(TC_ARGS) TC_CALL(128, 32)
-// Schedule variant: registers capped at 128 for 4 CTAs (16 warps) per SM; benchmarked against the
-// default (3 CTAs, no spills), see ../src/hyp_attn_tc.rs `Schedule`.
-extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_THREADS, 4) hyp_attn_tc_fwd_d64_occ4(TC_ARGS) TC_CALL(64, 64)
 // The block-skip variant (D = 64, BN = BM = 64): lists and counts as in tc_forward.
 extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_THREADS) hyp_attn_tc_fwd_d64_sparse(TC_ARGS, const int* lists, const int* counts, int kmax) {
     tc_forward<64, 64, true>(q, k, v, tq, tk, o, lse, heads, n, m, scale2, MaskSpec{mask, window, n, m, lengths}, lists, counts, kmax);

@@ -132,6 +132,25 @@ __device__ __forceinline__ void mma_abt(float acc[NT][4], const uint32_t a[KT][4
     }
 }
 
+// mma_abt with the A fragments read from shared memory: a = 16 rows [16][LD] (ldmatrix x4: lanes
+// 0-15 address rows 0-15 at column 16 kt, lanes 16-31 the same rows at 16 kt + 8), for kernels
+// whose register budget cannot hold a second operand's fragments.
+template <int KT, int NT, int LD>
+__device__ __forceinline__ void mma_abt_s(float acc[NT][4], const bf16 (*a)[LD], const bf16 (*t)[LD], int lane) {
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+        uint32_t af[4];
+        ldsm_x4(af, &a[lane & 15][kt * 16 + ((lane >> 4) << 3)]);
+#pragma unroll
+        for (int np = 0; np < NT / 2; ++np) {
+            uint32_t b[4];
+            ldsm_x4(b, &t[np * 16 + (lane & 7) + ((lane >> 4) << 3)][kt * 16 + (((lane >> 3) & 1) << 3)]);
+            mma16816(acc[2 * np], af, b[0], b[1]);
+            mma16816(acc[2 * np + 1], af, b[2], b[3]);
+        }
+    }
+}
+
 // acc[OT] += P . T for P given as C-layout values pv[NT][4] (the k index) and T [NT*8][LD].
 template <int NT, int OT, int LD>
 __device__ __forceinline__ void mma_pt(float acc[OT][4], const float pv[NT][4], const bf16 (*t)[LD], int lane) {
@@ -306,6 +325,9 @@ __device__ void bwd_dkdv(BWD_TC_PARAMS, float* __restrict__ dk, float* __restric
     __shared__ __align__(16) float4 q0s[2][BQ], q1s[2][BQ];
     __shared__ float2 lds[2][BQ];  // (lse2, delta)
     __shared__ int2 rgs[2][BQ];
+    // D = 128: V's fragments stay in shared memory (the CTA's BK rows), not in registers.
+    constexpr bool VS = D == 128;
+    __shared__ __align__(16) bf16 vsm[VS ? BK : 1][LD];
     const MaskSpec mk{mask, window, n, m, lengths};
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, cq = lane & 3;
     const int bh = blockIdx.y, b = bh / heads, j0 = blockIdx.x * BK;
@@ -315,9 +337,16 @@ __device__ void bwd_dkdv(BWD_TC_PARAMS, float* __restrict__ dk, float* __restric
     const int jl = (j0 + BK < m ? j0 + BK : m) - 1;
     const int q_lo = seen_by(mk, b, j0).x;
     const int q_hi = j0 < len ? seen_by(mk, b, jl < len ? jl : len - 1).y : 0;
-    uint32_t ka[KT][4], va[KT][4];
+    uint32_t ka[KT][4], va[VS ? 1 : KT][4];
     load_a<KT>(ka, k + kb * D, jA, jB, m, D, cq);
-    load_a<KT>(va, v + kb * D, jA, jB, m, D, cq);
+    if (VS) {
+        for (int idx = threadIdx.x; idx < BK * CH; idx += HYP_ATTN_TC_BWD_THREADS) {
+            const int r = idx / CH, c = idx % CH, j = j0 + r;
+            cp16(&vsm[r][c * 8], v + (kb + (j < m ? j : 0)) * D + c * 8, j < m ? 16 : 0);
+        }
+    } else {
+        load_a<VS ? 1 : KT>(va, v + kb * D, jA, jB, m, D, cq);
+    }
     const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f);
     const float4 kA0 = jA < m ? tk0[kb + jA] : z4, kA1 = jA < m ? tk1[kb + jA] : z4;
     const float4 kB0 = jB < m ? tk0[kb + jB] : z4, kB1 = jB < m ? tk1[kb + jB] : z4;
@@ -360,7 +389,8 @@ __device__ void bwd_dkdv(BWD_TC_PARAMS, float* __restrict__ dk, float* __restric
 #pragma unroll
             for (int h = 0; h < 4; ++h) sc[nt][h] = dp[nt][h] = 0.f;
         mma_abt<KT, NT, LD>(sc, ka, qs[st], lane);  // S^T = K Q^T
-        mma_abt<KT, NT, LD>(dp, va, os[st], lane);  // dP^T = V dO^T
+        if (VS) mma_abt_s<KT, NT, LD>(dp, &vsm[warp * 16], os[st], lane);  // dP^T = V dO^T
+        else mma_abt<VS ? 1 : KT, NT, LD>(dp, va, os[st], lane);
         // Full when every query of the tile sees every key of the CTA.
         const int i_last = i0 + BQ - 1;
         const bool full = i_last < n && visible(mk, b, i_last).x <= j0 && visible(mk, b, i0).y >= j0 + BK && j0 + BK <= m;
@@ -414,6 +444,6 @@ __device__ void bwd_dkdv(BWD_TC_PARAMS, float* __restrict__ dk, float* __restric
 
 extern "C" __global__ void hyp_attn_tc_bwd_prep(const bf16* x, const float* o, const bf16* d_o, float4* t0, float4* t1, float* delta, int rows, int dim, float s, int is_q) { bwd_prep(x, o, d_o, t0, t1, delta, rows, dim, s, is_q != 0); }
 extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_BWD_THREADS) hyp_attn_tc_bwd_dq_d64(BWD_TC_PARAMS, float* dq, float* part_ds, float* part_db) { bwd_dq<64, 64>(BWD_TC_CALL, dq, part_ds, part_db); }
-extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_BWD_THREADS) hyp_attn_tc_bwd_dq_d128(BWD_TC_PARAMS, float* dq, float* part_ds, float* part_db) { bwd_dq<128, 32>(BWD_TC_CALL, dq, part_ds, part_db); }
+extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_BWD_THREADS) hyp_attn_tc_bwd_dq_d128(BWD_TC_PARAMS, float* dq, float* part_ds, float* part_db) { bwd_dq<128, 16>(BWD_TC_CALL, dq, part_ds, part_db); }
 extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_BWD_THREADS) hyp_attn_tc_bwd_dkdv_d64(BWD_TC_PARAMS, float* dk, float* dv) { bwd_dkdv<64, 32>(BWD_TC_CALL, dk, dv); }
 extern "C" __global__ void __launch_bounds__(HYP_ATTN_TC_BWD_THREADS) hyp_attn_tc_bwd_dkdv_d128(BWD_TC_PARAMS, float* dk, float* dv) { bwd_dkdv<128, 16>(BWD_TC_CALL, dk, dv); }

@@ -273,25 +273,7 @@ __device__ void decode_split(const float* __restrict__ q, const Cache& cache, co
 #pragma unroll
     for (int m = 0; m < KV4_CAP; ++m) sh_acc[warp][lane + 32 * m] = acc[m];
     __syncthreads();
-    if (warp == 0) {
-        float gm = -INFINITY;
-        for (int w = 0; w < KV4_DEC_WARPS; ++w) gm = fmaxf(gm, sh_m[w]);
-        float gl = 0.0f, f[KV4_DEC_WARPS];
-        for (int w = 0; w < KV4_DEC_WARPS; ++w) {
-            f[w] = gm == -INFINITY ? 0.0f : __expf(sh_m[w] - gm);
-            gl += sh_l[w] * f[w];
-        }
-        const long long part = row * gridDim.y + blockIdx.y;
-        if (lane == 0) {
-            part_m[part] = gm;
-            part_l[part] = gl;
-        }
-        for (int e = lane; e < D; e += 32) {
-            float x = 0.0f;
-            for (int w = 0; w < KV4_DEC_WARPS; ++w) x += sh_acc[w][e] * f[w];
-            part_acc[part * D + e] = x;
-        }
-    }
+    kv4_write_split<32 * KV4_CAP>(row, D, sh_m, sh_l, sh_acc, part_m, part_l, part_acc);
     kv4_merge_if_last(row, D, part_m, part_l, part_acc, done, o, lse);
 }
 

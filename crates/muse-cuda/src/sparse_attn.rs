@@ -183,7 +183,7 @@ pub fn forward_sparse(
     let lengths = lengths_ptr(&p.lengths);
     let kmax = as_i32("k_blocks", lists.kb)?;
     // SAFETY: (1) seventeen arguments in C order: the fourteen of hyp_attn_tc_fwd_d64 (see
-    // hyp_attn_tc::forward_with) then two i32 pointers and an i32; (2) as there, plus lists
+    // hyp_attn_tc::forward) then two i32 pointers and an i32; (2) as there, plus lists
     // B·H·nb·k_b block indices < nb (select_into writes them, the diagonal first, counts ≤ k_b);
     // (3) buffers synchronise the stream before they are freed.
     unsafe {

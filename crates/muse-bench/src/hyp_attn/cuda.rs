@@ -248,12 +248,6 @@ fn measure(ctx: &mut CudaCtx<'_>, s: &Shape, mufu: f64) -> Result<f64> {
         "",
         Some(Target::AtMost(2.0)),
     ));
-    if s.d == 64 {
-        let t4 = time_events(gpu, 5, ctx.runs, || {
-            tc::forward_with(gpu, &p, &ws, tc::Schedule::Occupancy4)
-        })?;
-        recs.push(at.record("time_median_schedule_occupancy4", t4.median_us, "us", None));
-    }
 
     // Tensor-core backward (bf16): workspace peak, timing, ratios.
     gpu.reset_peak();

@@ -71,6 +71,15 @@ template <typename T> __device__ __forceinline__ T one_minus_cos(T acc, const T*
     return (tq[4] == T(0) || tk[4] == T(0)) ? T(1) : T(0.5) * acc;
 }
 
+// The flash form's square root: sqrt.approx in f32 (within 2 ulp, no slow-path subroutine; the
+// correctly rounded sqrtf's call made ptxas spill the SIMT flash kernel), exact in f64.
+__device__ __forceinline__ float flash_sqrt(float x) {
+    float y;
+    asm("sqrt.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ double flash_sqrt(double x) { return sqrt(x); }
+
 // The pair distance of the form from the accumulated value and the two rows' terms.
 template <int FORM, typename T>
 __device__ __forceinline__ T pair_dist(T acc, const T* tq, const T* tk, T s, T c) {
@@ -84,7 +93,7 @@ __device__ __forceinline__ T pair_dist(T acc, const T* tq, const T* tk, T s, T c
     if (FORM == FORM_FAST_BENCH) return Num<T>::sqrt_(diff2 + T(1e-8)) * Num<T>::sqrt_(T(1) + c * (nq + nk));
     const T den = fmax((T(1) - c * nq) * (T(1) - c * nk), T(1e-6));
     const T x = fmax(T(1) + T(2) * c * diff2 / den, T(1) + T(1e-6));
-    return Num<T>::log_(x + Num<T>::sqrt_(x * x - T(1) + T(1e-6))) / s;
+    return Num<T>::log_(x + flash_sqrt(x * x - T(1) + T(1e-6))) / s;
 }
 
 // Cooperative load of a rows x cols tile (row stride ld) into shared memory, zero outside

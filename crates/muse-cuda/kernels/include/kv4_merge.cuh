@@ -1,6 +1,33 @@
 // The split merge of the decode kernels (included by ../kv4.cu after warp_max_f / warp_sum_f).
 #define KV4_MERGE_GROUPS 4
 
+// Warp 0 folds the CTA's warps' (m, l, acc) (shared memory, acc row stride LD) into the split's
+// partial (m, l, acc[0..D)) by log-sum-exp; a warp without keys has m = -inf and weighs 0.
+template <int LD>
+__device__ __forceinline__ void kv4_write_split(long long row, int D, const float* sh_m, const float* sh_l,
+                                                const float (*sh_acc)[LD], float* __restrict__ part_m,
+                                                float* __restrict__ part_l, float* __restrict__ part_acc) {
+    if (threadIdx.x >= 32) return;
+    const int lane = threadIdx.x;
+    float gm = -INFINITY;
+    for (int w = 0; w < KV4_DEC_WARPS; ++w) gm = fmaxf(gm, sh_m[w]);
+    float gl = 0.0f, fw[KV4_DEC_WARPS];
+    for (int w = 0; w < KV4_DEC_WARPS; ++w) {
+        fw[w] = sh_m[w] == -INFINITY ? 0.0f : __expf(sh_m[w] - gm);
+        gl += sh_l[w] * fw[w];
+    }
+    const long long part = row * gridDim.y + blockIdx.y;
+    if (lane == 0) {
+        part_m[part] = gm;
+        part_l[part] = gl;
+    }
+    for (int e = lane; e < D; e += 32) {
+        float x = 0.0f;
+        for (int w = 0; w < KV4_DEC_WARPS; ++w) x += sh_acc[w][e] * fw[w];
+        part_acc[part * D + e] = x;
+    }
+}
+
 // Every CTA of a query row has written its split's (m, l, acc); the last one to count itself in
 // merges them into o and lse (FlashDecoding's reduction without a second launch, the
 // threadFenceReduction pattern) and sets the row's counter back to 0 for the next launch. A

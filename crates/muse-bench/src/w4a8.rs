@@ -5,7 +5,8 @@
 //! goal ≥ 3× at M ≤ 16. Where the fused launch is taken, the two-launch path is timed too
 //! (`w4a8_gemm_2launch`, for tuning `FUSE_MAX`). Shapes: the model's fused Q/K/V projection of
 //! `small` (N = 1536, K = 512) and a 4096 × 4096 projection, M ∈ {1, 4, 16}, G = 128, symmetric
-//! weights.
+//! weights. `launch_floor` and `speedup_ceiling_vs_cublas_fp16` say how far any single launch
+//! could go under the protocol (crate::records::launch_floor).
 
 use crate::{CpuCtx, Family, Plot, Result};
 
@@ -33,6 +34,8 @@ impl Family for W4a8Family {
         use crate::records::{event_timing, speedup};
         use crate::timing::time_events;
         let gpu = ctx.gpu;
+        let (floor, floor_recs) = crate::records::launch_floor(gpu, ctx.runs, "w4a8")?;
+        ctx.report.records.extend(floor_recs);
         for (n, k) in [(1536usize, 512usize), (4096, 4096)] {
             let w = ndarray::Array2::from_shape_fn((n, k), |(i, j)| {
                 (((i * 7919 + j * 31) % 1000) as f64 / 1000.0 - 0.5) * 0.1
@@ -92,6 +95,13 @@ impl Family for W4a8Family {
                     r.value,
                     "x",
                     Target::AtLeast(3.0),
+                ));
+                // the most any launch could reach here: cuBLAS's time over the protocol's floor
+                ctx.report.records.push(speedup(
+                    &site,
+                    "speedup_ceiling_vs_cublas_fp16",
+                    tf.median_us,
+                    floor.median_us,
                 ));
                 let base = Site {
                     kernel: "w4a8_baseline_cublas_fp16",

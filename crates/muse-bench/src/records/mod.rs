@@ -61,6 +61,31 @@ pub fn speedup(site: &Site<'_>, metric: &str, baseline_time: f64, time: f64) -> 
     site.record(metric, baseline_time / time, "x", None)
 }
 
+/// The protocol's floor: one launch of one CTA that reads 512 cold bytes and writes 132 (the W4A8
+/// activation quantiser on a 1 × 128 row), timed as every kernel is (events, L2 flushed before
+/// each repeat). No launch that reads memory can take less; a ratio whose two sides both sit near
+/// it cannot exceed baseline / floor. Recorded as kernel `launch_floor`, case
+/// `w4a8_quant_x_1x128`.
+#[cfg(feature = "cuda")]
+pub fn launch_floor(
+    gpu: &'static muse_cuda::Gpu,
+    runs: usize,
+    dtype: &'static str,
+) -> Result<(crate::timing::EventTiming, Vec<Record>), muse_reference::Error> {
+    use muse_cuda::w4a8::{quant_x, Acts};
+    let x = gpu.upload(&vec![0.5f32; 128])?;
+    let acts = Acts::new(gpu, 1, 128)?;
+    let t = crate::timing::time_events(gpu, 5, runs, || quant_x(gpu, &x, &acts))?;
+    let site = Site {
+        kernel: "launch_floor",
+        backend: "cuda",
+        case: "w4a8_quant_x_1x128",
+        shape: &[1, 128],
+        dtype,
+    };
+    Ok((t, event_timing(&site, &t, None)))
+}
+
 /// Least-squares slope of log(time) against log(N) over the points with N ≥ 1024 (smaller N is
 /// dominated by fixed costs): 1.0 is O(N). NaN with fewer than two such points.
 ///

@@ -31,6 +31,7 @@ for f in torch.json torch_hyp.json torch_model.json torch_train.json torch_vram.
 done
 echo "gpu-accept: reports/ updated, raw files in $run"
 cargo run --release -q -p muse-cli -- gate --baseline reports/baselines/kpi-cuda.json \
-    --current reports/kpi-cuda.json --max-slowdown 0.10 --kernel-sources crates/muse-cuda/kernels
+    --current reports/kpi-cuda.json --max-slowdown 0.10 --kernel-sources crates/muse-cuda/kernels \
+    --retire time_median_schedule_occupancy4  # the D = 64 occupancy-4 schedule, dropped in 4d9144f
 cargo run --release -q -p muse-cli -- gate --baseline reports/baselines/verification-cuda.json \
     --current reports/verification-cuda.json --kernel-sources crates/muse-cuda/kernels

@@ -99,6 +99,31 @@ pub fn check(baseline: &Report, current: &Report, max_slowdown: Option<f64>) -> 
     out
 }
 
+/// Drops from `baseline` the records whose metric is one of `metrics`: measurements retired on
+/// purpose (a schedule removed from the code, say), named on the command line so that the
+/// retirement is visible where the gate runs. Returns one `not comparable` line per record.
+///
+/// ```
+/// use muse_verify::{gate, report::Site, Report};
+/// let site = Site { kernel: "k", backend: "cuda", case: "c", shape: &[1], dtype: "bf16" };
+/// let mut base = Report::new("kpi-cuda");
+/// base.records.push(site.record("time_median", 1.0, "us", None));
+/// base.records.push(site.record("time_median_schedule_old", 1.0, "us", None));
+/// let lines = gate::retire_metrics(&mut base, &["time_median_schedule_old".to_string()]);
+/// assert_eq!((base.records.len(), lines.len()), (1, 1));
+/// ```
+pub fn retire_metrics(baseline: &mut Report, metrics: &[String]) -> Vec<String> {
+    let mut lines = Vec::new();
+    baseline.records.retain(|r| {
+        let keep = !metrics.contains(&r.metric);
+        if !keep {
+            lines.push(format!("{}: metric `{}` retired on purpose", r.key(), r.metric));
+        }
+        keep
+    });
+    lines
+}
+
 /// Drops from `baseline` the compiler records (kernel `ptxas`, case = the CUDA function) of
 /// functions that no longer appear in `sources` (the kernel files' text): a removed or renamed
 /// kernel has no register count left to compare. Returns one `not comparable` line per record.

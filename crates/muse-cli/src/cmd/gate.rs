@@ -2,7 +2,8 @@
 //! report, any baseline record missing for a backend that ran, (with `--max-slowdown`) a KPI slower
 //! than the baseline by more than the given fraction, or (with `--kernel-sources`) a GPU report
 //! that measured other kernel sources than those in the tree. With `--kernel-sources`, compiler
-//! records of CUDA functions no longer in the sources are not comparable (not missing).
+//! records of CUDA functions no longer in the sources are not comparable (not missing), and so
+//! are the records of each `--retire METRIC`.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,10 @@ pub struct Args {
     /// reports record their hash).
     #[arg(long)]
     kernel_sources: Option<PathBuf>,
+    /// A metric retired on purpose (repeatable): its baseline records are reported as not
+    /// comparable instead of missing.
+    #[arg(long = "retire", value_name = "METRIC")]
+    retire: Vec<String>,
 }
 
 /// Runs `muse gate`.
@@ -36,10 +41,11 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let mut baseline = Report::load(&args.baseline)?;
     let current = Report::load(&args.current)?;
-    let retired = match &args.kernel_sources {
+    let mut retired = match &args.kernel_sources {
         Some(dir) => gate::retire_removed_kernels(&mut baseline, &kernel_text(dir)?),
         None => Vec::new(),
     };
+    retired.extend(gate::retire_metrics(&mut baseline, &args.retire));
     let mut out = gate::check(&baseline, &current, args.max_slowdown);
     out.not_comparable.extend(retired);
     if let Some(dir) = &args.kernel_sources {

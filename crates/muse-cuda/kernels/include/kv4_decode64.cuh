@@ -8,10 +8,56 @@
 // A lane issues its key's K and V loads together and, with PF, the next key's before scoring this
 // one: one 32 + 32 B request per lane at a time left the int4 cache at 0.6 TB/s (H200, B4 N16384).
 // The int4 rows never dequantise to memory or to a register array: |k|^2 comes exactly from the
-// codes' integer sums (kv4_sumsq), the other terms from one code at a time.
+// codes' integer sums (kv4_sumsq), the other terms from one code at a time (a byte permute puts
+// each code in the mantissa of 2^23, one subtraction makes it a float: 2.25 instructions a code
+// against 3 for shift-mask-or). The score runs in base 2 (the distance's log and the softmax's
+// exp are one MUFU each) and the softmax rescales lazily (FlashAttention-4's rule: a lane keeps
+// its running maximum until a score exceeds it by 8, so p <= 2^8 and the 64 rescaling FMAs per
+// key are skipped but for a few keys); the int4 V sum keeps its zero-point term sum p m apart.
 
 __device__ __forceinline__ unsigned kv4_word(const uint4& w, int c) {
     return c == 0 ? w.x : c == 1 ? w.y : c == 2 ? w.z : w.w;
+}
+
+#ifndef MUSE_CUDA_EMU
+__device__ __forceinline__ float kv4_lg2(float x) {
+    float y;
+    asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ float kv4_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ float kv4_sqrt_approx(float x) {
+    float y;
+    asm("sqrt.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+#else
+inline float kv4_lg2(float x) { return log2f(x); }
+inline float kv4_ex2(float x) { return exp2f(x); }
+inline float kv4_sqrt_approx(float x) { return sqrtf(x); }
+#endif
+
+// lg2(1 + z + sqrt(z (z + 2))) = lg2(cosh(s d) + sinh(s d)) = s d / ln 2 for z >= 0, the product
+// formed at scale 2^-64 so that it never overflows (z reaches 5.6e25 at KV4_A_MAX; hyp_attn_tc's
+// form).
+__device__ __forceinline__ float kv4_acosh1p_lg2(float z) {
+    const float zs = z * 5.421010862427522e-20f;  // 2^-64
+    return kv4_lg2(fmaf(kv4_sqrt_approx(fmaf(zs, z, zs + zs)), 4294967296.0f, z + 1.0f));  // 2^32
+}
+
+// The 8 codes of word x (codes 8w .. 8w + 7 of its row: byte i holds 8w + 2i low, 8w + 2i + 1
+// high) as exact floats: byte i of a nibble plane into the low byte of 2^23's bits, minus 2^23.
+__device__ __forceinline__ void kv4_codes8(unsigned x, float (&c)[8]) {
+    const unsigned lo = x & 0x0F0F0F0Fu, hi = (x >> 4) & 0x0F0F0F0Fu;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        c[2 * i] = __uint_as_float(__byte_perm(lo, 0x4B000000u, 0x7540u + i)) - 8388608.0f;
+        c[2 * i + 1] = __uint_as_float(__byte_perm(hi, 0x4B000000u, 0x7540u + i)) - 8388608.0f;
+    }
 }
 
 // A cache row of D = 64 as W 16-byte words and its codec (s, m) (fp16: 1, 0).
@@ -45,10 +91,20 @@ struct Fp16Rows64 {
         }
         return kk;
     }
-    // acc = acc corr + p v
-    __device__ __forceinline__ static void accumulate(const Row64<W>& r, float p, float corr, float (&acc)[64]) {
+    // sum_e (q^_e - k_e / |k|)^2 with ik = 1 / |k|
+    __device__ __forceinline__ static float dist2(const Row64<W>& r, float ik, const float* qh) {
+        float dd = 0.0f;
 #pragma unroll
-        for (int e = 0; e < 64; ++e) acc[e] = fmaf(p, elem(r, e), acc[e] * corr);
+        for (int e = 0; e < 64; ++e) {
+            const float t = fmaf(-elem(r, e), ik, qh[e]);
+            dd = fmaf(t, t, dd);
+        }
+        return dd;
+    }
+    // acc += p v (no zero-point term: pm stays 0)
+    __device__ __forceinline__ static void accumulate(const Row64<W>& r, float p, float (&acc)[64], float&) {
+#pragma unroll
+        for (int e = 0; e < 64; ++e) acc[e] = fmaf(p, elem(r, e), acc[e]);
     }
     __device__ __forceinline__ float radial(long long) const { return -1.0f; }
 };
@@ -90,11 +146,33 @@ struct Int4Rows64 {
         const float var = (float)(64 * c2 - c1 * c1);  // <= 64 * 14400: exact
         return fmaf(64.0f * mu, mu, r.s * r.s * var * 0.015625f);
     }
-    // acc = acc corr + p (m + s c) = (acc corr + p m) + (p s) c
-    __device__ __forceinline__ static void accumulate(const Row64<W>& r, float p, float corr, float (&acc)[64]) {
-        const float pm = p * r.m, ps = p * r.s;
+    // sum_e (q^_e - (m + s c_e) / |k|)^2 with ik = 1 / |k|: the codec folded into (m', s')
+    __device__ __forceinline__ static float dist2(const Row64<W>& r, float ik, const float* qh) {
+        const float sk = r.s * ik, mk = r.m * ik;
+        float dd = 0.0f;
 #pragma unroll
-        for (int e = 0; e < 64; ++e) acc[e] = fmaf(ps, code(r, e), fmaf(acc[e], corr, pm));
+        for (int w = 0; w < 8; ++w) {
+            float c[8];
+            kv4_codes8(kv4_word(r.w[w >> 2], w & 3), c);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const float t = qh[8 * w + i] - fmaf(c[i], sk, mk);
+                dd = fmaf(t, t, dd);
+            }
+        }
+        return dd;
+    }
+    // p v = p m + (p s) c: acc += (p s) c, and the zero-point term into pm (added once at the end)
+    __device__ __forceinline__ static void accumulate(const Row64<W>& r, float p, float (&acc)[64], float& pm) {
+        const float ps = p * r.s;
+        pm = fmaf(p, r.m, pm);
+#pragma unroll
+        for (int w = 0; w < 8; ++w) {
+            float c[8];
+            kv4_codes8(kv4_word(r.w[w >> 2], w & 3), c);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) acc[8 * w + i] = fmaf(ps, c[i], acc[8 * w + i]);
+        }
     }
     __device__ __forceinline__ float radial(long long slot) const { return k_norm ? __ldg(k_norm + slot) : -1.0f; }
 };
@@ -133,7 +211,8 @@ __device__ void decode_split64(const float* __restrict__ q, const Rows& cache, c
     __syncthreads();
     const float rq = sqrtf(sh_qq);
     const float a = fminf(s * rq, KV4_A_MAX), sinh2a = sinhf(2.0f * a);
-    float mx = -INFINITY, l = 0.0f, acc[D];
+    const float scale2 = -beta / s;  // score / ln 2 = scale2 lg2(1 + z + sqrt(z (z + 2)))
+    float mx = -INFINITY, l = 0.0f, pm = 0.0f, acc[D];  // mx in base 2
 #pragma unroll
     for (int e = 0; e < D; ++e) acc[e] = 0.0f;
     int j = first + warp * 32 + lane;
@@ -160,27 +239,27 @@ __device__ void decode_split64(const float* __restrict__ q, const Rows& cache, c
         const float rk = sqrtf(Rows::sumsq(kr));
         // 1 - cos as |q^ - k^|^2 / 2 (design §2.3's stable form)
         float omc = 1.0f;
-        if (rq > 0.0f && rk > 0.0f) {
-            const float ik = 1.0f / rk;
-            float dd = 0.0f;
-#pragma unroll
-            for (int e = 0; e < D; ++e) {
-                const float t = fmaf(-Rows::elem(kr, e), ik, sh_q[e]);
-                dd = fmaf(t, t, dd);
-            }
-            omc = fminf(0.5f * dd, 2.0f);
-        }
+        if (rq > 0.0f && rk > 0.0f) omc = fminf(0.5f * Rows::dist2(kr, 1.0f / rk, sh_q), 2.0f);
         const float rho = cache.radial(slot);
         const float bk = fminf(s * (rho >= 0.0f ? rho : rk), KV4_A_MAX);
         const float sh = sinhf(a - bk);
-        const float z = 2.0f * sh * sh + sinh2a * sinhf(2.0f * bk) * omc;
-        const float score = -beta * acosh1p_f(z) / s;
-        const float mnew = fmaxf(mx, score);
-        const float corr = __expf(mx - mnew), p = __expf(score - mnew);
-        Rows::accumulate(vr, p, corr, acc);
-        l = l * corr + p;
-        mx = mnew;
+        const float z = fmaxf(2.0f * sh * sh + sinh2a * sinhf(2.0f * bk) * omc, 0.0f);
+        const float score = scale2 * kv4_acosh1p_lg2(z);
+        if (score > mx + 8.0f) {  // a new maximum beyond the slack (the first key always)
+            const float corr = kv4_ex2(mx - score);  // 0 on the first key
+#pragma unroll
+            for (int e = 0; e < D; ++e) acc[e] *= corr;
+            l *= corr;
+            pm *= corr;
+            mx = score;
+        }
+        const float p = kv4_ex2(score - mx);
+        Rows::accumulate(vr, p, acc, pm);
+        l += p;
     }
+#pragma unroll
+    for (int e = 0; e < D; ++e) acc[e] += pm;
+    mx = mx == -INFINITY ? mx : mx * 0.69314718055994531f;  // to the merge's natural units
     // the warp's lanes by log-sum-exp (a lane without keys has m = -inf and weighs 0)
     const float wmax = warp_max_f(mx);
     const float f = mx == -INFINITY ? 0.0f : __expf(mx - wmax);

@@ -1,10 +1,10 @@
-//! The W4A8 small-M GEMM on the GPU (`muse_cuda::w4a8`) against the reference (design
-//! hyperbolic.md §8.3, §16 test (a)): the device's activation codes within half a step of x/s_x
-//! (and equal to the reference quantiser's but for near-ties), the same from the fused and the
-//! two-launch paths, and y equal to the reference's integer arithmetic on the device's own codes
-//! to f32 rounding: |y − y_ref| ≤ (P + 10)·2⁻²⁴·s_x·Σ_g |s_w,g·T_g| with P the kernel's f32
-//! partials (K/128, or K/32 when G % 128 ≠ 0), for symmetric and asymmetric weights. Run on the
-//! GPU machine (`--features cuda`).
+//! The W4A8 GEMM on the GPU (`muse_cuda::w4a8`: the small-M kernels and, for M > 16, the tiled
+//! `gemm_large`) against the reference (design hyperbolic.md §8.3, §16 test (a)): the device's
+//! activation codes within half a step of x/s_x (and equal to the reference quantiser's but for
+//! near-ties), the same from every path, and y equal to the reference's integer arithmetic on the
+//! device's own codes to f32 rounding: |y − y_ref| ≤ (P + 10)·2⁻²⁴·s_x·Σ_g |s_w,g·T_g| with P the
+//! kernel's f32 partials (K/128, or K/32 when G % 128 ≠ 0), for symmetric and asymmetric weights.
+//! Run on the GPU machine (`--features cuda`).
 
 #[cfg(feature = "cuda")]
 mod gpu {
@@ -12,7 +12,8 @@ mod gpu {
     use muse::reference::w4a8::{
         gemm_exact, quantize_activations, quantize_weights, Int4Weights, Int8Act, WeightCodec,
     };
-    use muse_cuda::w4a8::{fuses, gemm_small, linear, quant_x, Acts, DeviceWeights};
+    use muse::Error;
+    use muse_cuda::w4a8::{fuses, gemm_large, gemm_small, linear, quant_x, Acts, DeviceWeights};
     use ndarray::Array2;
 
     fn mat(r: usize, c: usize, seed: u64, scale: f64) -> Array2<f64> {
@@ -40,6 +41,113 @@ mod gpu {
                 .sum();
             f64::from(x.scale[i]) * sum
         })
+    }
+
+    /// Asserts the device's codes lie within half a step of x/s_x and differ from the reference
+    /// quantiser's in at most 1 in 1000 (near-ties); returns them as the reference's type.
+    fn checked_codes(acts: &Acts, x: &Array2<f64>, what: &str) -> Int8Act {
+        let k = acts.k;
+        let (codes, scale) = (acts.codes().expect("codes"), acts.scales().expect("scales"));
+        for (i, (&q, &xv)) in codes.iter().zip(x.iter()).enumerate() {
+            let off = (f64::from(q) - xv / f64::from(scale[i / k])).abs();
+            assert!(
+                off <= 0.5 + 1e-4,
+                "{what} code {i}: {q} for {xv}/{}",
+                scale[i / k]
+            );
+        }
+        let reference = quantize_activations(x.view()).expect("acts");
+        let differ = codes
+            .iter()
+            .zip(&reference.codes)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!(
+            differ <= codes.len() / 1000,
+            "{what}: {differ} activation codes differ from the reference quantiser's"
+        );
+        Int8Act { k, codes, scale }
+    }
+
+    /// Asserts |y − want| ≤ (P + 10)·2⁻²⁴·magnitude for every output (module comment).
+    fn assert_close(
+        y: &[f32],
+        want: &Array2<f64>,
+        mag: &Array2<f64>,
+        k: usize,
+        g: usize,
+        what: &str,
+    ) {
+        let partials = if g % 128 == 0 { k / 128 } else { k / 32 };
+        let tol = (partials + 10) as f64 * 2f64.powi(-24);
+        assert_eq!(y.len(), want.len(), "{what}: y length");
+        for (i, ((a, b), s)) in y.iter().zip(want.iter()).zip(mag.iter()).enumerate() {
+            assert!(
+                (f64::from(*a) - b).abs() <= tol * s + 1e-30,
+                "{what} output {i}: {a} vs {b} (scale {s})"
+            );
+        }
+    }
+
+    #[test]
+    fn cuda_w4a8_large_m_matches_the_integer_reference() {
+        let gpu = crate::common::gpu().expect("GPU").gpu().expect("GPU");
+        for codec in [WeightCodec::Symmetric, WeightCodec::Asymmetric] {
+            for (m, n, k, g) in [
+                (17, 40, 96, 32),
+                (100, 200, 384, 128),
+                (129, 1536, 512, 128),
+                (1024, 1536, 512, 128),
+                (300, 72, 1024, 64),
+            ] {
+                let (x, w) = (mat(m, k, 3, 3.0), mat(n, k, 4, 0.2));
+                let qw = quantize_weights(w.view(), g, codec).expect("weights");
+                let dw = DeviceWeights::upload(gpu, &qw).expect("upload");
+                let xd = gpu
+                    .upload(&x.iter().map(|&v| v as f32).collect::<Vec<_>>())
+                    .expect("x");
+                let (two, one) = (
+                    Acts::new(gpu, m, k).expect("acts"),
+                    Acts::new(gpu, m, k).expect("acts"),
+                );
+                let (y2, y1) = (
+                    gpu.alloc::<f32>(m * n).expect("y"),
+                    gpu.alloc::<f32>(m * n).expect("y"),
+                );
+                quant_x(gpu, &xd, &two).expect("quant");
+                gemm_large(gpu, &two, &dw, &y2).expect("gemm_large");
+                linear(gpu, &xd, &one, &dw, &y1).expect("linear");
+                assert!(!fuses(m, k), "M = {m} > 16 never fuses");
+                assert!(
+                    matches!(
+                        gemm_small(gpu, &two, &dw, &y2),
+                        Err(Error::Domain { arg: "x", .. })
+                    ),
+                    "gemm_small must refuse M = {m} > 16"
+                );
+                let what = format!("{codec:?} ({m}, {n}, {k}, G{g})");
+                let own = checked_codes(&two, &x, &what);
+                assert_eq!(
+                    own.codes,
+                    one.codes().expect("codes"),
+                    "{what}: linear's codes"
+                );
+                assert_eq!(
+                    own.scale,
+                    one.scales().expect("scales"),
+                    "{what}: linear's s_x"
+                );
+                let want = gemm_exact(&own, &qw).expect("reference");
+                let mag = magnitude(&own, &qw);
+                let (got2, got1) = (y2.to_vec().expect("y"), y1.to_vec().expect("y"));
+                assert_close(&got2, &want, &mag, k, g, &format!("{what} gemm_large"));
+                assert_close(&got1, &want, &mag, k, g, &format!("{what} linear"));
+                assert_eq!(
+                    got1, got2,
+                    "{what}: linear and quant_x + gemm_large agree bitwise"
+                );
+            }
+        }
     }
 
     #[test]
@@ -72,41 +180,24 @@ mod gpu {
                 quant_x(gpu, &xd, &two).expect("quant");
                 gemm_small(gpu, &two, &dw, &y2).expect("gemm");
                 linear(gpu, &xd, &one, &dw, &y1).expect("linear");
-                let (codes, scale) = (two.codes().expect("codes"), two.scales().expect("scales"));
                 let path = if fuses(m, k) { "fused" } else { "2-launch" };
-                assert_eq!(codes, one.codes().expect("codes"), "{codec:?} {path} codes");
-                assert_eq!(scale, one.scales().expect("scales"), "{codec:?} {path} s_x");
-                for (i, (&q, &xv)) in codes.iter().zip(x.iter()).enumerate() {
-                    let off = (f64::from(q) - xv / f64::from(scale[i / k])).abs();
-                    assert!(
-                        off <= 0.5 + 1e-4,
-                        "{codec:?} code {i}: {q} for {xv}/{}",
-                        scale[i / k]
-                    );
-                }
-                let reference = quantize_activations(x.view()).expect("acts");
-                let differ = codes
-                    .iter()
-                    .zip(&reference.codes)
-                    .filter(|(a, b)| a != b)
-                    .count();
-                assert!(
-                    differ <= codes.len() / 1000,
-                    "{differ} activation codes differ from the reference quantiser's"
+                let what = format!("{codec:?} ({m}, {n}, {k}, G{g})");
+                let own = checked_codes(&two, &x, &what);
+                assert_eq!(
+                    own.codes,
+                    one.codes().expect("codes"),
+                    "{what} {path} codes"
                 );
-                let own = Int8Act { k, codes, scale };
+                assert_eq!(
+                    own.scale,
+                    one.scales().expect("scales"),
+                    "{what} {path} s_x"
+                );
                 let want = gemm_exact(&own, &qw).expect("reference");
                 let mag = magnitude(&own, &qw);
-                let partials = if g % 128 == 0 { k / 128 } else { k / 32 };
-                let tol = (partials + 10) as f64 * 2f64.powi(-24);
                 for (y, name) in [(&y2, "2-launch"), (&y1, path)] {
                     let got = y.to_vec().expect("y");
-                    for ((a, b), s) in got.iter().zip(want.iter()).zip(mag.iter()) {
-                        assert!(
-                            (f64::from(*a) - b).abs() <= tol * s + 1e-30,
-                            "{codec:?} {name} ({m}, {n}, {k}, G{g}): {a} vs {b} (scale {s})"
-                        );
-                    }
+                    assert_close(&got, &want, &mag, k, g, &format!("{what} {name}"));
                 }
             }
         }

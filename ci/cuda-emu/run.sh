@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Host emulation of the hyperbolic kernels (hyp_ln, hyp_dist, lin_attn), the KV cache (kv4.cpp), INT8 distance (int8.cpp), W4A8 (w4a8.cpp), the sparse-attention selection (sparse.cpp), the LSH selection and index attention (lsh.cpp) and of the model's window
+# Host emulation of the hyperbolic kernels (hyp_ln, hyp_dist, lin_attn), the KV cache (kv4.cpp), INT8 distance (int8.cpp), the W4A8 GEMMs, small and large M (w4a8.cpp), the sparse-attention selection (sparse.cpp), the LSH selection and index attention (lsh.cpp) and of the model's window
 # attention and AR-SSM scan (model.cpp): the .cu files compiled as
 # C++ against emu.h (one std::thread per CUDA thread, __syncthreads = block barrier, warp shuffles
 # through a warp barrier, __shared__ = static storage, blocks run one after another), driven with

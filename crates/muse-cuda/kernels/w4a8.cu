@@ -1,7 +1,8 @@
-// W4A8 GEMM for small M (decode; design hyperbolic.md §8.3): Y[m, n] = s_x[m] sum_g s_w[n, g]
-// (sum_{k in g} q_x q_w - z_w[n, g] sum_{k in g} q_x), per-token int8 activations, 4-bit weights
-// per output row and group of G inputs (symmetric -8..7, or 0..15 with zero points). Launchers:
-// ../src/w4a8.rs (which also builds the device layouts below); CPU reference: reference/src/w4a8.rs.
+// W4A8 GEMM (design hyperbolic.md §8.3): Y[m, n] = s_x[m] sum_g s_w[n, g] (sum_{k in g} q_x q_w
+// - z_w[n, g] sum_{k in g} q_x), per-token int8 activations, 4-bit weights per output row and
+// group of G inputs (symmetric -8..7, or 0..15 with zero points), any M >= 1: small-M kernels
+// (decode, M <= 16) and a tiled one for M > 16 (prefill). Launchers: ../src/w4a8.rs (which also
+// builds the device layouts below) and ../src/w4a8/large.rs; CPU reference: reference/src/w4a8.rs.
 //
 // Exactness. Weights enter an int8 tensor-core MMA (m16n8k32, s8 x s8 -> s32) as 16 v, v the
 // code as a signed nibble (q for symmetric codes, q - 8 for asymmetric ones), so the MMA's int32
@@ -11,32 +12,49 @@
 // z_w) is an exact integer per 32-code chunk, summed over the 4 chunks of a 128-block when G %
 // 128 == 0 (else one T per chunk), and converts to f32 exactly (|T| <= 16*127*15*128 < 2^24).
 // The f32 epilogue f += T * (s_w / 16) (s_w / 16 exact in f32; FMA, one rounding) runs per warp
-// over its blocks, then the warps' partials are added in a fixed order and scaled by s_x. So y
-// equals the reference's `gemm_exact` (the same integer group sums, an f64 epilogue) up to the
-// f32 rounding of those operations (K/128 partials in all, K/32 when G % 128 != 0, then the
-// WK-way sum and the s_x product): no integer sum is ever rounded. Deterministic (no atomics).
+// over its blocks, then (small kernels) the warps' partials are added in a fixed order, and the
+// sum is scaled by s_x. So y equals the reference's `gemm_exact` (the same integer group sums, an
+// f64 epilogue) up to the f32 rounding of those operations (K/128 partials in all, K/32 when G %
+// 128 != 0, then the WK-way sum (small kernels only) and the s_x product): no integer sum is ever
+// rounded. Deterministic (no atomics; each output of the large kernel has one owner thread).
 //
-// w4a8_quant_x(x, M, K, xq, sx): one CTA per row: s = absmax/127 (1 for a zero row),
+// w4a8_quant_x(x, M, K, xq, sx): one CTA per row (any M): s = absmax/127 (1 for a zero row),
 //   q = clamp(rint(x / s), -127, 127) into the permuted code layout below.
-// w4a8_gemm_small(xq, sx, wp, meta, y, M, N, K, G, ct, asym): y from those codes.
+// w4a8_gemm_small(xq, sx, wp, meta, y, M, N, K, G, ct, asym): y from those codes, M <= 16.
 // w4a8_gemm_fused(x, wp, meta, y, xq, sx, M, N, K, G, ct, asym): the same in one launch for
 //   M * Kp <= W4A8_FUSE_MAX: every CTA quantises x itself into shared memory (CTA 0 also writes
 //   xq/sx, so both paths leave the same codes behind).
-// CTA = 8 warps over ct n-tiles (8 columns each, ct in {1, 2, 4}): WK warps split the 128-blocks
-// of K (warp wk takes blocks wk, wk + WK, ...), 8/WK warps split the tiles (ntw tiles per warp,
-// one MMA per tile and chunk; the A fragments are loaded once per block and reused across them).
-// Per block a lane loads one uint4 of weights per tile (32 codes; a warp reads 512 contiguous
-// bytes) and its A fragments (2 x 16 B per row pair, from shared memory in the fused kernel);
-// the next block's weights (and global A fragments) load before the current block's MMAs, and
-// warp 0 first asks L2 to prefetch the CTA's weight range. <= 128 registers: 2 CTAs per SM.
-// Layouts (Kp = K rounded up to 128, nblk = Kp / 128; N padded to 32 on the device):
+// w4a8_gemm_large(xq, sx, wp, meta, y, M, N, K, G, asym): y from the codes, any M (used for M >
+//   16); grid (ceil(N / 64), ceil(M / 128)).
+// Small kernels: CTA = 8 warps over ct n-tiles (8 columns each, ct in {1, 2, 4}): WK warps split
+// the 128-blocks of K (warp wk takes blocks wk, wk + WK, ...), 8/WK warps split the tiles (ntw
+// tiles per warp, one MMA per tile and chunk; the A fragments are loaded once per block and reused
+// across them). Per block a lane loads one uint4 of weights per tile (32 codes; a warp reads 512
+// contiguous bytes) and its A fragments (2 x 16 B per row pair, from shared memory in the fused
+// kernel); the next block's weights (and global A fragments) load before the current block's
+// MMAs, and warp 0 first asks L2 to prefetch the CTA's weight range. <= 128 registers: 2 CTAs/SM.
+// Large kernel (include/w4a8_large.cuh): CTA tile W4A8_LARGE_ROWS = 128 rows x 8 n-tiles
+// (W4A8_LARGE_TILES; 64 columns), 8 warps over the rows: warp w takes rows 16w..16w+15 (one m16
+// tile) by all 8 tiles, and all of K (no split-K: each output has one owner thread). Per
+// 128-block the CTA's A rows (128 bytes each, the permuted layout copied verbatim, row stride
+// W4A8_LARGE_LD = 144 so that the lanes' uint4 reads are conflict-free; rows >= M zero-filled),
+// its tiles' packed weights (8 x 512 contiguous bytes; tiles past N32/8 not read: the last CTA of
+// a grid row may have 4) and their metadata for the block's <= 4 groups go to shared memory by
+// cp.async (16-byte copies), double-buffered: block b + 1's copies are issued before block b's
+// MMAs. Lane (g, t) reads bytes 32t..32t+31 of rows g, g + 8 (its A fragments of all 4 chunks,
+// as in the small kernels), uint4 `lane` of each tile and the metadata of columns 2t, 2t + 1;
+// per block 32 MMAs (8 tiles x 4 chunks), + 4 code-sum MMAs when asym (shared by the 8 tiles).
+// Each thread then stores its outputs (rows < M, columns < N) from registers. <= 128 registers
+// and 46 KiB of static shared memory: 2 CTAs/SM. Warps with no row < M only copy.
+// Layouts (Kp = K rounded up to 128, nblk = Kp / 128; N padded to N32 = N rounded up to 32 on the
+// device):
 //   x [M, K] f32; y [M, N] f32; sx [M] f32;
 //   xq [M, Kp] i8, per 128-block: byte 32t + 8c + 4h + i holds k = 32c + 8t + 2i + h (0 past K);
-//   wp [N/8 tiles][nblk][8 columns g][4 lanes t] of 16 bytes: word c (bytes 4c..4c+3) holds
+//   wp [N32/8 tiles][nblk][8 columns g][4 lanes t] of 16 bytes: word c (bytes 4c..4c+3) holds
 //     codes k = 128b + 32c + 8t .. +7, byte i = nib(k + 2i) | nib(k + 2i + 1) << 4, nib = the
 //     code (symmetric) or code ^ 8 (asymmetric) as a 4-bit two's-complement value v;
-//   meta [N/8][K/G][8] u32: fp16 bits of s_w | (int16)(16 (8 - z_w)) << 16 (0 when symmetric).
-// K % 32 == 0, G % 32 == 0, K % G == 0, 1 <= M <= 16.
+//   meta [N32/8][K/G][8] u32: fp16 bits of s_w | (int16)(16 (8 - z_w)) << 16 (0 when symmetric).
+// K % 32 == 0, G % 32 == 0, K % G == 0, M >= 1 (M <= 16 for the small kernels).
 #define W4A8_THREADS 256
 #define W4A8_WARPS 8
 #define W4A8_MAX_M 16
@@ -46,41 +64,11 @@
 #define W4A8_QB 4
 #define W4A8_PREFETCH_PIECE 16384
 #define W4A8_PREFETCH_PIECES 8
+#define W4A8_LARGE_ROWS 128
+#define W4A8_LARGE_TILES 8
+#define W4A8_LARGE_LD 144
 
-#ifndef MUSE_CUDA_EMU
-__device__ __forceinline__ float w4a8_h2f(unsigned short h) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-}
-__device__ __forceinline__ void w4a8_mma(int (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void w4a8_prefetch_l2(const void* p, unsigned bytes) {
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-}
-#else
-inline float w4a8_h2f(unsigned short h) { return h2f(h); }
-// The MMA from its fragment layouts (PTX ISA, mma.m16n8k32 .s8): lane = 4 g + t holds A rows g
-// (regs 0, 2) and g + 8 (regs 1, 3) at k = 4t + i (regs 0, 1) and 16 + 4t + i (regs 2, 3), B
-// column g at k = 4t + i (reg 0) and 16 + 4t + i (reg 1), D rows g, g + 8 at columns 2t, 2t + 1.
-inline void w4a8_mma(int (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-    struct F { unsigned a[4], b[2]; } mine{{a[0], a[1], a[2], a[3]}, {b0, b1}}, all[32];
-    emu_warp_allgather(mine, all);
-    const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-    for (int e = 0; e < 4; ++e) {
-        const int r = g + 8 * (e >> 1), n = 2 * t + (e & 1);
-        for (int k = 0; k < 32; ++k) {
-            const unsigned av = all[(r & 7) * 4 + (k & 15) / 4].a[(r >> 3) + 2 * (k >> 4)];
-            const unsigned bv = all[n * 4 + (k & 15) / 4].b[k >> 4];
-            d[e] += (int)(signed char)(av >> 8 * (k & 3)) * (int)(signed char)(bv >> 8 * (k & 3));
-        }
-    }
-}
-inline void w4a8_prefetch_l2(const void*, unsigned) {}
-#endif
+#include "include/w4a8_common.cuh"
 
 // This warp's share of the CTA's work.
 struct W4a8Geo {
@@ -113,9 +101,6 @@ struct W4a8W {  // one block's weights and metadata, per tile of the warp
     uint4 w[W4A8_NT];
     unsigned meta[W4A8_NT];
 };
-struct W4a8A {  // one block's A fragments (rows g: a[0..1], g + 8: a[2..3])
-    uint4 a[4];
-};
 
 // Lane (g, t) loads column g of each tile and the metadata of column g for chunk t's group.
 // w4 and m4 point at the warp's first tile (lane and column offsets included).
@@ -139,19 +124,6 @@ __device__ __forceinline__ void w4a8_load_a(const signed char* xa, int ld, const
     ac.a[2] = q.M > 8 ? p1[0] : z4, ac.a[3] = q.M > 8 ? p1[1] : z4;
 }
 
-__device__ __forceinline__ unsigned w4a8_word(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
-
-// f += T * s_w / 16, T = d + zc * sum q_x, for D rows g, g + 8 (code sums s0, s1) and columns
-// 2t, 2t + 1 (metadata m0, m1: s_w in the low half, zc in the high half).
-__device__ __forceinline__ void w4a8_flush(float (&f)[4], const int (&d)[4], unsigned m0, unsigned m1, int s0, int s1) {
-    const float c0 = w4a8_h2f((unsigned short)(m0 & 0xffffu)) * 0.0625f, c1 = w4a8_h2f((unsigned short)(m1 & 0xffffu)) * 0.0625f;
-    const int z0 = (int)m0 >> 16, z1 = (int)m1 >> 16;
-    f[0] += (float)(d[0] + z0 * s0) * c0;
-    f[1] += (float)(d[1] + z1 * s0) * c1;
-    f[2] += (float)(d[2] + z0 * s1) * c0;
-    f[3] += (float)(d[3] + z1 * s1) * c1;
-}
-
 // One 128-block for all the warp's tiles: 4 chunks x ntw MMAs (+ 4 for the code sums when asym).
 // PC: one partial per chunk (G not a multiple of 128: chunk c's group comes from lane t = c), else
 // one per block.
@@ -159,11 +131,7 @@ template <bool PC>
 __device__ __forceinline__ void w4a8_block(const W4a8W& st, const W4a8A& ac, const W4a8Geo& q, int b, bool asym, float (&f)[W4A8_NT][4]) {
     const int t = q.lane & 3;
     unsigned a[4][4];
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-        a[c][0] = w4a8_word(ac.a[c >> 1], 2 * (c & 1)), a[c][2] = w4a8_word(ac.a[c >> 1], 2 * (c & 1) + 1);
-        a[c][1] = w4a8_word(ac.a[2 + (c >> 1)], 2 * (c & 1)), a[c][3] = w4a8_word(ac.a[2 + (c >> 1)], 2 * (c & 1) + 1);
-    }
+    w4a8_frags(ac, a);
     const unsigned ones = 0x01010101u;  // B of all ones: D = the rows' code sums (asym only)
     if (PC) {
 #pragma unroll
@@ -176,8 +144,7 @@ __device__ __forceinline__ void w4a8_block(const W4a8W& st, const W4a8A& ac, con
                 if (j >= q.ntw) break;
                 const unsigned wv = w4a8_word(st.w[j], c);
                 int d[4] = {0, 0, 0, 0};
-                // Nibbles to the high half of each byte: s8 value 16 v (low nibbles = even k).
-                w4a8_mma(d, a[c], (wv << 4) & 0xF0F0F0F0u, wv & 0xF0F0F0F0u);
+                w4a8_mma(d, a[c], w4a8_b_even(wv), w4a8_b_odd(wv));
                 const unsigned m0 = __shfl_sync(0xffffffffu, st.meta[j], 8 * t + c), m1 = __shfl_sync(0xffffffffu, st.meta[j], 8 * t + 4 + c);
                 w4a8_flush(f[j], d, m0, m1, cs[0], cs[2]);
             }
@@ -196,7 +163,7 @@ __device__ __forceinline__ void w4a8_block(const W4a8W& st, const W4a8A& ac, con
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
             const unsigned wv = w4a8_word(st.w[j], c);
-            w4a8_mma(d, a[c], (wv << 4) & 0xF0F0F0F0u, wv & 0xF0F0F0F0u);
+            w4a8_mma(d, a[c], w4a8_b_even(wv), w4a8_b_odd(wv));
         }
         const unsigned m0 = __shfl_sync(0xffffffffu, st.meta[j], 8 * t), m1 = __shfl_sync(0xffffffffu, st.meta[j], 8 * t + 4);
         w4a8_flush(f[j], d, m0, m1, bs[0], bs[2]);
@@ -361,4 +328,17 @@ extern "C" __global__ void __launch_bounds__(W4A8_THREADS, 2) w4a8_gemm_fused(co
     if (G % 128 == 0) w4a8_loop<false, false>(w4, m4, codes, ld, q, asym != 0, cur, f);
     else w4a8_loop<true, false>(w4, m4, codes, ld, q, asym != 0, cur, f);
     w4a8_store(red, f, q, sxs, y, ct);
+}
+
+#include "include/w4a8_large.cuh"
+
+extern "C" __global__ void __launch_bounds__(W4A8_THREADS, 2) w4a8_gemm_large(const signed char* xq, const float* sx, const unsigned char* wp, const unsigned* meta, float* y, int M, int N, int K, int G, int asym) {
+    __shared__ __align__(16) signed char as[2][W4A8_LARGE_A];
+    __shared__ __align__(16) unsigned char bs[2][W4A8_LARGE_B];
+    __shared__ __align__(16) unsigned ms[2][W4A8_LARGE_S];
+    const W4a8L q = w4a8_large_geo(M, N, K, G);
+    float f[W4A8_LARGE_TILES][4] = {};
+    if (G % 128 == 0) w4a8_large_loop<false>(as, bs, ms, xq, wp, meta, q, asym != 0, f);
+    else w4a8_large_loop<true>(as, bs, ms, xq, wp, meta, q, asym != 0, f);
+    if (q.active) w4a8_large_store(f, q, sx, y);
 }

@@ -4,7 +4,10 @@
 use cust::event::{Event, EventFlags};
 use muse_reference::Result;
 
-use crate::device::{err, Buf, Gpu};
+use crate::device::{err, k, Buf, Gpu};
+use crate::lazy::LazyModule;
+
+static MODULE: LazyModule = LazyModule::new(k::timing::CUBIN, "timing");
 
 /// Median and spread of repeated event timings, in microseconds.
 #[derive(Debug, Clone, Copy)]
@@ -67,5 +70,28 @@ pub fn time_events(
         p80_us: at(0.8),
         min_us: us[0],
         runs,
+    })
+}
+
+/// The protocol's floor: [`time_events`] of one launch of `timing_touch` (one CTA, lane 0 copies
+/// 16 cold bytes). No launch that reads memory takes less under this protocol, so a speedup whose
+/// two sides both sit near it cannot exceed `baseline / floor`.
+///
+/// ```no_run
+/// let gpu = muse_cuda::Gpu::get().expect("a GPU");
+/// let floor = muse_cuda::timing::launch_floor(gpu, 5, 100).expect("timing");
+/// assert!(floor.median_us > 0.0);
+/// ```
+pub fn launch_floor(gpu: &'static Gpu, warmup: usize, runs: usize) -> Result<EventTiming> {
+    let (src, dst): (Buf<u8>, Buf<u8>) = (gpu.upload(&[1u8; 16])?, gpu.alloc(16)?);
+    let func = gpu.function(MODULE.get(gpu)?, k::timing::TOUCH)?;
+    time_events(gpu, warmup, runs, || {
+        let stream = &gpu.stream;
+        // SAFETY: (1) two pointer arguments in C order (const uint4*, uint4*); (2) src and dst
+        // hold 16 bytes each, cuMemAlloc alignment covers uint4; one thread reads and writes one
+        // uint4; (3) both buffers outlive the timed runs (time_events synchronises before it
+        // returns).
+        unsafe { cust::launch!(func<<<1, 32, 0, stream>>>(src.ptr(), dst.ptr())) }
+            .map_err(|e| err("launching timing_touch", e))
     })
 }

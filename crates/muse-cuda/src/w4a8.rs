@@ -1,9 +1,10 @@
-//! W4A8 GEMM for small M on the GPU (kernels: `../kernels/w4a8.cu`, whose header states the
+//! W4A8 GEMM on the GPU for any M (kernels: `../kernels/w4a8.cu`, whose header states the
 //! layouts and what is exact; reference: `muse_reference::w4a8`): per-token int8 activations
 //! quantised on the device, 4-bit weights from the reference's quantiser (repacked here for 16-byte
 //! loads), exact int32 sums per 32-code chunk (int8 tensor-core MMAs), an f32 epilogue.
-//! [`linear`] is the production path: one fused launch while M·K is small ([`fuses`]), else
-//! [`quant_x`] then [`gemm_small`].
+//! [`linear`] is the production path: for M ≤ `MAX_M` (16, decode) one fused launch while M·K is
+//! small ([`fuses`]), else [`quant_x`] then [`gemm_small`]; for larger M (prefill) [`quant_x`]
+//! then the tiled [`gemm_large`].
 //!
 //! ```no_run
 //! use muse_cuda::w4a8::{linear, Acts, DeviceWeights};
@@ -24,6 +25,9 @@ use muse_reference::{Error, Result};
 
 use crate::device::{err, k, Buf, Gpu};
 use crate::lazy::LazyModule;
+
+mod large;
+pub use large::gemm_large;
 
 static MODULE: LazyModule = LazyModule::new(k::w4a8::CUBIN, "w4a8");
 
@@ -130,14 +134,13 @@ pub struct Acts {
 }
 
 impl Acts {
-    /// Buffers for 1 ≤ M ≤ `MAX_M` rows of K (a positive multiple of 32).
+    /// Buffers for M ≥ 1 rows of K (a positive multiple of 32).
     pub fn new(gpu: &'static Gpu, m: usize, k: usize) -> Result<Self> {
-        let max = k::w4a8::MAX_M as usize;
-        if m == 0 || m > max {
+        if m == 0 {
             return Err(Error::Domain {
                 op: OP,
                 arg: "x",
-                rule: format!("needs 1 ≤ M ≤ {max} rows, got M = {m}"),
+                rule: "needs at least one row, got M = 0".into(),
             });
         }
         if k == 0 || k % 32 != 0 {
@@ -167,10 +170,11 @@ impl Acts {
     }
 }
 
-/// Whether [`linear`] takes the single fused launch for M rows of K (the codes of every row fit
-/// the kernel's shared memory: M·K rounded up to 128 ≤ `FUSE_MAX`).
+/// Whether [`linear`] takes the single fused launch for M rows of K: M ≤ `MAX_M` (the small-M
+/// path) and the codes of every row fit the kernel's shared memory (M·K rounded up to 128 ≤
+/// `FUSE_MAX`).
 pub fn fuses(m: usize, k: usize) -> bool {
-    m * kpad(k) <= k::w4a8::FUSE_MAX as usize
+    m <= k::w4a8::MAX_M as usize && m * kpad(k) <= k::w4a8::FUSE_MAX as usize
 }
 
 /// n-tiles (8 columns) per CTA: the most (≤ 4, so that more tiles share each activation load)
@@ -195,13 +199,8 @@ fn check_x(x: &Buf<f32>, acts: &Acts) -> Result<()> {
     Ok(())
 }
 
-/// Checks the operands; returns (grid, ct, M, N, K, G, asym) for a GEMM launch.
-fn gemm_args(
-    gpu: &Gpu,
-    acts: &Acts,
-    w: &DeviceWeights,
-    y: &Buf<f32>,
-) -> Result<(u32, i32, i32, i32, i32, i32, i32)> {
+/// Checks a GEMM's operands: K of `acts` and `w` match, y holds [M, N].
+fn check_gemm(acts: &Acts, w: &DeviceWeights, y: &Buf<f32>) -> Result<()> {
     if acts.k != w.k {
         return Err(Error::Shape {
             op: OP,
@@ -218,6 +217,29 @@ fn gemm_args(
             got: vec![y.len()],
         });
     }
+    Ok(())
+}
+
+/// Checks the operands of a small-M GEMM (M ≤ `MAX_M`: the kernels hold 16 rows); returns
+/// (grid, ct, M, N, K, G, asym) for its launch.
+fn gemm_args(
+    gpu: &Gpu,
+    acts: &Acts,
+    w: &DeviceWeights,
+    y: &Buf<f32>,
+) -> Result<(u32, i32, i32, i32, i32, i32, i32)> {
+    let max = k::w4a8::MAX_M as usize;
+    if acts.m > max {
+        return Err(Error::Domain {
+            op: OP,
+            arg: "x",
+            rule: format!(
+                "needs M ≤ {max} rows for the small-M kernels, got M = {} (use gemm_large)",
+                acts.m
+            ),
+        });
+    }
+    check_gemm(acts, w, y)?;
     let ct = tiles_per_cta(gpu, w.n);
     let grid = u32::try_from(w.n.div_ceil(8 * ct))
         .map_err(|_| unsupported(format!("N = {} exceeds the grid", w.n)))?;
@@ -251,7 +273,8 @@ pub fn quant_x(gpu: &'static Gpu, x: &Buf<f32>, out: &Acts) -> Result<()> {
 }
 
 /// y [M, N] = W4A8 product of the quantised activations ([`quant_x`]) and the weights (int8
-/// tensor-core MMAs; the kernel header states what is exact).
+/// tensor-core MMAs; the kernel header states what is exact), for M ≤ `MAX_M` (else an
+/// [`Error::Domain`] naming `x`; [`gemm_large`] takes any M).
 pub fn gemm_small(gpu: &'static Gpu, x: &Acts, w: &DeviceWeights, y: &Buf<f32>) -> Result<()> {
     let (grid, ct, m, n, kk, g, asym) = gemm_args(gpu, x, w, y)?;
     let func = gpu.function(MODULE.get(gpu)?, k::w4a8::GEMM_SMALL)?;
@@ -270,7 +293,8 @@ pub fn gemm_small(gpu: &'static Gpu, x: &Acts, w: &DeviceWeights, y: &Buf<f32>) 
 }
 
 /// y [M, N] = W4A8(x [M, K] f32): one launch of the fused kernel when [`fuses`]`(M, K)`, else
-/// [`quant_x`] then [`gemm_small`]. Either way `acts` holds x's codes afterwards.
+/// [`quant_x`] then [`gemm_small`] (M ≤ `MAX_M`) or [`gemm_large`] (M > `MAX_M`). Either way
+/// `acts` holds x's codes afterwards.
 pub fn linear(
     gpu: &'static Gpu,
     x: &Buf<f32>,
@@ -279,6 +303,11 @@ pub fn linear(
     y: &Buf<f32>,
 ) -> Result<()> {
     check_x(x, acts)?;
+    check_gemm(acts, w, y)?;
+    if acts.m > k::w4a8::MAX_M as usize {
+        quant_x(gpu, x, acts)?;
+        return gemm_large(gpu, acts, w, y);
+    }
     if !fuses(acts.m, acts.k) {
         quant_x(gpu, x, acts)?;
         return gemm_small(gpu, acts, w, y);

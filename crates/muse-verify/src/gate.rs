@@ -117,7 +117,11 @@ pub fn retire_metrics(baseline: &mut Report, metrics: &[String]) -> Vec<String> 
     baseline.records.retain(|r| {
         let keep = !metrics.contains(&r.metric);
         if !keep {
-            lines.push(format!("{}: metric `{}` retired on purpose", r.key(), r.metric));
+            lines.push(format!(
+                "{}: metric `{}` retired on purpose",
+                r.key(),
+                r.metric
+            ));
         }
         keep
     });

@@ -61,26 +61,21 @@ pub fn speedup(site: &Site<'_>, metric: &str, baseline_time: f64, time: f64) -> 
     site.record(metric, baseline_time / time, "x", None)
 }
 
-/// The protocol's floor: one launch of one CTA that reads 512 cold bytes and writes 132 (the W4A8
-/// activation quantiser on a 1 × 128 row), timed as every kernel is (events, L2 flushed before
-/// each repeat). No launch that reads memory can take less; a ratio whose two sides both sit near
-/// it cannot exceed baseline / floor. Recorded as kernel `launch_floor`, case
-/// `w4a8_quant_x_1x128`.
+/// The protocol's floor ([`muse_cuda::timing::launch_floor`]: one launch in which one thread
+/// copies 16 cold bytes, timed as every kernel is) as records of kernel `launch_floor`, case
+/// `timing_touch_16B`. A ratio whose two sides both sit near it cannot exceed baseline / floor.
 #[cfg(feature = "cuda")]
 pub fn launch_floor(
     gpu: &'static muse_cuda::Gpu,
     runs: usize,
     dtype: &'static str,
 ) -> Result<(crate::timing::EventTiming, Vec<Record>), muse_reference::Error> {
-    use muse_cuda::w4a8::{quant_x, Acts};
-    let x = gpu.upload(&vec![0.5f32; 128])?;
-    let acts = Acts::new(gpu, 1, 128)?;
-    let t = crate::timing::time_events(gpu, 5, runs, || quant_x(gpu, &x, &acts))?;
+    let t = muse_cuda::timing::launch_floor(gpu, 5, runs)?;
     let site = Site {
         kernel: "launch_floor",
         backend: "cuda",
-        case: "w4a8_quant_x_1x128",
-        shape: &[1, 128],
+        case: "timing_touch_16B",
+        shape: &[16],
         dtype,
     };
     Ok((t, event_timing(&site, &t, None)))

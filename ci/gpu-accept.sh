@@ -32,6 +32,7 @@ done
 echo "gpu-accept: reports/ updated, raw files in $run"
 cargo run --release -q -p muse-cli -- gate --baseline reports/baselines/kpi-cuda.json \
     --current reports/kpi-cuda.json --max-slowdown 0.10 --kernel-sources crates/muse-cuda/kernels \
-    --retire time_median_schedule_occupancy4  # the D = 64 occupancy-4 schedule, dropped in 4d9144f
+    --retire time_median_schedule_occupancy4 `# the D = 64 occupancy-4 schedule, dropped in 4d9144f` \
+    --retire launch_floor/cuda/w4a8_quant_x_1x128 `# the first launch floor, not a floor (runs/2026-12-02-2efd91e7e4e1)`
 cargo run --release -q -p muse-cli -- gate --baseline reports/baselines/verification-cuda.json \
     --current reports/verification-cuda.json --kernel-sources crates/muse-cuda/kernels

@@ -99,9 +99,10 @@ pub fn check(baseline: &Report, current: &Report, max_slowdown: Option<f64>) -> 
     out
 }
 
-/// Drops from `baseline` the records whose metric is one of `metrics`: measurements retired on
-/// purpose (a schedule removed from the code, say), named on the command line so that the
-/// retirement is visible where the gate runs. Returns one `not comparable` line per record.
+/// Drops from `baseline` the records whose metric is one of `metrics`, or whose key
+/// (`kernel/backend/case/…`) starts with one: measurements retired on purpose (a schedule removed
+/// from the code, a case renamed), named on the command line so that the retirement is visible
+/// where the gate runs. Returns one `not comparable` line per record.
 ///
 /// ```
 /// use muse_verify::{gate, report::Site, Report};
@@ -115,13 +116,12 @@ pub fn check(baseline: &Report, current: &Report, max_slowdown: Option<f64>) -> 
 pub fn retire_metrics(baseline: &mut Report, metrics: &[String]) -> Vec<String> {
     let mut lines = Vec::new();
     baseline.records.retain(|r| {
-        let keep = !metrics.contains(&r.metric);
+        let key = r.key();
+        let keep = !metrics
+            .iter()
+            .any(|m| *m == r.metric || key.starts_with(m.as_str()));
         if !keep {
-            lines.push(format!(
-                "{}: metric `{}` retired on purpose",
-                r.key(),
-                r.metric
-            ));
+            lines.push(format!("{key}: retired on purpose"));
         }
         keep
     });

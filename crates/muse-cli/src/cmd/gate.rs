@@ -3,7 +3,7 @@
 //! than the baseline by more than the given fraction, or (with `--kernel-sources`) a GPU report
 //! that measured other kernel sources than those in the tree. With `--kernel-sources`, compiler
 //! records of CUDA functions no longer in the sources are not comparable (not missing), and so
-//! are the records of each `--retire METRIC`.
+//! are the records of each `--retire METRIC|KEY_PREFIX`.
 
 use std::path::PathBuf;
 
@@ -28,9 +28,9 @@ pub struct Args {
     /// reports record their hash).
     #[arg(long)]
     kernel_sources: Option<PathBuf>,
-    /// A metric retired on purpose (repeatable): its baseline records are reported as not
-    /// comparable instead of missing.
-    #[arg(long = "retire", value_name = "METRIC")]
+    /// A metric, or a record-key prefix (`kernel/backend/case`), retired on purpose (repeatable):
+    /// its baseline records are reported as not comparable instead of missing.
+    #[arg(long = "retire", value_name = "METRIC|KEY_PREFIX")]
     retire: Vec<String>,
 }
 

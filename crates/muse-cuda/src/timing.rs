@@ -25,7 +25,10 @@ pub struct EventTiming {
 }
 
 /// Times `work` (which only queues launches on `gpu.stream`) `runs` times after `warmup` calls,
-/// flushing L2 (a memset of twice its size) before each repeat, outside the event pair.
+/// flushing L2 (a memset of twice its size) before each repeat, outside the event pair. With
+/// `MUSE_TIMING_FLUSH=read` the flush reads that buffer instead (`timing_read_flush`), leaving L2
+/// full of clean lines rather than dirty ones: an experiment on what the memset's write-back costs
+/// the timed kernel; the committed reports use the memset.
 pub fn time_events(
     gpu: &'static Gpu,
     warmup: usize,
@@ -39,8 +42,31 @@ pub fn time_events(
     gpu.sync("warm-up")?;
     let new_event = || Event::new(EventFlags::DEFAULT).map_err(|e| err("creating an event", e));
     let mut pairs = Vec::with_capacity(runs);
+    let read_flush = std::env::var("MUSE_TIMING_FLUSH").is_ok_and(|v| v == "read");
+    let reader = if read_flush {
+        flush.fill_async(1)?;
+        Some(gpu.function(MODULE.get(gpu)?, k::timing::READ_FLUSH)?)
+    } else {
+        None
+    };
+    let sink: Buf<u32> = gpu.alloc(1)?;
     for i in 0..runs {
-        flush.fill_async((i % 251) as u8)?;
+        match &reader {
+            Some(func) => {
+                let stream = &gpu.stream;
+                let n16 = (flush.len() / 16) as i64;
+                // SAFETY: (1) three arguments in C order (const uint4*, long long, unsigned*);
+                // (2) flush holds 16·n16 bytes or more (cuMemAlloc alignment covers uint4), sink
+                // one u32; (3) both outlive the timed runs (synchronised below).
+                unsafe {
+                    cust::launch!(func<<<gpu.info().sms * 4, 256, 0, stream>>>(
+                        flush.ptr(), n16, sink.ptr()
+                    ))
+                }
+                .map_err(|e| err("launching timing_read_flush", e))?;
+            }
+            None => flush.fill_async((i % 251) as u8)?,
+        }
         let (start, stop) = (new_event()?, new_event()?);
         start
             .record(&gpu.stream)

@@ -43,6 +43,13 @@ if [ "${MUSE_BUNDLE_CUBINS:-0}" = 1 ]; then
     [ -n "$cubins" ] && cp "$cubins"/*.cubin gpu-bundle/cubins/
 fi
 strip --strip-debug gpu-bundle/bin/*
+# With MUSE_BUNDLE_SLIM=1, only muse, muse-tests and muse-model-cuda-tests travel (the steps tests,
+# model, verify, roundtrip, sanitizer without the model/train/VRAM parts, bench): the tracked tree
+# (~57 MB with the committed run logs) and the full bundle (~12 MB) exceed a device call's 64 MiB.
+if [ "${MUSE_BUNDLE_SLIM:-0}" = 1 ]; then
+    rm gpu-bundle/bin/muse-train-cuda-tests gpu-bundle/bin/muse-vram-cuda-tests \
+        gpu-bundle/bin/muse-pool-cuda-tests gpu-bundle/bin/muse-train-loop-tests
+fi
 sha=$(git rev-parse --short=12 HEAD)
 [ -z "$(git status --porcelain --untracked-files=no)" ] || sha="$sha-dirty"
 cat > gpu-bundle/manifest.json <<JSON

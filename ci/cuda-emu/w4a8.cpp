@@ -105,7 +105,7 @@ static double bound(int K, int G) { return ((G % 128 == 0 ? K / 128 : K / 32) + 
 
 static Codes quant(const Problem& p) {
     Codes c{std::vector<signed char>((size_t)p.M * p.kp, 99), std::vector<float>(p.M)};
-    launch(dim3{(unsigned)p.M, 1, 1}, W4A8_THREADS, [&] { w4a8_quant_x(p.x.data(), p.M, p.K, c.xq.data(), c.sx.data()); });
+    launch(dim3{(unsigned)((p.M + W4A8_WARPS - 1) / W4A8_WARPS), 1, 1}, W4A8_THREADS, [&] { w4a8_quant_x(p.x.data(), p.M, p.K, c.xq.data(), c.sx.data()); });
     return c;
 }
 

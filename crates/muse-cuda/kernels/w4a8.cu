@@ -270,6 +270,9 @@ __device__ void w4a8_quant_rows(const float* x, int rows, int K, signed char* co
         for (int u = 0; u < W4A8_QB; ++u) {
             if (j0 + u >= nj) break;
             const int o = tr + tpr * (j0 + u);
+            // before the arithmetic, so that a warp without items branches past it (predicated, the
+            // idle warps ran it all: ~14k warp instructions a row in the CTA-per-row quant_x)
+            if (!live || o >= ipr) continue;
             const float e[8] = {v[2 * u].x, v[2 * u].y, v[2 * u].z, v[2 * u].w, v[2 * u + 1].x, v[2 * u + 1].y, v[2 * u + 1].z, v[2 * u + 1].w};
             unsigned ev = 0, od = 0;
 #pragma unroll
@@ -278,7 +281,6 @@ __device__ void w4a8_quant_rows(const float* x, int rows, int K, signed char* co
                 if (i & 1) od |= qc << (4 * (i - 1));
                 else ev |= qc << (4 * i);
             }
-            if (!live || o >= ipr) continue;
             const int pos = 128 * (o >> 4) + 32 * (o & 3) + 8 * ((o >> 2) & 3);
             uint2 pr;
             pr.x = ev, pr.y = od;

@@ -260,12 +260,12 @@ pub fn quant_x(gpu: &'static Gpu, x: &Buf<f32>, out: &Acts) -> Result<()> {
     let func = gpu.function(MODULE.get(gpu)?, k::w4a8::QUANT_X)?;
     let (m, kk) = (int(out.m, "M")?, int(out.k, "K")?);
     let stream = &gpu.stream;
+    let grid = (m as u32).div_ceil(k::w4a8::WARPS);
     // SAFETY: (1) five arguments in C order: an f32 pointer, two i32, an i8 and an f32 pointer;
     // (2) x holds M·K floats (checked), xq M·Kp bytes and sx M floats (Acts::new, Kp = K rounded
     // up to 128); one warp per row < M (WARPS rows a CTA, the grid rounds up); K % 32 == 0 keeps
     // the float4 loads aligned in cuMemAlloc'd buffers; (3) buffers synchronise `stream` before
     // being freed.
-    let grid = (m as u32).div_ceil(k::w4a8::WARPS);
     unsafe {
         launch!(func<<<grid, k::w4a8::THREADS, 0, stream>>>(
             x.ptr(), m, kk, out.xq.ptr(), out.sx.ptr()

@@ -103,43 +103,7 @@ impl Family for HypDistFamily {
                 ));
             }
         }
-        ptxas_records(ctx);
+        crate::records::ptxas::push(ctx);
         Ok(None)
-    }
-}
-
-/// Registers, spill bytes and stack frame of every kernel of every file (ptxas -v at build
-/// time). Spills are gated at 0 bytes in every kernel (design §7: no shipped kernel spills); the
-/// distance kernels' stack frames too (elsewhere a local array may hold one, as the window
-/// attention's 3 KB tile does).
-#[cfg(feature = "cuda")]
-fn ptxas_records(ctx: &mut crate::CudaCtx<'_>) {
-    use muse_verify::Target;
-    for (stem, report) in muse_cuda::kernels::PTXAS_REPORTS {
-        for k in muse_cuda::ptxas::parse(report) {
-            let site = Site {
-                kernel: "ptxas",
-                backend: "cuda",
-                case: &k.name,
-                shape: &[],
-                dtype: stem,
-            };
-            let frame_gated = (*stem == "hyp_dist").then_some(Target::AtMost(0.0));
-            ctx.report
-                .records
-                .push(site.record("registers", f64::from(k.registers), "", None));
-            ctx.report.records.push(site.record(
-                "spill_bytes",
-                f64::from(k.spill_stores + k.spill_loads),
-                "bytes",
-                Some(Target::AtMost(0.0)),
-            ));
-            ctx.report.records.push(site.record(
-                "stack_frame",
-                f64::from(k.stack_frame),
-                "bytes",
-                frame_gated,
-            ));
-        }
     }
 }

@@ -1,8 +1,10 @@
 //! Record helpers shared by the families: timing records from a CPU [`Timing`] or a GPU
 //! `EventTiming`, throughput and speedup records, and the scaling-exponent fit. Cross-family
-//! inputs have their own modules: [`sanitizer`] (compute-sanitizer logs) and [`torch`] (PyTorch
-//! baselines).
+//! inputs have their own modules: [`sanitizer`] (compute-sanitizer logs), [`torch`] (PyTorch
+//! baselines) and, with `cuda`, `ptxas` (the compiler's register and spill counts).
 
+#[cfg(feature = "cuda")]
+pub mod ptxas;
 pub mod sanitizer;
 pub mod torch;
 

@@ -14,11 +14,26 @@ mod gpu {
     use muse::reference::poincare::maps::dist_tangent;
     use muse::reference::sparse_attn::{attend_blocks, attend_indices, BlockLists, Lsh};
     use muse::reference::{bf16_from_f64, splitmix64};
+    use muse::verify::ErrorStats;
     use muse_cuda::hyp_attn_tc::{forward, ForwardWs, Problem};
     use muse_cuda::sparse_attn::{
         forward_indexed, forward_sparse, select_centroid, select_lsh, IndexedWs,
     };
     use ndarray::Array4;
+
+    /// (MSE, max |Δ|) of the device's o against the reference's (`ErrorStats`); every value of
+    /// both must be finite.
+    fn o_error(got: &[f32], want: &Array4<f64>) -> (f64, f64) {
+        let got: Vec<f64> = got.iter().map(|&x| f64::from(x)).collect();
+        let want: Vec<f64> = want.iter().copied().collect();
+        assert_eq!(got.len(), want.len(), "o length");
+        assert!(
+            got.iter().chain(&want).all(|x| x.is_finite()),
+            "non-finite o"
+        );
+        let e = ErrorStats::real(&got, &want);
+        (e.mse, e.max_abs)
+    }
 
     fn data(shape: (usize, usize, usize, usize), seed: u64, scale: f64) -> Array4<f64> {
         let mut st = seed;
@@ -97,18 +112,11 @@ mod gpu {
             };
             let want = attend_blocks(q.view(), k.view(), v.view(), c, beta, &reference)
                 .expect("reference");
-            let o = ws.o.to_vec().expect("o");
-            let (mut sq, mut worst) = (0.0, 0.0f64);
-            for (g, w) in o.iter().zip(want.o.iter()) {
-                let d = f64::from(*g) - w;
-                sq += d * d;
-                worst = worst.max(d.abs());
-            }
+            let (mse, worst) = o_error(&ws.o.to_vec().expect("o"), &want.o);
             let vmax = v.iter().fold(0.0f64, |a, x| a.max(x.abs()));
             assert!(
-                sq / o.len() as f64 <= 1e-6 && worst <= 1e-2 * vmax,
-                "N {n}: mse {:.2e}, max {worst:.2e}",
-                sq / o.len() as f64
+                mse <= 1e-6 && worst <= 1e-2 * vmax,
+                "N {n}: mse {mse:.2e}, max {worst:.2e}"
             );
             // (3) every block listed in ascending order: the dense kernel's arithmetic, so its
             // output to f32 rounding. (The selection lists them by score, and another order of
@@ -300,15 +308,9 @@ mod gpu {
                 let view = Array4::from_shape_vec((1, 2, n, width), idx).expect("shape");
                 let want = attend_indices(q.view(), k.view(), v.view(), c, beta, view.view())
                     .expect("reference");
-                let (o, lse) = (ws.o.to_vec().expect("o"), ws.lse.to_vec().expect("lse"));
-                let (mut sq, mut worst) = (0.0, 0.0f64);
-                for (g, w) in o.iter().zip(want.o.iter()) {
-                    let d = f64::from(*g) - w;
-                    sq += d * d;
-                    worst = worst.max(d.abs());
-                }
+                let lse = ws.lse.to_vec().expect("lse");
+                let (mse, worst) = o_error(&ws.o.to_vec().expect("o"), &want.o);
                 let vmax = v.iter().fold(0.0f64, |a, x| a.max(x.abs()));
-                let mse = sq / o.len() as f64;
                 assert!(
                     mse <= 1e-6 && worst <= 1e-4 * vmax,
                     "N {n} D {dim} width {width}: mse {mse:.2e}, max {worst:.2e}"

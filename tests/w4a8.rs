@@ -14,6 +14,7 @@ mod gpu {
     };
     use muse::Error;
     use muse_cuda::w4a8::{fuses, gemm_large, gemm_small, linear, quant_x, Acts, DeviceWeights};
+    use muse_cuda::{Buf, Gpu};
     use ndarray::Array2;
 
     fn mat(r: usize, c: usize, seed: u64, scale: f64) -> Array2<f64> {
@@ -69,6 +70,54 @@ mod gpu {
         Int8Act { k, codes, scale }
     }
 
+    /// One shape's operands on the device: x, its weights quantised and uploaded, and an
+    /// activation buffer and an output for each of the two paths a test compares.
+    struct Case {
+        x: Array2<f64>,
+        qw: Int4Weights,
+        dw: DeviceWeights,
+        xd: Buf<f32>,
+        two: Acts,
+        one: Acts,
+        y2: Buf<f32>,
+        y1: Buf<f32>,
+    }
+
+    impl Case {
+        fn new(gpu: &'static Gpu, (m, n, k, g): Shape, codec: WeightCodec, seed: u64) -> Self {
+            let (x, w) = (mat(m, k, seed, 3.0), mat(n, k, seed + 1, 0.2));
+            let qw = quantize_weights(w.view(), g, codec).expect("weights");
+            let xd = gpu
+                .upload(&x.iter().map(|&v| v as f32).collect::<Vec<_>>())
+                .expect("x");
+            Self {
+                dw: DeviceWeights::upload(gpu, &qw).expect("upload"),
+                two: Acts::new(gpu, m, k).expect("acts"),
+                one: Acts::new(gpu, m, k).expect("acts"),
+                y2: gpu.alloc::<f32>(m * n).expect("y"),
+                y1: gpu.alloc::<f32>(m * n).expect("y"),
+                x,
+                qw,
+                xd,
+            }
+        }
+
+        /// The reference product on the device's codes in `two` (checked, and equal to those
+        /// in `one`), and its f32 rounding scale.
+        fn reference(&self, what: &str) -> (Array2<f64>, Array2<f64>) {
+            let own = checked_codes(&self.two, &self.x, what);
+            assert_eq!(own.codes, self.one.codes().expect("codes"), "{what} codes");
+            assert_eq!(own.scale, self.one.scales().expect("scales"), "{what} s_x");
+            (
+                gemm_exact(&own, &self.qw).expect("reference"),
+                magnitude(&own, &self.qw),
+            )
+        }
+    }
+
+    /// (M, N, K, G).
+    type Shape = (usize, usize, usize, usize);
+
     /// Asserts |y − want| ≤ (P + 10)·2⁻²⁴·magnitude for every output (module comment).
     fn assert_close(
         y: &[f32],
@@ -100,46 +149,21 @@ mod gpu {
                 (1024, 1536, 512, 128),
                 (300, 72, 1024, 64),
             ] {
-                let (x, w) = (mat(m, k, 3, 3.0), mat(n, k, 4, 0.2));
-                let qw = quantize_weights(w.view(), g, codec).expect("weights");
-                let dw = DeviceWeights::upload(gpu, &qw).expect("upload");
-                let xd = gpu
-                    .upload(&x.iter().map(|&v| v as f32).collect::<Vec<_>>())
-                    .expect("x");
-                let (two, one) = (
-                    Acts::new(gpu, m, k).expect("acts"),
-                    Acts::new(gpu, m, k).expect("acts"),
-                );
-                let (y2, y1) = (
-                    gpu.alloc::<f32>(m * n).expect("y"),
-                    gpu.alloc::<f32>(m * n).expect("y"),
-                );
-                quant_x(gpu, &xd, &two).expect("quant");
-                gemm_large(gpu, &two, &dw, &y2).expect("gemm_large");
-                linear(gpu, &xd, &one, &dw, &y1).expect("linear");
+                let c = Case::new(gpu, (m, n, k, g), codec, 3);
+                quant_x(gpu, &c.xd, &c.two).expect("quant");
+                gemm_large(gpu, &c.two, &c.dw, &c.y2).expect("gemm_large");
+                linear(gpu, &c.xd, &c.one, &c.dw, &c.y1).expect("linear");
                 assert!(!fuses(m, k), "M = {m} > 16 never fuses");
                 assert!(
                     matches!(
-                        gemm_small(gpu, &two, &dw, &y2),
+                        gemm_small(gpu, &c.two, &c.dw, &c.y2),
                         Err(Error::Domain { arg: "x", .. })
                     ),
                     "gemm_small must refuse M = {m} > 16"
                 );
                 let what = format!("{codec:?} ({m}, {n}, {k}, G{g})");
-                let own = checked_codes(&two, &x, &what);
-                assert_eq!(
-                    own.codes,
-                    one.codes().expect("codes"),
-                    "{what}: linear's codes"
-                );
-                assert_eq!(
-                    own.scale,
-                    one.scales().expect("scales"),
-                    "{what}: linear's s_x"
-                );
-                let want = gemm_exact(&own, &qw).expect("reference");
-                let mag = magnitude(&own, &qw);
-                let (got2, got1) = (y2.to_vec().expect("y"), y1.to_vec().expect("y"));
+                let (want, mag) = c.reference(&format!("{what} linear's"));
+                let (got2, got1) = (c.y2.to_vec().expect("y"), c.y1.to_vec().expect("y"));
                 assert_close(&got2, &want, &mag, k, g, &format!("{what} gemm_large"));
                 assert_close(&got1, &want, &mag, k, g, &format!("{what} linear"));
                 assert_eq!(
@@ -163,39 +187,14 @@ mod gpu {
                 (5, 200, 1536, 96),
                 (16, 64, 4096, 128),
             ] {
-                let (x, w) = (mat(m, k, 1, 3.0), mat(n, k, 2, 0.2));
-                let qw = quantize_weights(w.view(), g, codec).expect("weights");
-                let dw = DeviceWeights::upload(gpu, &qw).expect("upload");
-                let xd = gpu
-                    .upload(&x.iter().map(|&v| v as f32).collect::<Vec<_>>())
-                    .expect("x");
-                let (two, one) = (
-                    Acts::new(gpu, m, k).expect("acts"),
-                    Acts::new(gpu, m, k).expect("acts"),
-                );
-                let (y2, y1) = (
-                    gpu.alloc::<f32>(m * n).expect("y"),
-                    gpu.alloc::<f32>(m * n).expect("y"),
-                );
-                quant_x(gpu, &xd, &two).expect("quant");
-                gemm_small(gpu, &two, &dw, &y2).expect("gemm");
-                linear(gpu, &xd, &one, &dw, &y1).expect("linear");
+                let c = Case::new(gpu, (m, n, k, g), codec, 1);
+                quant_x(gpu, &c.xd, &c.two).expect("quant");
+                gemm_small(gpu, &c.two, &c.dw, &c.y2).expect("gemm");
+                linear(gpu, &c.xd, &c.one, &c.dw, &c.y1).expect("linear");
                 let path = if fuses(m, k) { "fused" } else { "2-launch" };
                 let what = format!("{codec:?} ({m}, {n}, {k}, G{g})");
-                let own = checked_codes(&two, &x, &what);
-                assert_eq!(
-                    own.codes,
-                    one.codes().expect("codes"),
-                    "{what} {path} codes"
-                );
-                assert_eq!(
-                    own.scale,
-                    one.scales().expect("scales"),
-                    "{what} {path} s_x"
-                );
-                let want = gemm_exact(&own, &qw).expect("reference");
-                let mag = magnitude(&own, &qw);
-                for (y, name) in [(&y2, "2-launch"), (&y1, path)] {
+                let (want, mag) = c.reference(&format!("{what} {path}"));
+                for (y, name) in [(&c.y2, "2-launch"), (&c.y1, path)] {
                     let got = y.to_vec().expect("y");
                     assert_close(&got, &want, &mag, k, g, &format!("{what} {name}"));
                 }

@@ -43,16 +43,17 @@ pub fn time_events(
     let new_event = || Event::new(EventFlags::DEFAULT).map_err(|e| err("creating an event", e));
     let mut pairs = Vec::with_capacity(runs);
     let read_flush = std::env::var("MUSE_TIMING_FLUSH").is_ok_and(|v| v == "read");
+    // the read flush's kernel and the one word it may write (the memset flush needs neither)
     let reader = if read_flush {
         flush.fill_async(1)?;
-        Some(gpu.function(MODULE.get(gpu)?, k::timing::READ_FLUSH)?)
+        let func = gpu.function(MODULE.get(gpu)?, k::timing::READ_FLUSH)?;
+        Some((func, gpu.alloc::<u32>(1)?))
     } else {
         None
     };
-    let sink: Buf<u32> = gpu.alloc(1)?;
     for i in 0..runs {
         match &reader {
-            Some(func) => {
+            Some((func, sink)) => {
                 let stream = &gpu.stream;
                 let n16 = (flush.len() / 16) as i64;
                 // SAFETY: (1) three arguments in C order (const uint4*, long long, unsigned*);
